@@ -1,0 +1,37 @@
+# Fresh-machine entry points: `make run` and `make test` set up everything they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.reslab-installed
+# torch 2.14.1 / torchvision 0.29.1 install offline on the project's machines; any torch >= 2.10 works.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+PIP    := $(PY) -m pip install --progress-bar off -q
+
+.PHONY: setup run test test-slow lint data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(TORCH)
+	$(PIP) -e ".[dev]"
+	@touch $(STAMP)
+
+data:
+	@scripts/ensure-fashion-mnist.sh
+
+run: setup data
+	$(PY) -m reslab models
+	$(PY) -m reslab summary resnet50 --stages
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

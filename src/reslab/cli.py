@@ -1,0 +1,99 @@
+"""The `reslab` command: thin parsers over library functions.
+
+Each sub-command parses its flags, builds a typed config and calls one function.
+User errors (ReslabError, bad values) print one line, not a traceback; set
+RESLAB_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from reslab.errors import ReslabError
+
+# Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
+_COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
+                    "reslab.deploy.commands")
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, e.g. 224 or 32x32. Received: {text!r}")
+    return (parts[0], parts[-1])
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from reslab.report import print_models
+
+    print_models(args.pattern, family=args.family)
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from reslab.report import print_summary
+
+    overrides = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans),
+                                   ("variant", args.variant), ("shortcut", args.shortcut)) if v is not None}
+    print_summary(args.model, input_size=args.input_size, stages_only=args.stages, **overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning toolkit (He et al. 2015).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list registered models with parameters and GMACs")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--family", choices=("imagenet", "cifar", "classic"))
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer table: output shape, parameters, multiply-adds")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=_input_size, help="HxW or SIZE (default: the model's own)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
+    p.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
+    p.add_argument("--stages", action="store_true", help="only the per-stage totals")
+    p.set_defaults(func=_cmd_summary)
+
+    bench = sub.add_parser("bench", help="benchmarks: side by side, in one process")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and name.startswith(e.name):
+                continue  # that part of the toolkit is not installed in this tree
+            raise
+        module.add_commands(sub, bench_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args) or 0
+    except (ReslabError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("RESLAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"reslab {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reslab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Tables for people: the model list and per-layer summaries (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from reslab.analysis import count_params, layer_stats, stage_totals
+from reslab.models.registry import create_model, list_models, model_entry
+
+_HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=max(Console().width, 100))
+
+
+def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
+    table = Table(title="reslab models", title_justify="left")
+    for col, just in (("name", "left"), ("family", "left"), ("depth", "right"), ("input", "right"),
+                      ("params", "right"), ("GMACs", "right"), ("description", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name in list_models(pattern, family=family):
+        e = model_entry(name)
+        model = create_model(name)
+        chans = getattr(model, "in_chans", 3)
+        macs = sum(s.macs for s in layer_stats(model, (chans, e.input_size, e.input_size)))
+        table.add_row(name, e.family, str(e.depth), f"{e.input_size}", f"{count_params(model):,}",
+                      f"{macs / 1e9:.3f}", e.description)
+    return table
+
+
+def print_models(pattern: str = "*", *, family: str | None = None) -> None:
+    _console().print(models_table(pattern, family=family))
+
+
+def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stages_only: bool = False,
+                  **overrides: Any) -> None:
+    """Print the per-layer table (layer, type, output shape, params, MACs) and per-stage totals."""
+    entry = model_entry(name)
+    model = create_model(name, **overrides)
+    h, w = input_size or (entry.input_size, entry.input_size)
+    chans = getattr(model, "in_chans", overrides.get("in_chans", 3))
+    stats = layer_stats(model, (chans, h, w))
+    console = _console()
+    opts = "".join(f", {k}={v}" for k, v in overrides.items())
+    title = f"{name} at {chans}x{h}x{w}{opts}"
+    if not stages_only:
+        table = Table(title=title, title_justify="left")
+        for col in ("layer", "type", "output", "params", "MACs"):
+            table.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
+        for s in stats:
+            if s.kind in _HIDDEN and not s.params:
+                continue
+            table.add_row(s.name, s.kind, "x".join(map(str, s.out_shape)), f"{s.params:,}" if s.params else "",
+                          f"{s.macs:,}" if s.macs else "")
+        console.print(table)
+    totals = Table(title=f"{title}: per stage", title_justify="left")
+    for col in ("stage", "params", "MACs", "share of MACs"):
+        totals.add_column(col, justify="left" if col == "stage" else "right")
+    all_macs = sum(s.macs for s in stats) or 1
+    for stage, (p, m) in stage_totals(stats).items():
+        if p or m:
+            totals.add_row(stage, f"{p:,}", f"{m:,}", f"{100 * m / all_macs:.1f}%")
+    totals.add_row("total", f"{count_params(model):,}", f"{all_macs:,}", f"({all_macs / 1e9:.3f} G)", style="bold")
+    console.print(totals)
+    extra = getattr(model, "summary_extra", None)
+    if callable(extra):  # e.g. GoogLeNet's Inception branch arithmetic
+        console.print(extra())
