@@ -1,0 +1,167 @@
+"""Readers for the official dataset files: IDX (MNIST, Fashion-MNIST) and the CIFAR python pickles.
+
+Every reader returns images as uint8 (N, C, H, W) and labels as int64 (N,); a damaged
+or unexpected file raises `ReslabError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reslab.errors import ReslabError
+
+MNIST_CLASSES = [str(d) for d in range(10)]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dims (N, H, W)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dim (N,)
+_REFETCH = "re-download the official files (or run with --download)"
+
+
+def _open_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ReslabError(f"{path}: cannot read ({e}); {_REFETCH}") from None
+
+
+def read_idx(path: str | Path, magic: int) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a uint8 array; `magic` fixes the expected rank."""
+    path = Path(path)
+    data = _open_bytes(path)
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ReslabError(f"{path}: truncated IDX header ({len(data)} bytes); {_REFETCH}")
+    got = int(np.frombuffer(data, ">u4", count=1)[0])
+    if got != magic:
+        raise ReslabError(f"{path}: wrong IDX magic number 0x{got:08x}, expected 0x{magic:08x}; "
+                          f"is this the right file? {_REFETCH}")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    size = int(np.prod(dims))
+    if len(data) != header + size:
+        raise ReslabError(f"{path}: IDX body has {len(data) - header} bytes, dims {dims} need {size} "
+                          f"(truncated or corrupt); {_REFETCH}")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[Tensor, Tensor]:
+    """IDX images and labels -> uint8 (N, 1, H, W) and int64 (N,)."""
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+    if len(images) != len(labels):
+        raise ReslabError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} "
+                          f"labels; {_REFETCH}")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def _idx_file(folder: Path, name: str) -> Path:
+    # Uncompressed first: torchvision's downloader leaves both, and raw bytes read faster.
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise ReslabError(f"missing {name}(.gz) in {folder}; {_REFETCH}")
+
+
+def read_mnist(folder: str | Path, train: bool) -> tuple[Tensor, Tensor]:
+    """MNIST-layout folder (train-* / t10k-* IDX files, gzipped or not) -> (N, 1, 28, 28) uint8, (N,) int64."""
+    folder, prefix = Path(folder), "train" if train else "t10k"
+    return read_idx_pair(_idx_file(folder, f"{prefix}-images-idx3-ubyte"),
+                         _idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+
+
+try:  # numpy >= 2 moved the module; importing numpy.core there warns
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+# Every global the official CIFAR pickles name (numpy 1 and 2 spellings); nothing else may load.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers and numpy arrays: the official CIFAR files need nothing else,
+    and refusing every other global keeps a tampered file from running code."""
+
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="bytes")  # the files were pickled by Python 2
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise ReslabError(f"{self.path}: refusing to unpickle {module}.{name} (official CIFAR files hold "
+                              f"only numpy arrays and lists); {_REFETCH}")
+        return _CIFAR_GLOBALS[module, name]
+
+
+def load_cifar_pickle(path: str | Path) -> dict[bytes, Any]:
+    """One CIFAR python file as the dict it holds (keys are bytes, as in the official files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"missing CIFAR file {path}; {_REFETCH}")
+    try:
+        with path.open("rb") as f:
+            obj = _CifarUnpickler(f, path).load()
+    except ReslabError:
+        raise
+    except Exception as e:  # truncated or corrupt pickles fail in many ways
+        raise ReslabError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e}); {_REFETCH}") from None
+    if not isinstance(obj, dict):
+        raise ReslabError(f"{path}: expected a dict, found {type(obj).__name__}; {_REFETCH}")
+    return obj
+
+
+def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    d = load_cifar_pickle(path)
+    if b"data" not in d or label_key not in d:
+        raise ReslabError(f"{path}: keys {sorted(d)} lack b'data' or {label_key!r}; {_REFETCH}")
+    data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ReslabError(f"{path}: data {data.dtype} {data.shape} with {len(labels)} labels, expected "
+                          f"uint8 (N, 3072) and N labels; {_REFETCH}")
+    return data, labels
+
+
+def _cifar_names(path: Path, key: bytes) -> list[str]:
+    d = load_cifar_pickle(path)
+    if key not in d:
+        raise ReslabError(f"{path}: no {key!r} entry; {_REFETCH}")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in d[key]]
+
+
+def _cifar(folder: Path, files: list[str], label_key: bytes, meta: str, names_key: bytes,
+           ) -> tuple[Tensor, Tensor, list[str]]:
+    parts = [_cifar_batch(folder / f, label_key) for f in files]
+    data = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    # Each row is 1024 red, 1024 green, 1024 blue values, each plane row-major.
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels), _cifar_names(folder / meta, names_key)
+
+
+def read_cifar10(folder: str | Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+    """`cifar-10-batches-py` -> uint8 (N, 3, 32, 32), int64 (N,), the 10 class names."""
+    files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    return _cifar(Path(folder), files, b"labels", "batches.meta", b"label_names")
+
+
+def read_cifar100(folder: str | Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+    """`cifar-100-python` -> uint8 (N, 3, 32, 32), int64 fine labels (N,), the 100 fine class names."""
+    return _cifar(Path(folder), ["train" if train else "test"], b"fine_labels", "meta", b"fine_label_names")
