@@ -1,0 +1,165 @@
+"""Top-1 / top-5 error, loss, per-class accuracy and the confusion matrix.
+
+Test views (Section 3.4 / 4.2): the single view, or the standard 10-crop (4 corners and
+the centre, and their flips) with softmax scores averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reslab.data.augment import ten_crop
+
+
+@dataclass
+class EvalResult:
+    top1_err: float
+    top5_err: float
+    loss: float
+    n: int
+    per_class_acc: list[float]
+    confusion: Tensor  # (K, K): rows true class, columns predicted
+
+    def as_dict(self, classes: list[str] | None = None) -> dict:
+        names = classes or [str(i) for i in range(len(self.per_class_acc))]
+        return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n,
+                "per_class_acc": dict(zip(names, self.per_class_acc, strict=True))}
+
+
+def metrics_from_probs(probs: Tensor, labels: Tensor, num_classes: int) -> EvalResult:
+    """probs (N, K) class probabilities, labels (N,) -> errors, NLL loss, per-class accuracy."""
+    probs, labels = probs.float().cpu(), labels.cpu()
+    k = min(5, num_classes)
+    topk = probs.topk(k, dim=1).indices
+    pred = topk[:, 0]
+    top1 = (pred != labels).float().mean().item()
+    top5 = (~(topk == labels[:, None]).any(1)).float().mean().item()
+    loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
+    return EvalResult(top1, top5, loss, len(labels), per_class, confusion)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
+                  amp: bool = False, ten_crop_views: bool = False) -> tuple[Tensor, Tensor]:
+    """Softmax scores over `batches` of normalised images (N, C, H, W), or 10-crop views
+    (N, 10, C, H, W) averaged per image. Returns (probs (N, K), labels (N,)) on the CPU."""
+    was_training = model.training
+    model.eval()
+    all_probs, all_labels = [], []
+    try:
+        for x, y in batches:
+            x = x.to(device, non_blocking=True)
+            views = x.shape[1] if x.dim() == 5 else 1
+            if x.dim() == 5:
+                x = x.flatten(0, 1)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+            p = logits.float().softmax(1)
+            all_probs.append(p.view(-1, views, p.shape[1]).mean(1).cpu())
+            all_labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(all_probs), torch.cat(all_labels)
+
+
+def tensor_batches(images: Tensor, labels: Tensor, normalize: Callable[[Tensor], Tensor], *,
+                   batch_size: int = 500, ten_crop_pad: int | None = None) -> Iterable[tuple[Tensor, Tensor]]:
+    """Batches of an in-memory uint8 dataset, normalised; with `ten_crop_pad`, 10 views per image
+    taken from the image padded by that many pixels (the training crops' geometry)."""
+    for i in range(0, len(labels), batch_size):
+        x = normalize(images[i:i + batch_size])
+        if ten_crop_pad is not None:
+            h = x.shape[-1]
+            x = ten_crop(F.pad(x, (ten_crop_pad,) * 4), h).view(x.shape[0], 10, *x.shape[1:])
+        yield x, labels[i:i + batch_size]
+
+
+def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, *, title: str = "") -> Path:
+    """A row-normalised confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    norm = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: str | None = None,
+                     split: str = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
+                     out: str | Path | None = None) -> tuple[EvalResult, list[str], Path]:
+    """Evaluate saved reslab weights on a dataset split; writes confusion-<split>.png.
+
+    Refuses when the dataset's classes differ from the model's. Returns (result, classes, png path).
+    """
+    from reslab.data.augment import normalize
+    from reslab.data.datasets import load_dataset
+    from reslab.errors import ReslabError
+    from reslab.weights import load_weights, resolve_weights
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    model, meta = load_weights(weights, device=dev)
+    pre = meta["preprocess"]
+    name = data or pre.get("dataset")
+    if not name:
+        raise ReslabError(f"{weights} does not say which dataset it was trained on; pass --data")
+    if name == "folder":
+        from torch.utils.data import DataLoader
+
+        from reslab.data.datasets import find_data_dir
+        from reslab.data.folder import folder_dataset
+
+        ds = folder_dataset(find_data_dir("folder", data_dir), "val", train=False, ten_crop=ten_crop)
+        classes, batches = list(ds.classes), DataLoader(ds, 64, num_workers=2)
+    else:
+        ds = load_dataset(name, "test" if split == "test" else "val", data_dir=data_dir)
+        mean_image = pre.get("mean_image")
+
+        def norm(x: Tensor) -> Tensor:
+            return normalize(x, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=mean_image)
+
+        classes = ds.classes
+        batches = tensor_batches(ds.images, ds.labels, norm, batch_size=batch_size,
+                                 ten_crop_pad=4 if ten_crop else None)
+    if list(classes) != list(meta["classes"]):
+        raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
+                          f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
+    probs, labels = predict_probs(model, batches, device=dev)
+    res = metrics_from_probs(probs, labels, len(classes))
+    folder = Path(out) if out else resolve_weights(weights)[0].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    png = save_confusion_png(res.confusion, list(classes), folder / f"confusion-{split}.png",
+                             title=f"{meta['model']} on {name} {split}: {100 * (1 - res.top1_err):.2f}% top-1")
+    return res, list(classes), png
+
+
+def _short(classes: list[str]) -> str:
+    return f"{len(classes)} classes [{', '.join(map(str, classes[:3]))}{', ...' if len(classes) > 3 else ''}]"

@@ -1,0 +1,56 @@
+"""What machine a result came from: printed by benchmarks and written into reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+
+import torch
+
+
+@cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@cache
+def cpu_flags() -> list[str]:
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
+def describe(device: torch.device | str | None = None) -> dict[str, str]:
+    info = {
+        "cpu": cpu_model(),
+        "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "cpu_flags": " ".join(cpu_flags()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def describe_line(device: torch.device | str | None = None) -> str:
+    d = describe(device)
+    gpu = f", GPU {d['gpu']}" if "gpu" in d else ""
+    return (f"{d['cpu']} ({d['cores']} cores, {d['torch_threads']} torch threads; {d['cpu_flags'] or 'no flags'})"
+            f"{gpu}; torch {d['torch']}, Python {d['python']}")

@@ -1,0 +1,86 @@
+"""Where training batches come from.
+
+In-memory datasets: batch `it` is a pure function of (seed, it): the epoch's permutation
+is seeded by the epoch and the augmentation draws by the iteration. Resuming at any
+iteration therefore replays exactly the batches an uninterrupted run would see, and in
+multi-process training each rank takes its own slice of the same global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from reslab.data.augment import BatchAugment, crop_flip
+from reslab.data.datasets import InMemoryDataset
+
+
+def _seed(*parts: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0x7FFF_FFFF_FFFF_FFFF
+    return h
+
+
+class InMemoryBatches:
+    """Global batches of `batch_size` drawn without replacement each epoch (last partial batch
+    dropped); this process's share is rows [rank*b, (rank+1)*b) with b = batch_size // world."""
+
+    def __init__(self, data: InMemoryDataset, aug: BatchAugment, *, batch_size: int, seed: int,
+                 augment: bool = True, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
+        self.data, self.aug, self.augment = data, aug, augment
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.steps_per_epoch = len(data) // batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set has {len(data)} images, fewer than one batch of {batch_size}; "
+                             "lower --batch-size")
+        self._perm_epoch, self._perm = -1, torch.empty(0)
+
+    def indices(self, it: int) -> Tensor:
+        """This rank's sample indices of global iteration `it`."""
+        epoch, step = divmod(it, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(_seed(self.seed, epoch))
+            self._perm, self._perm_epoch = torch.randperm(len(self.data), generator=g), epoch
+        local = self.batch_size // self.world
+        start = step * self.batch_size + self.rank * local
+        return self._perm[start:start + local]
+
+    def batch(self, it: int) -> tuple[Tensor, Tensor]:
+        idx = self.indices(it).to(self.data.labels.device)
+        x, y = self.data.images[idx], self.data.labels[idx]
+        x = self.aug.normalize(x)
+        if self.augment:
+            # Draw for the whole global batch, then take this rank's rows: every world size sees
+            # the same augmented global batch.
+            g = torch.Generator().manual_seed(_seed(self.seed, it, 1))
+            params = self.aug.sample(self.batch_size, g)
+            local = self.batch_size // self.world
+            params = type(params)(*(p[self.rank * local:(self.rank + 1) * local] for p in params))
+            x = crop_flip(x, self.aug.pad, params)
+        return x, y
+
+
+class LoaderBatches:
+    """Batches from a DataLoader (folder datasets), consumed in order; resuming mid-epoch
+    skips the batches already seen (the random transforms then differ from the first run)."""
+
+    def __init__(self, make_loader, steps_per_epoch: int) -> None:  # make_loader(epoch) -> DataLoader
+        self.make_loader, self.steps_per_epoch = make_loader, steps_per_epoch
+        self._it: Iterator | None = None
+        self._next = -1
+
+    def batch(self, it: int) -> tuple[Tensor, Tensor]:
+        if it != self._next or self._it is None:
+            epoch, step = divmod(it, self.steps_per_epoch)
+            self._it = iter(self.make_loader(epoch))
+            for _ in range(step):
+                next(self._it)
+        elif it % self.steps_per_epoch == 0:
+            self._it = iter(self.make_loader(it // self.steps_per_epoch))
+        self._next = it + 1
+        return next(self._it)

@@ -1,0 +1,154 @@
+"""Typed training configuration: dataclass defaults, then a recipe, then flags.
+
+A recipe's schedule is defined in iterations, as the paper states it; `epochs` rescales
+the whole schedule so that milestones keep their fractions of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from reslab.errors import ReslabError
+
+
+@dataclass
+class TrainConfig:
+    model: str = "resnet20"
+    data: str = "fashion-mnist"
+    recipe: str = "cifar-paper"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # variant, shortcut, zero_init_last, ...
+    data_dir: str | None = None
+    download: bool = False
+    val_size: int | None = None  # None: the paper's 5k held out of the training set
+    # Optimisation (Section 3.4 / 4.2).
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    # Schedule, in iterations of the recipe's reference length.
+    schedule: str = "step"  # step | plateau | cosine
+    iterations: int = 64_000
+    milestones: tuple[int, ...] = (32_000, 48_000)
+    gamma: float = 0.1
+    warmup_iters: int = 0  # ResNet-110+: lr `warmup_lr` for the first iterations (Section 4.2)
+    warmup_lr: float = 0.01
+    plateau_patience: int = 3  # evaluations without improvement before lr /= 10 (plateau schedule)
+    epochs: float | None = None  # rescale the schedule to this many epochs
+    # Data pipeline.
+    normalize: str = "pixel-mean"  # pixel-mean (paper) | channel
+    augment: bool = True
+    label_smoothing: float = 0.0  # not in the paper; 0 keeps it faithful
+    # Run.
+    out: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    eval_every: int = 0  # iterations between validation passes; 0: once per epoch
+    log_every: int = 50
+    ckpt_every: int = 0  # iterations between last.pt writes; 0: at each evaluation
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    ten_crop: bool = False  # final test with 10 views
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.milestones = tuple(cfg.milestones)
+        return cfg
+
+
+# The paper's recipes. Values not listed keep the dataclass defaults.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Section 4.2: batch 128, lr 0.1 /10 at 32k and 48k, stop at 64k, wd 1e-4, momentum 0.9.
+    "cifar-paper": dict(batch_size=128, lr=0.1, schedule="step", iterations=64_000, milestones=(32_000, 48_000)),
+    # Section 3.4: batch 256, lr 0.1 /10 when the (validation) error plateaus, up to 60e4 iterations.
+    "imagenet-paper": dict(batch_size=256, lr=0.1, schedule="plateau", iterations=600_000, milestones=(),
+                           normalize="channel"),
+}
+# Section 4.2: "For the 110-layer network, we use 0.01 to warm up ... until the training error is below
+# 80% (about 400 iterations)"; we apply it by iteration count, to ResNet-110 and deeper.
+WARMUP_DEPTH = 110
+SCHEDULES = ("step", "plateau", "cosine")
+
+
+def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
+    """Defaults, then `recipe`, then the flags that were given (None means not given)."""
+    if recipe not in RECIPES:
+        close = difflib.get_close_matches(recipe, list(RECIPES), n=1)
+        raise ReslabError(f"unknown recipe {recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; "
+                          f"choose one of {', '.join(RECIPES)}")
+    values = {**RECIPES[recipe], **{k: v for k, v in flags.items() if v is not None}, "recipe": recipe}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ReslabError(f"unknown training option(s): {', '.join(unknown)}")
+    given = {k for k, v in flags.items() if v is not None}
+    if "iterations" in given and "milestones" not in given:  # keep the recipe's fractions
+        ref = RECIPES[recipe].get("iterations", TrainConfig.iterations)
+        ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
+        values["milestones"] = tuple(sorted({max(1, round(m * values["iterations"] / ref)) for m in ms}
+                                            - {values["iterations"]}))
+    cfg = TrainConfig(**values)
+    if "warmup_iters" not in flags or flags["warmup_iters"] is None:
+        from reslab.models.registry import model_entry
+
+        entry = model_entry(cfg.model)
+        if recipe == "cifar-paper" and entry.family == "cifar" and entry.depth >= WARMUP_DEPTH:
+            cfg.warmup_iters = 400
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse a config that cannot run, naming the value received."""
+    def bad(name: str, why: str) -> ReslabError:
+        return ReslabError(f"{name} {why}. Received: {name}={getattr(cfg, name)!r}")
+
+    for name in ("batch_size", "iterations", "log_every"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise bad(name, "must be a positive integer")
+    for name in ("lr", "warmup_lr"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) > 0):
+            raise bad(name, "must be a positive number")
+    for name in ("weight_decay", "momentum", "label_smoothing"):
+        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise bad(name, "must be >= 0")
+    if cfg.epochs is not None and not (cfg.epochs > 0):
+        raise bad("epochs", "must be positive")
+    if cfg.schedule not in SCHEDULES:
+        raise bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
+    if cfg.normalize not in ("pixel-mean", "channel"):
+        raise bad("normalize", "must be pixel-mean or channel")
+    if cfg.amp not in ("auto", "bf16", "off"):
+        raise bad("amp", "must be auto, bf16 or off")
+    if cfg.channels_last not in ("auto", "on", "off"):
+        raise bad("channels_last", "must be auto, on or off")
+    if any(m <= 0 or m >= cfg.iterations for m in cfg.milestones) or list(cfg.milestones) != sorted(cfg.milestones):
+        raise bad("milestones", f"must be increasing iterations inside (0, {cfg.iterations})")
+    if cfg.warmup_iters < 0 or cfg.eval_every < 0 or cfg.ckpt_every < 0 or cfg.workers < 0:
+        raise ReslabError("warmup_iters, eval_every, ckpt_every and workers must be >= 0. "
+                          f"Received: {cfg.warmup_iters}, {cfg.eval_every}, {cfg.ckpt_every}, {cfg.workers}")
+
+
+def scaled_schedule(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...], int]:
+    """(total iterations, milestones, warm-up iterations) after `--epochs` rescaling.
+
+    Milestones keep their fraction of the run; the warm-up keeps its length in iterations
+    (it exists to get past the first iterations, not a fraction of training).
+    """
+    if cfg.epochs is None:
+        return cfg.iterations, tuple(cfg.milestones), cfg.warmup_iters
+    total = max(1, round(cfg.epochs * steps_per_epoch))
+    miles = tuple(sorted({max(1, round(m / cfg.iterations * total)) for m in cfg.milestones} - {total}))
+    return total, miles, min(cfg.warmup_iters, total // 10)

@@ -1,0 +1,60 @@
+"""A live progress bar per epoch (rich), or plain log lines with --quiet."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+
+class Progress:
+    def __init__(self, *, total: int, start: int, steps_per_epoch: int, quiet: bool, title: str) -> None:
+        self.total, self.steps, self.quiet = total, steps_per_epoch, quiet
+        self.console = Console(stderr=True)
+        self.t0, self.start = time.perf_counter(), start
+        self._bar: RichProgress | None = None
+        self._task = None
+        self._epoch = -1
+        if not quiet:
+            self.console.print(f"[bold]{title}[/]: {total:,} iterations, {steps_per_epoch:,} per epoch"
+                               + (f", resuming at {start:,}" if start else ""))
+
+    def _eta(self, done: int) -> str:
+        rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else math.inf
+        return "?" if not math.isfinite(left) else time.strftime("%H:%M:%S", time.gmtime(left))
+
+    def update(self, done: int, *, loss: float, err: float, ips: float, lr: float) -> None:
+        if self.quiet:
+            return
+        epoch = (done - 1) // self.steps
+        if epoch != self._epoch:
+            self.close()
+            self._epoch = epoch
+            n_epochs = math.ceil(self.total / self.steps)
+            self._bar = RichProgress(TextColumn(f"epoch {epoch + 1}/{n_epochs}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                                     console=self.console, transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=min(self.steps, self.total - epoch * self.steps),
+                                            stats="")
+        assert self._bar is not None and self._task is not None
+        self._bar.update(self._task, completed=done - epoch * self.steps,
+                         stats=f"loss {loss:.3f} err {100 * err:5.2f}% {ips:,.0f} img/s lr {lr:.3g} "
+                               f"run ETA {self._eta(done)}")
+
+    def evaluated(self, done: int, val_err: float, best: float) -> None:
+        msg = (f"iter {done:,} ({done / self.steps:.2f} ep): val error {100 * val_err:.2f}%"
+               f" (best {100 * min(val_err, best):.2f}%), {time.perf_counter() - self.t0:.0f}s, ETA {self._eta(done)}")
+        if self._bar is not None:
+            self._bar.console.print(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
