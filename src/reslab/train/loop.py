@@ -214,8 +214,12 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
     step_model = _maybe_compile(ddp_model, cfg.compile)
 
     def checkpoint(path: Path, it: int) -> None:
+        state = model.state_dict()
+        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):  # keep the good one
+            raise TrainingDiverged(f"weights became non-finite by iteration {it}; the last good checkpoint is "
+                                   f"{run.last_ckpt}")
         if dist.main:
-            save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it,
+            save_checkpoint(path, {"model": state, "optimizer": opt.state_dict(), "iteration": it,
                                    "epoch": it / steps_per_epoch, "best_val_err": best_val,
                                    "plateau": vars(plateau) if plateau else None, "rng_cpu": torch.get_rng_state(),
                                    "elapsed_s": elapsed0 + time.perf_counter() - t0, "config": cfg.to_dict()})
@@ -250,7 +254,7 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
             os.kill(os.getpid(), signal.SIGKILL)
 
         # Log: one host sync per window; a non-finite loss stops the run naming its iteration.
-        if k + 1 == cfg.log_every or done % eval_every == 0 or done == total:
+        if k + 1 == cfg.log_every or done % eval_every == 0 or done % ckpt_every == 0 or done == total:
             window = losses[:k + 1].cpu()
             bad = (~torch.isfinite(window)).nonzero()
             if len(bad):

@@ -1,0 +1,207 @@
+"""Training: the paper's schedules, checkpoints, kill-and-resume, divergence, end-to-end CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reslab.cli import main
+from reslab.errors import ReslabError
+from reslab.evaluate import metrics_from_probs, tensor_batches
+from reslab.train import TrainingDiverged, resolve_config, train
+from reslab.train.checkpoint import load_checkpoint, save_checkpoint
+from reslab.train.config import scaled_schedule
+from reslab.train.schedule import Plateau, step_lr
+
+from fakedata import write_learnable_mnist
+
+TINY = dict(batch_size=16, log_every=5, quiet=True, device="cpu", workers=0)
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory) -> Path:
+    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=240, n_test=60)
+
+
+def _lr(cfg, it):
+    return step_lr(it, base_lr=cfg.lr, milestones=cfg.milestones, warmup_iters=cfg.warmup_iters,
+                   warmup_lr=cfg.warmup_lr)
+
+
+def test_cifar_paper_schedule():
+    cfg = resolve_config("cifar-paper", model="resnet56")
+    assert (cfg.batch_size, cfg.momentum, cfg.weight_decay, cfg.iterations) == (128, 0.9, 1e-4, 64_000)
+    assert cfg.warmup_iters == 0
+    values = {it: _lr(cfg, it) for it in (0, 399, 400, 31_999, 32_000, 47_999, 48_000, 63_999)}
+    assert values == pytest.approx({0: 0.1, 399: 0.1, 400: 0.1, 31_999: 0.1, 32_000: 0.01, 47_999: 0.01,
+                                    48_000: 0.001, 63_999: 0.001})
+
+
+@pytest.mark.parametrize("model", ["resnet110", "resnet1202", "plain110"])
+def test_resnet110_warms_up(model):
+    cfg = resolve_config("cifar-paper", model=model)
+    assert cfg.warmup_iters == 400
+    assert [_lr(cfg, it) for it in (0, 399, 400, 32_000, 48_000)] == pytest.approx([0.01, 0.01, 0.1, 0.01, 0.001])
+
+
+def test_imagenet_paper_recipe():
+    cfg = resolve_config("imagenet-paper", model="resnet50")
+    assert (cfg.batch_size, cfg.lr, cfg.schedule, cfg.iterations) == (256, 0.1, "plateau", 600_000)
+    p = Plateau(0.1, patience=2)
+    assert [p.step(e) for e in (0.5, 0.4, 0.41, 0.40)] == pytest.approx([0.1, 0.1, 0.1, 0.01])
+
+
+def test_epochs_keep_milestone_fractions():
+    cfg = resolve_config("cifar-paper", epochs=10)
+    total, miles, warm = scaled_schedule(cfg, steps_per_epoch=429)
+    assert total == 4290 and miles == (2145, 3218) and warm == 0
+    cfg = resolve_config("cifar-paper", iterations=6400)
+    assert cfg.milestones == (3200, 4800)
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (dict(lr=-1.0), "lr=-1.0"), (dict(batch_size=0), "batch_size=0"), (dict(schedule="linear"), "linear"),
+    (dict(milestones=(10, 5)), "milestones"), (dict(amp="fp8"), "fp8"),
+])
+def test_bad_config_names_value(flags, needle):
+    with pytest.raises(ReslabError, match="Received") as e:
+        resolve_config("cifar-paper", **flags)
+    assert needle in str(e.value)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ReslabError, match="cifar-paper"):
+        resolve_config("cifar-papr")
+
+
+def test_metrics_against_hand_computed_values():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    labels = torch.tensor([0, 1, 1, 2])
+    r = metrics_from_probs(probs, labels, 3)
+    assert r.top1_err == pytest.approx(0.5)  # rows 1 and 2 are wrong
+    assert r.top5_err == 0.0  # k = min(5, classes) = 3: always right
+    assert r.loss == pytest.approx(-(math.log(0.7) + math.log(0.3) + math.log(0.4) + math.log(0.6)) / 4)
+    assert r.per_class_acc == pytest.approx([1.0, 0.0, 1.0])
+    assert r.confusion.tolist() == [[1, 0, 0], [1, 0, 1], [0, 0, 1]]
+
+
+def test_ten_crop_views_geometry():
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    (x, _), = list(tensor_batches(images, torch.arange(3), lambda t: t.float(), ten_crop_pad=4))
+    assert x.shape == (3, 10, 1, 28, 28)
+    torch.testing.assert_close(x[:, 4], images.float())  # the centre view of the padded image is the image
+    torch.testing.assert_close(x[:, 9], images.float().flip(-1))  # and its mirror
+    assert x[:, 0, :, :4, :4].eq(0).all()  # top-left corner view starts in the padding
+
+
+def test_checkpoint_is_atomic(tmp_path):
+    path = tmp_path / "ckpt" / "last.pt"
+    save_checkpoint(path, {"iteration": 1, "w": torch.ones(3)})
+    assert load_checkpoint(path)["iteration"] == 1
+    with pytest.raises((AttributeError, RuntimeError, TypeError)):
+        save_checkpoint(path, {"bad": lambda: 0})  # unpicklable: the old file must survive
+    assert load_checkpoint(path)["iteration"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ReslabError, match=r"last\.pt"):
+        load_checkpoint(path)
+
+
+def test_train_end_to_end_cli(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data-dir", str(fmnist_dir), "--iterations", "40", "--batch-size", "16",
+               "--eval-every", "20", "--log-every", "5", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and "report.md" in text
+    for name in ("config.json", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt", "model.safetensors",
+                 "model.json", "curves.png", "confusion.png", "report.md"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "resnet20" and config["resolved"]["iterations"] == 40
+    assert config["resolved"]["milestones"] == [20, 30]  # 32k/48k of 64k, rescaled
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("kind,iteration") and any(r.startswith("eval,20") for r in rows)
+    test_err = float(next(r for r in rows if r.startswith("test,")).split(",")[7])
+    assert test_err < 0.7  # the learnable fake data is being learned: 10 classes, chance is 0.9
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["classes"][0] == "T-shirt/top" and meta["preprocess"]["dataset"] == "fashion-mnist"
+
+    assert main(["evaluate", str(out), "--data-dir", str(fmnist_dir), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["top1_err"] == pytest.approx(test_err, abs=1e-6) and res["n"] == 60
+    assert (out / "confusion-test.png").is_file()
+    assert main(["evaluate", str(out), "--data-dir", str(fmnist_dir), "--ten-crop", "--json"]) == 0
+
+
+def test_evaluate_refuses_other_classes(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=5, out=str(out), **TINY))
+    meta = json.loads((out / "model.json").read_text())
+    meta["classes"] = [f"c{i}" for i in range(10)]
+    (out / "model.json").write_text(json.dumps(meta))
+    assert main(["evaluate", str(out), "--data-dir", str(fmnist_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "classes" in err and "c0" in err and len(err.strip().splitlines()) == 1
+
+
+def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "reslab", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path):
+    args = ["train", "--data-dir", str(fmnist_dir), "--iterations", "24", "--batch-size", "16", "--eval-every",
+            "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cpu", "--quiet"]
+    full = _run_cli([*args, "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr
+    killed = _run_cli([*args, "--out", str(tmp_path / "killed")], {"RESLAB_TEST_KILL_AT_ITER": "18"})
+    assert killed.returncode == -signal.SIGKILL  # died mid-epoch (13 iterations per epoch), after iteration 18
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["iteration"] == 16
+    resumed = _run_cli(["train", "--resume", str(tmp_path / "killed"), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
+    iters = [r.split(",")[1] for r in rows if r.startswith("iter,")]
+    assert len(iters) == len(set(iters))  # nothing logged twice after the resume
+
+
+def test_divergence_stops_with_iteration_and_keeps_checkpoint(fmnist_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=40, lr=1e12, milestones=(),
+                         ckpt_every=1, out=str(out), **TINY)
+    with pytest.raises(TrainingDiverged, match=r"iteration \d+") as e:
+        train(cfg)
+    assert "last.pt" in str(e.value)
+    last = out / "checkpoints" / "last.pt"
+    if last.exists():  # whatever was saved is a good (finite) state
+        state = load_checkpoint(last)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_missing_data_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from reslab.data import datasets
+
+    monkeypatch.setattr(datasets, "DEFAULT_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr(datasets, "CACHE_ROOT", tmp_path / "cache")
+    monkeypatch.delenv("RESLAB_DATA", raising=False)
+    assert main(["train", "--data", "cifar10", "--iterations", "2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cifar10" in err and "--download" in err
+
+
+def test_resume_needs_a_run_dir(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
