@@ -51,8 +51,8 @@ class TrainConfig:
     eval_every: int = 0  # iterations between validation passes; 0: once per epoch
     log_every: int = 50
     ckpt_every: int = 0  # iterations between last.pt writes; 0: at each evaluation
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
-    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    amp: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs | bf16 | off (fp32, the paper's)
+    channels_last: str = "auto"  # auto (= on) | on | off
     compile: bool = False
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False
