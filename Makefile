@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 data:
 	@scripts/ensure-fashion-mnist.sh
 
+# The main job: ResNet-20 on Fashion-MNIST with the paper's CIFAR recipe, its schedule rescaled to
+# RUN_EPOCHS epochs so it fits in 15 minutes on 2 CPU cores; prints the test accuracy and the report.
+RUN_EPOCHS ?= 8
 run: setup data
-	$(PY) -m reslab models
-	$(PY) -m reslab summary resnet50 --stages
+	$(PY) -m reslab train --model resnet20 --data fashion-mnist --recipe cifar-paper --epochs $(RUN_EPOCHS)
 
 test: setup
 	$(PY) -m pytest -q
