@@ -69,3 +69,29 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
     extra = getattr(model, "summary_extra", None)
     if callable(extra):  # e.g. GoogLeNet's Inception branch arithmetic
         console.print(extra())
+    if any(type(m).__name__ == "Inception" for m in model.modules()):
+        console.print(inception_table(model, (chans, h, w), title=title))
+
+
+def inception_table(model: Any, input_size: tuple[int, int, int], *, title: str) -> Table:
+    """What the 1x1 reductions save (the survey's point): each Inception branch against the naive module."""
+    from reslab.models.classic import inception_arithmetic
+
+    def saving(real: int, naive: int) -> str:
+        return f"{100 * (1 - real / naive):.0f}%" if naive else "-"
+
+    table = Table(title=f"{title}: Inception arithmetic, 1x1 reductions vs the naive module (Szegedy et al. "
+                        "2014, Fig. 2)", title_justify="left")
+    for col in ("branch (module: total)", "out (naive)", "params", "naive", "saved", "MMACs", "naive", "saved"):
+        table.add_column(col, justify="left" if col.startswith("branch") else "right")
+    rows = inception_arithmetic(model, input_size)
+    totals = [r for r in rows if r["branch"] == "total"]
+    everything = {k: sum(t[k] for t in totals) for k in ("params", "naive_params", "macs", "naive_macs")}
+    for r in [*rows, {"module": "all modules", "branch": "total", **everything}]:
+        total = r["branch"] == "total"
+        out = f"{r['out_channels']} ({r['naive_out_channels']})" if "out_channels" in r else ""
+        table.add_row(r["module"] if total else r["layers"], out, f"{r['params']:,}", f"{r['naive_params']:,}",
+                      saving(r["params"], r["naive_params"]), f"{r['macs'] / 1e6:,.1f}",
+                      f"{r['naive_macs'] / 1e6:,.1f}", saving(r["macs"], r["naive_macs"]),
+                      style="bold" if total else None, end_section=total)
+    return table

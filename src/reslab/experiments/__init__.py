@@ -1,0 +1,24 @@
+"""The paper's claims, re-measured: degradation (Fig. 6), shortcuts (Table 3), responses (Fig. 7), depth (Table 6).
+
+Each experiment trains the nets it needs (or reuses a folder's), then writes a table, figures
+and `summary.md` whose verdicts are computed from the measurements.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from reslab.errors import ReslabError
+from reslab.experiments.common import Claim, ExperimentConfig, ExperimentResult
+
+EXPERIMENTS = ("degradation", "shortcuts", "responses", "depth")
+
+__all__ = ["EXPERIMENTS", "Claim", "ExperimentConfig", "ExperimentResult", "run_experiment"]
+
+
+def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
+    """Run the experiment `cfg.name` (imported on demand: the CLI stays cheap to start)."""
+    if cfg.name not in EXPERIMENTS:
+        raise ReslabError(f"unknown experiment. Received: {cfg.name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    module = importlib.import_module(f"reslab.experiments.{cfg.name}")
+    return getattr(module, f"run_{cfg.name}")(cfg)

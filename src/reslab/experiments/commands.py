@@ -1,0 +1,99 @@
+"""`reslab experiment NAME` and `reslab compare`: parse flags, build the config, call the library."""
+
+from __future__ import annotations
+
+import argparse
+
+from reslab.experiments.common import DEFAULT_BUDGET
+
+_HELP = {
+    "degradation": "plain vs residual nets at two depths: training and test error (Fig. 6, Table 6)",
+    "shortcuts": "shortcut options A/B/C and plain on one net (Table 3 analogue)",
+    "responses": "std of each 3x3 layer's response, plain vs residual (Fig. 7)",
+    "depth": "ResNet-20/32/44/56/110: parameters, MACs, test error (Table 6)",
+}
+_DEPTHS = {"degradation": "20,56", "responses": "20,56", "depth": "20,32,44,56,110"}
+
+
+def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
+    from reslab.train.commands import add_train_flags
+
+    p = sub.add_parser("experiment", help="reproduce a claim of the paper: " + ", ".join(_HELP),
+                       description="Train the nets a claim needs, then write the runs, a table (md + csv), "
+                                   "figures and summary.md with each claim, our number, the paper's and a "
+                                   "verdict computed from the measurements. Default folder: "
+                                   "experiments/<name>-<time>/ (--out); rerun with the same --out to continue.")
+    exp_sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
+    for name, text in _HELP.items():
+        q = exp_sub.add_parser(name, help=text, description=text)
+        add_train_flags(q)
+        if name in _DEPTHS:
+            q.add_argument("--depths", help=f"comma-separated depths (default {_DEPTHS[name]})")
+        if name == "shortcuts":
+            q.add_argument("--model", default="resnet20", help="the ResNet whose options are compared")
+        if name == "responses":
+            q.add_argument("--from", dest="from_dir", metavar="DIR",
+                           help="a degradation experiment folder: measure its trained nets instead of training")
+            q.add_argument("--images", type=int, default=1000, help="test images to measure on (default 1000)")
+        q.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                       help=f"iterations per run (default {DEFAULT_BUDGET}; the paper: 64000); the lr "
+                            "milestones stay at 50%% and 75%%")
+        q.add_argument("--seeds", default="1", help="a count (3: --seed, --seed+1, ...) or a list (0,4,7); "
+                                                    "means ± std when more than one")
+        q.add_argument("--eval-every", type=int, help="iterations between validation passes (default budget/10)")
+        q.add_argument("--log-every", type=int, help="iterations per training-error log row (default budget/40)")
+        q.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("compare", help="depth, parameters, MACs and accuracy of nets side by side, with a plot",
+                       description="One row per model (at its design resolution, or --input-size) and per "
+                                   "trained run (as trained, with its test accuracy); writes compare.md/.csv/.png.")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="registered names, e.g. resnet20 vgg11_small")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="trained run directories")
+    p.add_argument("--input-size", type=int, help="square input side for every net")
+    p.add_argument("--out", help="folder for compare.md, compare.csv, compare.png (default experiments/compare-<time>)")
+    p.set_defaults(func=cmd_compare)
+
+
+def config_from_args(args: argparse.Namespace):
+    from reslab.experiments.common import ExperimentConfig, parse_depths, parse_seeds
+
+    given = {k: getattr(args, k, None) for k in ("data", "data_dir", "download", "batch_size", "out", "device",
+                                                  "workers", "quiet", "eval_every", "log_every")}
+    cfg = ExperimentConfig(name=args.experiment, budget=args.budget,
+                           seeds=parse_seeds(args.seeds, base=args.seed or 0),
+                           **{k: v for k, v in given.items() if v is not None})
+    if getattr(args, "depths", None):
+        cfg.depths = parse_depths(args.depths)
+    for key in ("model", "from_dir", "images"):
+        if getattr(args, key, None) is not None:
+            setattr(cfg, key, getattr(args, key))
+    return cfg
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from reslab.experiments import run_experiment
+
+    result = run_experiment(config_from_args(args))
+    t = Table(title=f"{args.experiment}: claims", title_justify="left", show_lines=True)
+    for col in ("claim", "paper", "ours", "verdict"):
+        t.add_column(col)
+    for c in result.claims:
+        t.add_row(c.claim, c.paper, c.ours, f"[{'green' if c.held else 'red'}]{c.verdict}[/]")
+    Console(soft_wrap=False).print(t)
+    print(f"summary: {result.folder / 'summary.md'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from reslab.compare import compare_models, compare_table, write_compare
+
+    rows = compare_models(args.models, args.runs, input_size=args.input_size)
+    Console(soft_wrap=False, width=max(Console().width, 110)).print(compare_table(rows))
+    folder = write_compare(rows, args.out)
+    print(f"plot: {folder / 'compare.png'}")
+    return 0

@@ -1,0 +1,145 @@
+"""The degradation problem (Section 4.2, Fig. 6, Table 6): deeper plain nets train worse, deeper ResNets better.
+
+Plain and residual CIFAR nets of each depth (default 20 and 56) are trained with the same
+recipe and budget. The claims compare the final running training error (defined in
+`reslab.experiments.common`) and the test error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from reslab.errors import ReslabError
+from reslab.experiments.common import (
+    PAPER_CIFAR_TEST_ERR,
+    Claim,
+    ExperimentConfig,
+    ExperimentResult,
+    RunRecord,
+    Stat,
+    by_label,
+    check_cifar_depths,
+    display_name,
+    experiment_dir,
+    less,
+    mean_curve,
+    plot_setup,
+    train_run,
+    validate_experiment,
+    write_manifest,
+    write_summary,
+    write_table,
+)
+
+DEFAULT_DEPTHS = (20, 56)
+KINDS = ("plain", "resnet")
+
+
+def degradation_claims(train: dict[str, Stat], test: dict[str, Stat], lo: int, hi: int) -> list[Claim]:
+    """The paper's claims about depths `lo` < `hi`, judged on `train` / `test` errors keyed by "plain20", ...."""
+    def vs(subject: str, other: str, stats: dict[str, Stat], *, expect: str = "lower") -> tuple[bool, str]:
+        lower, note = less(stats[subject], stats[other])
+        held = lower if expect == "lower" else stats[subject].mean > stats[other].mean
+        a, b = display_name(subject), display_name(other)
+        return held, f"{a} {stats[subject].pct()} vs {b} {stats[other].pct()} ({note})"
+
+    p_lo, p_hi, r_lo, r_hi = f"plain{lo}", f"plain{hi}", f"resnet{lo}", f"resnet{hi}"
+    claims = []
+    held, ours = vs(p_hi, p_lo, train, expect="higher")
+    claims.append(Claim(f"plain-{hi} has higher training error than plain-{lo} (degradation)",
+                        "Fig. 6 left: plain-56's training error above plain-20's throughout", ours, held))
+    held, ours = vs(r_hi, r_lo, train)
+    claims.append(Claim(f"ResNet-{hi} has lower training error than ResNet-{lo}",
+                        "Fig. 6 middle: ResNet-56 below ResNet-20", ours, held))
+    held, ours = vs(r_hi, p_hi, train)
+    claims.append(Claim(f"ResNet-{hi} has lower training error than plain-{hi}",
+                        "Fig. 6: ResNet-56 far below plain-56", ours, held))
+    held, ours = vs(r_hi, r_lo, test)
+    claims.append(Claim(f"ResNet-{hi} has lower test error than ResNet-{lo}", _paper_pair(hi, lo), ours, held))
+    held, ours = vs(r_hi, p_hi, test)
+    claims.append(Claim(f"ResNet-{hi} has lower test error than plain-{hi}", "Fig. 6: bold curves", ours, held))
+    return claims
+
+
+def _paper_pair(hi: int, lo: int) -> str:
+    if hi in PAPER_CIFAR_TEST_ERR and lo in PAPER_CIFAR_TEST_ERR:
+        return f"Table 6 (CIFAR-10): {PAPER_CIFAR_TEST_ERR[hi]}% vs {PAPER_CIFAR_TEST_ERR[lo]}%"
+    return "Table 6: deeper ResNets, lower error"
+
+
+def run_degradation(cfg: ExperimentConfig) -> ExperimentResult:
+    """Train plain and residual nets at each depth and seed; write the table, Fig. 6 and summary.md."""
+    depths = tuple(sorted(cfg.depths or DEFAULT_DEPTHS))
+    if len(depths) < 2:
+        raise ReslabError(f"degradation compares depths: give at least two. Received: depths={depths}")
+    check_cifar_depths(depths, plain=True)
+    cfg.depths = depths
+    validate_experiment(cfg)
+    folder = experiment_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(folder)
+    records: list[RunRecord] = []
+    write_manifest(folder, cfg, records)
+    for d in depths:
+        for kind in KINDS:
+            for seed in cfg.seeds:
+                records.append(train_run(cfg, folder, f"{kind}{d}", label=f"{kind}{d}", seed=seed))
+                write_manifest(folder, cfg, records)
+    claims = degradation_report(folder, cfg, records)
+    return ExperimentResult(folder, claims, records)
+
+
+def degradation_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:
+    depths = tuple(sorted(cfg.depths))
+    train, test, val = (by_label(records, k) for k in ("train_err", "test_err", "best_val_err"))
+    claims = degradation_claims(train, test, depths[0], depths[-1])
+    rows = []
+    for kind in KINDS:
+        for d in depths:
+            label = f"{kind}{d}"
+            runs = [r for r in records if r.label == label]
+            paper = PAPER_CIFAR_TEST_ERR.get(d) if kind == "resnet" else None
+            rows.append((display_name(label), d, f"{runs[0].params:,}", train[label].pct(), val[label].pct(),
+                         test[label].pct(), f"{paper}%" if paper else "-",
+                         f"{sum(r.seconds for r in runs) / 60:.1f}"))
+    table = write_table(folder, "table", ("net", "depth", "params", "training error (final)", "best val error",
+                                          "test error", "paper test error (CIFAR-10)", "minutes"), rows)
+    plot_degradation(records, depths, folder / "degradation.png")
+    write_summary(folder, title="Degradation: plain vs residual nets (Fig. 6, Table 6)", cfg=cfg, claims=claims,
+                  tables=table, figures=["degradation.png"], records=records,
+                  notes=["Training error: the mean error of the augmented mini-batches over the last 10% of "
+                         "iterations (Fig. 6's thin curves are running training errors). Test error: the "
+                         "test set once, with the checkpoint of lowest validation error. The paper trains on "
+                         "CIFAR-10 for 64k iterations; its numbers are there for the ordering, not the level."])
+    return claims
+
+
+def plot_degradation(records: Sequence[RunRecord], depths: Sequence[int], path: Path) -> Path:
+    """Fig. 6: one panel per kind (plain | ResNet); training error thin dashed, validation error bold."""
+    plt = plot_setup()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = 0.0
+    for ax, kind in zip(axes, KINDS, strict=True):
+        for i, d in enumerate(depths):
+            runs = [r for r in records if r.label == f"{kind}{d}"]
+            color = colors[i % len(colors)]
+            x, y = mean_curve(runs, "iter", "train_err")
+            ax.plot(x, y, lw=0.9, ls="--", color=color)
+            top = max([top, *y[len(y) // 5:]])
+            x, y = mean_curve(runs, "eval", "val_err")
+            ax.plot(x, y, lw=2.4, color=color, label=f"{display_name(kind + str(d))}")
+            top = max([top, *y[len(y) // 5:]])
+        ax.set_title("plain networks" if kind == "plain" else "ResNets")
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(title="dashed: training, bold: validation", fontsize=9, title_fontsize=8)
+    axes[0].set_ylabel("error (%)")
+    axes[0].set_ylim(0, min(100.0, 1.3 * top + 1))
+    fig.suptitle("Fig. 6 analogue: training error (thin dashed) and validation error (bold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+

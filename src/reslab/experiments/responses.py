@@ -1,0 +1,245 @@
+"""Layer responses (Section 4.2, Fig. 7): residual functions are closer to zero than plain layers.
+
+A layer's response is the output of a 3x3 conv after its BN, before the addition and the
+ReLU: exactly the output of the BN module that follows each 3x3 conv (the stem's `bn1`,
+and `bn1`, `bn2` of every basic block). We measure it on a batch of test images with the
+trained net in evaluation mode. Its "std" here is the standard deviation of each channel
+over the images and positions, averaged over the layer's channels, so that the spread of
+BN's per-channel shift beta does not count as response.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reslab.errors import ReslabError
+from reslab.experiments.common import (
+    Claim,
+    ExperimentConfig,
+    ExperimentResult,
+    RunRecord,
+    Stat,
+    check_cifar_depths,
+    display_name,
+    experiment_dir,
+    less,
+    plot_setup,
+    read_manifest,
+    stat,
+    train_run,
+    validate_experiment,
+    write_manifest,
+    write_summary,
+    write_table,
+)
+from reslab.fileio import atomic_write_text
+
+DEFAULT_DEPTHS = (20, 56)
+
+
+def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+    """(name, BN) after each 3x3 conv of the main path, in forward order: 2 per basic block + a 3x3 stem.
+
+    Projection shortcuts and 1x1 convs are not 3x3 layers and are left out (Fig. 7 plots the 3x3 layers).
+    """
+    from reslab.models.resnet import ResNet
+
+    if not isinstance(model, ResNet):
+        raise ReslabError(f"layer responses are defined for ResNet and plain nets. Received: {type(model).__name__}")
+    layers = []
+    if model.conv1.kernel_size == (3, 3):
+        layers.append(("bn1", model.bn1))
+    for stage in model.stage_names:
+        for i, block in enumerate(getattr(model, stage)):
+            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+                c = getattr(block, conv, None)
+                if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3):
+                    layers.append((f"{stage}.{i}.{bn}", getattr(block, bn)))
+    return layers
+
+
+@torch.no_grad()
+def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -> list[float]:
+    """Std of each 3x3 layer's response to `images` (N, C, H, W), normalised, in forward order.
+
+    Each channel's mean and variance over the N images and H x W positions are accumulated in
+    float64 across chunks; the layer's value is the mean over channels of the channel stds.
+    """
+    layers = response_layers(model)
+    sums: dict[str, Tensor] = {}  # name -> (3, C): count, sum, sum of squares per channel
+
+    def hook(name: str):
+        def fn(_m: nn.Module, _inp: tuple, out: Tensor) -> None:
+            # Read here: the block's in-place ReLU overwrites this tensor right after the hook.
+            x = out.detach().double().transpose(0, 1).flatten(1)  # (C, N*H*W)
+            acc = torch.stack([torch.full_like(x[:, 0], x.shape[1]), x.sum(1), (x * x).sum(1)]).cpu()
+            sums[name] = sums[name] + acc if name in sums else acc
+        return fn
+
+    handles = [bn.register_forward_hook(hook(name)) for name, bn in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for start in range(0, len(images), chunk):
+            model(images[start:start + chunk].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    stds = []
+    for name, _ in layers:
+        n, s, sq = sums[name]
+        var = (sq - s * s / n) / (n - 1).clamp_min(1)
+        stds.append(var.clamp_min(0).sqrt().mean().item())
+    return stds
+
+
+def response_images(meta: dict, images: Tensor) -> Tensor:
+    """uint8 test `images` (N, C, H, W) normalised as the net of `meta` (model.json) was trained."""
+    from reslab.data.augment import normalize
+
+    pre = meta["preprocess"]
+    return normalize(images, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))
+
+
+def responses_claims(means: dict[str, Stat]) -> list[Claim]:
+    """Fig. 7's claims judged on each net's mean response std (keys "plain20", "resnet56", ...)."""
+    def depths(kind: str) -> list[int]:
+        return sorted(int(k[len(kind):]) for k in means if k.startswith(kind))
+
+    claims = []
+    for d in depths("resnet"):
+        if f"plain{d}" in means:
+            held, note = less(means[f"resnet{d}"], means[f"plain{d}"], scale=1, unit="")
+            claims.append(Claim(f"ResNet-{d}'s responses are smaller than plain-{d}'s (mean std over 3x3 layers)",
+                                "Fig. 7: ResNets' curves below the plain nets'",
+                                f"{means[f'resnet{d}'].num()} vs {means[f'plain{d}'].num()} ({note})", held))
+    res = depths("resnet")
+    if len(res) >= 2:
+        lo, hi = res[0], res[-1]
+        held, note = less(means[f"resnet{hi}"], means[f"resnet{lo}"], scale=1, unit="")
+        claims.append(Claim(f"the deeper ResNet-{hi} has smaller responses than ResNet-{lo}",
+                            "Fig. 7: ResNet-56 below ResNet-20, ResNet-110 lower still",
+                            f"{means[f'resnet{hi}'].num()} vs {means[f'resnet{lo}'].num()} ({note})", held))
+    if not claims:
+        raise ReslabError(f"responses needs plain and residual nets of one depth, or two ResNet depths. "
+                          f"Received: {', '.join(sorted(means))}")
+    return claims
+
+
+def run_responses(cfg: ExperimentConfig) -> ExperimentResult:
+    """Measure Fig. 7 on the nets of a degradation folder (`cfg.from_dir`) or on nets trained here."""
+    validate_experiment(cfg)
+    folder = experiment_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(folder)
+    if cfg.from_dir:
+        src, records = read_manifest(Path(cfg.from_dir))
+        records = [r for r in records if r.model.startswith(("plain", "resnet"))]
+        if not records:
+            raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
+        for key in ("data", "budget", "seeds", "batch_size"):  # the summary describes the nets' training
+            setattr(cfg, key, getattr(src, key))
+        cfg.data_dir = cfg.data_dir or src.data_dir
+        cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
+                                   if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
+        write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))
+    else:
+        depths = tuple(sorted(cfg.depths or DEFAULT_DEPTHS))
+        check_cifar_depths(depths, plain=True)
+        cfg.depths = depths
+        records = []
+        write_manifest(folder, cfg, records)
+        for d in depths:
+            for kind in ("plain", "resnet"):
+                for seed in cfg.seeds:
+                    records.append(train_run(cfg, folder, f"{kind}{d}", label=f"{kind}{d}", seed=seed))
+                    write_manifest(folder, cfg, records)
+    stds = measure_responses(records, images=cfg.images, data_dir=cfg.data_dir)
+    claims = responses_report(folder, cfg, records, stds)
+    return ExperimentResult(folder, claims, list(records))
+
+
+def measure_responses(records: Sequence[RunRecord], *, images: int, data_dir: str | None) -> list[list[float]]:
+    """Per record, the response std of each 3x3 layer (forward order)."""
+    from reslab.data.datasets import load_dataset
+    from reslab.weights import load_weights
+
+    raw: dict[str, Tensor] = {}
+    out = []
+    for r in records:
+        model, meta = load_weights(r.run_dir)
+        name = meta["preprocess"].get("dataset")
+        if not name or name == "folder":
+            raise ReslabError(f"responses needs an in-memory dataset (fashion-mnist, mnist, cifar10, cifar100); "
+                              f"{r.run_dir} was trained on {name!r}")
+        if name not in raw:
+            raw[name] = load_dataset(name, "test", data_dir=data_dir).images[:images]
+        out.append(layer_response_stds(model, response_images(meta, raw[name])))
+    return out
+
+
+def responses_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord],
+                     stds: Sequence[Sequence[float]]) -> list[Claim]:
+    labels = list(dict.fromkeys(r.label for r in records))
+    per_label = {lab: [s for r, s in zip(records, stds, strict=True) if r.label == lab] for lab in labels}
+    means = {lab: stat([statistics.fmean(s) for s in v]) for lab, v in per_label.items()}
+    claims = responses_claims(means)
+    rows = []
+    for lab in labels:
+        curves = per_label[lab]
+        flat = [v for s in curves for v in s]
+        tests = stat([r.test_err for r in records if r.label == lab])
+        rows.append((display_name(lab), len(curves[0]), means[lab].num(), f"{min(flat):.4g}", f"{max(flat):.4g}",
+                     f"{statistics.fmean(s[-1] for s in curves):.4g}", tests.pct()))
+    table = write_table(folder, "table", ("net", "3x3 layers", "mean std", "min std", "max std", "last layer std",
+                                          "test error"), rows)
+    lines = ["net,seed,layer,std"] + [f"{r.label},{r.seed},{i},{v:.6g}" for r, s in zip(records, stds, strict=True)
+                                      for i, v in enumerate(s, 1)]
+    atomic_write_text(folder / "responses.csv", "\n".join(lines) + "\n")
+    plot_responses({lab: [statistics.fmean(v) for v in zip(*per_label[lab], strict=True)] for lab in labels},
+                   folder / "responses.png")
+    source = f"the nets of {cfg.from_dir}" if cfg.from_dir else "nets trained for this experiment"
+    write_summary(folder, title="Layer responses of plain and residual nets (Fig. 7)", cfg=cfg, claims=claims,
+                  tables=table, figures=["responses.png"], records=records,
+                  notes=[f"Measured on {source}, with the first {cfg.images} test images, in evaluation mode. "
+                         "Response: each 3x3 layer's output after BN, before addition and ReLU. Std: per "
+                         "channel over images and positions, averaged over channels; per-layer values in "
+                         "responses.csv."])
+    return claims
+
+
+def plot_responses(curves: dict[str, list[float]], path: Path) -> Path:
+    """Fig. 7: std per layer in the nets' order (top) and sorted in descending order (bottom)."""
+    plt = plot_setup()
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    depths = sorted({lab.removeprefix("plain").removeprefix("resnet") for lab in curves})
+    for lab, ys in curves.items():
+        kind = "plain" if lab.startswith("plain") else "resnet"
+        depth = lab.removeprefix(kind)
+        style = dict(color=colors[depths.index(depth) % len(colors)], ls="--" if kind == "plain" else "-",
+                     lw=1.2, label=display_name(lab))
+        axes[0].plot(range(1, len(ys) + 1), ys, **style)
+        axes[1].plot(range(1, len(ys) + 1), sorted(ys, reverse=True), **style)
+    values = [v for ys in curves.values() for v in ys if v > 0]
+    if values and max(values) > 100 * min(values):  # e.g. a barely trained plain net: keep every curve visible
+        for ax in axes:
+            ax.set_yscale("log")
+    axes[0].set_xlabel("layer index (original)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    for ax in axes:
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Fig. 7 analogue: std of 3x3 layer responses (after BN, before addition/ReLU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,281 @@
+"""Experiments: each runs end to end on a tiny budget; every verdict follows from the measured numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from reslab.cli import main
+from reslab.errors import ReslabError
+from reslab.experiments.common import (
+    ExperimentConfig,
+    Stat,
+    by_label,
+    final_train_error,
+    parse_seeds,
+    read_manifest,
+)
+from reslab.experiments.degradation import degradation_claims
+from reslab.experiments.depth import depth_claims, paper_params_match
+from reslab.experiments.responses import layer_response_stds, response_layers, responses_claims
+from reslab.experiments.shortcuts import shortcuts_claims
+from reslab.models.registry import create_model
+
+from fakedata import write_learnable_mnist
+
+TINY = ["--budget", "6", "--batch-size", "16", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory) -> Path:
+    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=240, n_test=60)
+
+
+@pytest.fixture(scope="module")
+def degradation_dir(fmnist_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exp") / "degradation"
+    assert main(["experiment", "degradation", "--data-dir", str(fmnist_dir), "--depths", "20,32", *TINY,
+                 "--out", str(out)]) == 0
+    return out
+
+
+def _verdicts(summary: Path) -> list[bool]:
+    """The verdict column of summary.md's claims table, in order."""
+    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)\*\* \|", summary.read_text())]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def s(mean: float, std: float = 0.0, n: int = 1) -> Stat:
+    return Stat(mean, std, n)
+
+
+# ---------------------------------------------------------------------------- common
+def test_final_train_error_is_the_last_tenth_weighted_by_window():
+    rows = [{"kind": "iter", "iteration": str(i), "train_err": str(e)}
+            for i, e in ((40, 0.9), (80, 0.5), (95, 0.2), (100, 0.1))]
+    rows += [{"kind": "eval", "iteration": "100", "train_err": ""}]
+    # The last 10 iterations: 5 of the window ending at 95 (0.2) and 5 of the one ending at 100 (0.1).
+    assert final_train_error(rows) == pytest.approx(0.15)
+    assert final_train_error(rows[:1]) == pytest.approx(0.9)
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("2", base=5) == (5, 6)
+    assert parse_seeds("0,4,7") == (0, 4, 7)
+    assert parse_seeds("7,") == (7,)
+    with pytest.raises(ReslabError, match="Received: 'x'"):
+        parse_seeds("x")
+
+
+def test_stat_reports_mean_and_std_over_seeds():
+    assert s(0.1234).pct() == "12.34%"
+    assert s(0.1234, 0.005, 3).pct() == "12.34% ± 0.50"
+
+
+# ---------------------------------------------------------------------------- degradation
+def test_degradation_end_to_end(degradation_dir):
+    for name in ("summary.md", "table.md", "table.csv", "degradation.png", "experiment.json"):
+        assert (degradation_dir / name).is_file(), name
+    assert sorted(p.name for p in (degradation_dir / "runs").iterdir()) == [
+        "plain20-s0", "plain32-s0", "resnet20-s0", "resnet32-s0"]
+    table = _csv(degradation_dir / "table.csv")
+    assert [r["net"] for r in table] == ["plain-20", "plain-32", "ResNet-20", "ResNet-32"]
+    assert table[2]["paper test error (CIFAR-10)"] == "8.75%"
+    assert (degradation_dir / "degradation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_degradation_verdicts_follow_the_measured_numbers(degradation_dir):
+    cfg, records = read_manifest(degradation_dir)
+    assert cfg.depths == (20, 32) and len(records) == 4
+    claims = degradation_claims(by_label(records, "train_err"), by_label(records, "test_err"), 20, 32)
+    assert _verdicts(degradation_dir / "summary.md") == [c.held for c in claims]
+    text = (degradation_dir / "summary.md").read_text()
+    assert "last 10% of iterations" in text  # the training-error definition is stated
+    r = next(r for r in records if r.label == "plain32")
+    assert f"{100 * r.train_err:.2f}%" in text
+
+
+def test_degradation_claims_both_ways():
+    good_train = {"plain20": s(0.08), "plain56": s(0.12), "resnet20": s(0.07), "resnet56": s(0.04)}
+    good_test = {"plain20": s(0.09), "plain56": s(0.13), "resnet20": s(0.0875), "resnet56": s(0.0697)}
+    claims = degradation_claims(good_train, good_test, 20, 56)
+    assert [c.held for c in claims] == [True] * 5
+    assert "plain-56 12.00% vs plain-20 8.00%" in claims[0].ours and claims[0].verdict == "held"
+    swapped = {"plain20": s(0.12), "plain56": s(0.08), "resnet20": s(0.04), "resnet56": s(0.13)}
+    claims = degradation_claims(swapped, swapped, 20, 56)
+    assert [c.held for c in claims] == [False] * 5
+    assert claims[0].verdict == "NOT held"
+
+
+def test_rerun_with_same_out_reuses_finished_runs(degradation_dir, fmnist_dir):
+    weights = degradation_dir / "runs" / "resnet20-s0" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert main(["experiment", "degradation", "--data-dir", str(fmnist_dir), "--depths", "20,32", *TINY,
+                 "--out", str(degradation_dir)]) == 0
+    assert weights.stat().st_mtime_ns == before
+
+
+# ---------------------------------------------------------------------------- responses
+@pytest.mark.parametrize("name, count", [("resnet20", 19), ("plain20", 19), ("resnet56", 55), ("resnet18", 16),
+                                         ("resnet50", 16)])
+def test_response_layers_are_the_3x3_layers(name, count):
+    layers = response_layers(create_model(name))
+    assert len(layers) == count
+    if name == "resnet20":
+        assert [n for n, _ in layers[:3]] == ["bn1", "layer1.0.bn1", "layer1.0.bn2"]
+        assert layers[-1][0] == "layer3.2.bn2"
+    assert all(isinstance(bn, torch.nn.BatchNorm2d) for _, bn in layers)
+
+
+def test_response_std_is_the_bn_output_before_addition_and_relu():
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_chans=1).eval()
+    for m in model.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    x = torch.randn(8, 1, 28, 28)
+    stds = layer_response_stds(model, x, chunk=3)
+
+    def channel_std(t):
+        return t.transpose(0, 1).flatten(1).double().std(1).mean().item()
+
+    with torch.no_grad():  # recomputed without hooks, and without the in-place ReLU
+        stem = model.bn1(model.conv1(x))
+        block = model.layer1[0]
+        r1 = block.bn1(block.conv1(stem.relu()))
+        r2 = block.bn2(block.conv2(r1.relu()))
+    assert stds[:3] == pytest.approx([channel_std(stem), channel_std(r1), channel_std(r2)], rel=1e-5)
+
+
+def test_responses_from_degradation(degradation_dir, tmp_path):
+    out = tmp_path / "responses"
+    assert main(["experiment", "responses", "--from", str(degradation_dir), "--images", "40", "--out", str(out)]) == 0
+    for name in ("summary.md", "table.csv", "responses.csv", "responses.png", "experiment.json"):
+        assert (out / name).is_file(), name
+    table = {r["net"]: r for r in _csv(out / "table.csv")}
+    assert table["ResNet-20"]["3x3 layers"] == "19" and table["plain-32"]["3x3 layers"] == "31"
+    per_layer = _csv(out / "responses.csv")
+    assert len(per_layer) == 19 + 31 + 19 + 31
+    means = {net: Stat(float(r["mean std"]), 0.0, 1) for net, r in table.items()}
+    keyed = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): v for k, v in means.items()}
+    assert _verdicts(out / "summary.md") == [c.held for c in responses_claims(keyed)]
+    assert json.loads((out / "experiment.json").read_text())["source"] == str(degradation_dir.resolve())
+
+
+def test_responses_claims_both_ways():
+    paper_like = {"plain20": s(1.0), "plain56": s(1.2), "resnet20": s(0.6), "resnet56": s(0.4)}
+    claims = responses_claims(paper_like)
+    assert len(claims) == 3 and all(c.held for c in claims)
+    reversed_ = {"plain20": s(0.5), "plain56": s(0.3), "resnet20": s(0.6), "resnet56": s(0.9)}
+    assert not any(c.held for c in responses_claims(reversed_))
+    with pytest.raises(ReslabError, match="plain and residual"):
+        responses_claims({"plain20": s(1.0)})
+
+
+def test_responses_from_a_folder_that_is_not_an_experiment(tmp_path, capsys):
+    assert main(["experiment", "responses", "--from", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "experiment.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- shortcuts
+def test_shortcuts_end_to_end(fmnist_dir, tmp_path):
+    out = tmp_path / "shortcuts"
+    assert main(["experiment", "shortcuts", "--data-dir", str(fmnist_dir), *TINY, "--out", str(out)]) == 0
+    table = {r["shortcut"]: r for r in _csv(out / "table.csv")}
+    assert list(table) == ["plain", "A", "B", "C"]
+    params = {k: int(v["params"].replace(",", "")) for k, v in table.items()}
+    assert params["plain"] == params["A"] < params["B"] < params["C"]
+    assert table["C"]["paper top-1 (ResNet-34, ImageNet)"] == "24.19%"
+    assert (out / "shortcuts.png").is_file()
+    _, records = read_manifest(out)
+    test = {r.label.split("-")[1]: s(r.test_err) for r in records}
+    assert _verdicts(out / "summary.md") == [c.held for c in shortcuts_claims(test, params)]
+
+
+def test_shortcuts_claims_both_ways():
+    params = {"plain": 100, "A": 100, "B": 110, "C": 150}
+    paper = {"plain": s(0.2854), "A": s(0.2503), "B": s(0.2452), "C": s(0.2419)}
+    assert [c.held for c in shortcuts_claims(paper, params)] == [True] * 5
+    worse = {"plain": s(0.20), "A": s(0.21), "B": s(0.30), "C": s(0.40)}
+    assert [c.held for c in shortcuts_claims(worse, {**params, "C": 105, "B": 110})] == [False] * 5
+
+
+def test_shortcuts_refuses_a_plain_net(tmp_path, capsys):
+    assert main(["experiment", "shortcuts", "--model", "plain20", "--out", str(tmp_path / "x")]) == 2
+    assert "plain20" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- depth
+def test_depth_end_to_end_with_two_seeds(fmnist_dir, tmp_path):
+    out = tmp_path / "depth"
+    assert main(["experiment", "depth", "--data-dir", str(fmnist_dir), "--depths", "20,32", "--seeds", "2",
+                 *TINY, "--out", str(out)]) == 0
+    rows = _csv(out / "table.csv")
+    assert [r["net"] for r in rows] == ["ResNet-20", "ResNet-32"]
+    assert rows[0]["params (CIFAR-10)"] == "269,722" and rows[0]["paper params"] == "0.27M"
+    assert rows[0]["paper test error"] == "8.75%" and "±" in rows[0]["test error"]  # mean ± std of 2 seeds
+    assert len(list((out / "runs").iterdir())) == 4
+    _, records = read_manifest(out)
+    test = {int(k.removeprefix("resnet")): v for k, v in by_label(records, "test_err").items()}
+    assert _verdicts(out / "summary.md") == [c.held for c in depth_claims(test, {20: 269_722, 32: 464_154})]
+    assert (out / "depth.png").is_file()
+
+
+def test_depth_claims_both_ways():
+    params = {20: 269_722, 56: 853_018, 110: 1_727_962}
+    assert [c.held for c in depth_claims({20: s(0.0875), 56: s(0.0697), 110: s(0.0643)}, params)] == [True] * 3
+    claims = depth_claims({20: s(0.06), 56: s(0.07), 110: s(0.065)}, {**params, 56: 900_000})
+    assert [c.held for c in claims] == [False] * 3
+    assert paper_params_match(1202, 19_421_274) and not paper_params_match(20, 280_000)
+
+
+def test_bad_depths_are_one_line(capsys):
+    assert main(["experiment", "degradation", "--depths", "20,21"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "21" in err and "56" in err
+
+
+def test_experiment_config_round_trip():
+    cfg = ExperimentConfig(name="depth", depths=(20, 32), seeds=(0, 1))
+    assert ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+# ---------------------------------------------------------------------------- compare and summary
+def test_compare_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "resnet20", "vgg11_small", "googlenet_small", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("resnet20", "vgg11_small", "googlenet_small", "269,722", "weighted layers"):
+        assert name in text
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    rows = {r["model"]: r for r in _csv(out / "compare.csv")}
+    assert rows["resnet20"]["depth"] == "20" and rows["resnet20"]["weighted_layers"] == "20"
+    assert int(rows["googlenet_small"]["weighted_layers"]) > int(rows["googlenet_small"]["depth"])  # branches
+
+
+def test_compare_reads_accuracy_from_runs(degradation_dir, tmp_path, capsys):
+    run = degradation_dir / "runs" / "resnet20-s0"
+    assert main(["compare", "resnet20", "vgg11_small", "--runs", str(run), "--out", str(tmp_path)]) == 0
+    rows = _csv(tmp_path / "compare.csv")
+    assert [r["model"] for r in rows] == ["resnet20", "vgg11_small"]  # the run replaced the untrained row
+    test_err = next(r for r in _csv(run / "metrics.csv") if r["kind"] == "test")["val_err"]
+    assert rows[0]["test_err"] == test_err and rows[0]["input_size"] == "1x28x28"
+
+
+def test_summary_googlenet_prints_inception_arithmetic(capsys):
+    assert main(["summary", "googlenet", "--stages"]) == 0
+    out = capsys.readouterr().out
+    assert "Inception arithmetic" in out and "inception3a" in out and "all modules" in out
+    assert "1x1 96 -> 3x3 128" in out and "221,440" in out  # inception3a's 3x3 branch, naive: 192 -> 128
