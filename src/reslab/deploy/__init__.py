@@ -1,0 +1,1 @@
+"""Deployment: predict on image files, export (ONNX, TorchScript, ExportedProgram), fast CPU paths."""

@@ -1,0 +1,235 @@
+"""`reslab bench infer`: every CPU inference path side by side in one process.
+
+Rows: torchvision's own model in eager NCHW fp32 and onnxruntime on torchvision's ONNX
+export (the baselines), then reslab's paths (eager, folded, channels-last, compiled,
+onnxruntime, int8; see fast.py). The reslab model is loaded with the torchvision model's
+weights, so every row computes the same function and its logits are compared with
+torchvision eager. Timing: one shared input, the same thread count everywhere, inference
+mode; rounds that run every path in turn (so background load hits all rows alike), each
+timed call right after an untimed one of the same path; medians. Raw times (wall and
+process CPU), hardware and load averages go to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_session, physical_cores
+from reslab.errors import ReslabError
+
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
+
+
+@dataclass
+class Row:
+    name: str
+    build_s: float
+    max_abs_diff: float
+    top1_agreement: float
+    batch_s: list[float] = field(default_factory=list)
+    batch_cpu_s: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)
+
+    def images_per_s(self, batch_size: int) -> float:
+        return batch_size / statistics.median(self.batch_s)
+
+    def latency_ms(self) -> float:
+        return 1000 * statistics.median(self.latency_s)
+
+
+def tune_malloc() -> bool:
+    """Ask glibc to keep freed memory instead of unmapping it (what jemalloc/tcmalloc give
+    PyTorch CPU deployments); eager PyTorch otherwise page-faults its large activation
+    buffers in again on every call. Process-wide; returns False where it is unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def hardware_info(threads: int) -> dict:
+    """CPU model, cores, SIMD flags, library versions and load average."""
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ModuleNotFoundError:
+        ort_version = None
+    return {"cpu": name or platform.processor() or "unknown", "logical_cpus": os.cpu_count(),
+            "physical_cores": physical_cores(), "threads": threads,
+            "flags": [f for f in FLAGS if f in flags], "torch": torch.__version__, "onnxruntime": ort_version,
+            "python": platform.python_version(), "loadavg": list(os.getloadavg())}
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    fn()
+    t, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    return t, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def _torch_fn(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return module(x)
+
+    return run
+
+
+def bench_infer(
+    model: str = "resnet50",
+    *,
+    batch_size: int = 16,
+    repeats: int = 10,
+    image_size: int | None = None,
+    threads: int | None = None,
+    paths: Sequence[str] = PATHS,
+    malloc: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Measure images/s at `batch_size` and batch-1 latency for every path; returns the report dict."""
+    import torchvision
+
+    from reslab.models import create_model, model_entry
+    from reslab.weights import load_into
+
+    for p in paths:
+        if p not in PATHS:
+            raise ReslabError(f"unknown path {p!r}; choose from {', '.join(PATHS)}")
+    if batch_size < 1 or repeats < 1:
+        raise ReslabError(f"batch size and repeats must be >= 1. Received: {batch_size}, {repeats}")
+    threads = threads or physical_cores()
+    torch.set_num_threads(threads)
+    tuned = tune_malloc() if malloc else False
+    entry = model_entry(model)
+    size = image_size or entry.input_size
+    hw = hardware_info(threads)
+    torch.manual_seed(0)
+    net = create_model(model).eval()
+    tv_builder = getattr(torchvision.models, model, None) if entry.family != "cifar" else None
+    tv = tv_builder(weights=None).eval() if callable(tv_builder) else None
+    if tv is not None:
+        load_into(net, tv.state_dict())  # same weights: every row computes the same function
+    chans = getattr(net, "in_chans", 3)
+    x = torch.randn(batch_size, chans, size, size, generator=torch.Generator().manual_seed(1))
+    x1 = x[:1].clone()
+    calib = torch.randn(32, chans, size, size, generator=torch.Generator().manual_seed(2))
+    ref = _torch_fn(tv if tv is not None else net)(x)
+
+    runners: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {}
+    rows: dict[str, Row] = {}
+
+    def add(name: str, build: Callable[[], tuple[Callable, Callable]]) -> None:
+        log(f"building {name} ...")
+        t = time.perf_counter()
+        try:
+            fb, f1 = build()
+        except (ReslabError, RuntimeError, ImportError) as e:
+            log(f"  skipped {name}: {str(e).splitlines()[0][:200]}")
+            return
+        build_s = time.perf_counter() - t
+        diff, top1 = agreement(ref, fb(x))
+        runners[name], rows[name] = (fb, f1), Row(name, build_s, diff, top1)
+
+    if tv is not None:
+        add(TV_EAGER, lambda: (_torch_fn(tv),) * 2)
+        add(TV_ORT, lambda: (_run_ort(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
+    for p in paths:
+        if p == "compiled":  # fixed-shape compile: one per batch size
+            add(f"reslab {p}", lambda p=p: (build_engine(net, p, x), build_engine(net, p, x1)))
+        else:
+            add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib, threads=threads),) * 2)
+
+    # Each timed call follows an untimed one of the same path, so that the previous path's
+    # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
+    for r in range(repeats):
+        log(f"round {r + 1}/{repeats}")
+        for name, (fb, _) in runners.items():
+            fb(x)
+            t, cpu = _timed(lambda fb=fb: fb(x))
+            rows[name].batch_s.append(t)
+            rows[name].batch_cpu_s.append(cpu)
+    for _ in range(3 * repeats):
+        for name, (_, f1) in runners.items():
+            f1(x1)
+            rows[name].latency_s.append(_timed(lambda f1=f1: f1(x1))[0])
+
+    hw["loadavg_end"] = list(os.getloadavg())
+    # Ratios are against torchvision's rows; a model torchvision lacks (the CIFAR nets) uses reslab's.
+    ort_base = next((n for n in (TV_ORT, "reslab onnxruntime") if n in rows), None)
+    eager_base = next((n for n in (TV_EAGER, "reslab eager") if n in rows), None)
+    def ratio(ips: float, base: str | None) -> float | None:
+        return ips / rows[base].images_per_s(batch_size) if base else None
+
+    out_rows = []
+    for row in rows.values():
+        ips = row.images_per_s(batch_size)
+        out_rows.append({**asdict(row), "images_per_s": ips, "latency_ms": row.latency_ms(),
+                         "vs_onnxruntime": ratio(ips, ort_base), "vs_torchvision_eager": ratio(ips, eager_base)})
+    return {"benchmark": "infer", "model": model, "batch_size": batch_size, "image_size": size,
+            "repeats": repeats, "malloc_tuned": tuned, "reference": TV_EAGER if tv is not None else "reslab eager",
+            "onnxruntime_baseline": ort_base, "eager_baseline": eager_base, "hardware": hw, "rows": out_rows}
+
+
+def _run_ort(session) -> Callable[[Tensor], Tensor]:
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def print_report(report: dict) -> None:
+    """The report as a rich table, hardware first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    hw = report["hardware"]
+    console = Console()
+    console.print(f"[bold]{report['model']}[/] {report['image_size']}x{report['image_size']}, batch "
+                  f"{report['batch_size']}, {report['repeats']} rounds; {hw['cpu']}, {hw['physical_cores']} cores, "
+                  f"{hw['threads']} threads, flags {' '.join(hw['flags'])}; torch {hw['torch']}, onnxruntime "
+                  f"{hw['onnxruntime']}; load {hw['loadavg'][0]:.1f} -> {hw['loadavg_end'][0]:.1f}")
+    table = Table(title=f"Inference ({report['reference']} is the parity reference; medians)")
+    ort_col = "x ORT" if report["onnxruntime_baseline"] in (TV_ORT, None) else "x reslab ORT"
+    eager_col = "x tv eager" if report["eager_baseline"] in (TV_EAGER, None) else "x reslab eager"
+    for col in ("path", "images/s", "batch-1 ms", ort_col, eager_col, "build s", "max |diff|", "top-1"):
+        table.add_column(col, justify="left" if col == "path" else "right", no_wrap=col == "path")
+    def ratio(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in report["rows"]:
+        table.add_row(r["name"], f"{r['images_per_s']:.1f}", f"{r['latency_ms']:.1f}", ratio(r["vs_onnxruntime"]),
+                      ratio(r["vs_torchvision_eager"]), f"{r['build_s']:.1f}", f"{r['max_abs_diff']:.1e}",
+                      f"{r['top1_agreement']:.0%}")
+    console.print(table)
+
+
+def save_report(report: dict, path: str | Path | None) -> Path:
+    out = Path(path or f"bench-infer-{report['model']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out

@@ -1,0 +1,144 @@
+"""CLI sub-commands: `reslab predict`, `reslab convert`, `reslab export`, `reslab bench infer`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reslab.errors import ReslabError
+
+_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "compiled", "onnxruntime", "int8")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files or folders with reslab weights")
+    p.add_argument("weights", help="run or weights directory, or model.safetensors")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--topk", type=_positive, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path (default: auto)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("convert", help="torchvision/timm/.pth checkpoint -> reslab weights")
+    p.add_argument("checkpoint", help=".safetensors, .pth, .pt or .bin state dict")
+    p.add_argument("--model", required=True, help="registered model name, e.g. resnet50")
+    p.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
+    p.add_argument("--num-classes", type=_positive)
+    p.add_argument("--finetune", action="store_true", help="keep a fresh classifier when the head's shape differs")
+    p.add_argument("--classes", help="text file with one class name per line")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram and check parity with eager")
+    p.add_argument("weights")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    p.add_argument("--int8", action="store_true", help="static int8 quantisation (onnx only; needs --calib)")
+    p.add_argument("--out", help="output file (default: beside the weights)")
+    p.add_argument("--calib", help="directory of calibration images (int8) also used for the parity check")
+    p.set_defaults(func=_cmd_export)
+
+    p = bench_sub.add_parser("infer", help="CPU inference paths vs torchvision eager and onnxruntime")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--repeats", type=_positive, default=10, help="timed rounds (latency: 3x as many)")
+    p.add_argument("--image-size", type=_positive, help="default: the model's design resolution")
+    p.add_argument("--threads", type=_positive, help="default: physical cores")
+    p.add_argument("--paths", help="comma-separated reslab paths (default: all)")
+    p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
+    p.add_argument("--json", help="where to save the report (default: bench-infer-MODEL.json)")
+    p.set_defaults(func=_cmd_bench_infer)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from reslab.deploy.bench import tune_malloc
+    from reslab.deploy.predict import build_predict_engine, expand_inputs, predict
+    from reslab.weights import load_weights
+
+    tune_malloc()
+    model, meta = load_weights(args.weights)
+    files = expand_inputs(args.inputs)
+    engine = build_predict_engine(model, meta, files, args.path, batch_size=args.batch_size)
+    _stderr(f"reslab predict: inference path {engine.name} (--path {args.path}, {len(files)} images)")
+    results = predict((model, meta), files, topk=args.topk, skip_bad=args.skip_bad, batch_size=args.batch_size,
+                      engine=engine)
+    good = [r for r in results if "error" not in r]
+    bad = [r for r in results if "error" in r]
+    if args.json:
+        print(json.dumps({"weights": str(args.weights), "path": engine.name, "results": results}, indent=2))
+    else:
+        _print_tables(good)
+    if bad:
+        _stderr(f"reslab predict: skipped {len(bad)} unreadable file(s):")
+        for r in bad:
+            _stderr(f"  {r['error']}")
+    return 0
+
+
+def _print_tables(results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for r in results:
+        console.print(r["file"], markup=False, highlight=False, soft_wrap=True)
+        table = Table()
+        table.add_column("class")
+        table.add_column("prob", justify="right")
+        for row in r["topk"]:
+            table.add_row(row["class"], f"{row['prob']:.4f}")
+        console.print(table)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from reslab.weights import convert
+
+    classes = None
+    if args.classes:
+        try:
+            classes = [c.strip() for c in Path(args.classes).read_text().splitlines() if c.strip()]
+        except OSError as e:
+            raise ReslabError(f"{args.classes}: cannot read class names ({e.strerror})") from e
+    out = convert(args.checkpoint, model=args.model, out_dir=args.out, num_classes=args.num_classes,
+                  finetune=args.finetune, classes=classes)
+    print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from reslab.deploy.export import export
+
+    result = export(args.weights, format=args.format, int8=args.int8, out=args.out, calib_images=args.calib)
+    print(result.summary())
+    return 0
+
+
+def _cmd_bench_infer(args: argparse.Namespace) -> int:
+    from reslab.deploy.bench import bench_infer, print_report, save_report
+    from reslab.deploy.fast import PATHS
+
+    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
+    report = bench_infer(args.model, batch_size=args.batch_size, repeats=args.repeats, image_size=args.image_size,
+                         threads=args.threads, paths=paths, malloc=not args.no_malloc_tuning,
+                         log=lambda s: _stderr(f"reslab bench infer: {s}"))
+    report["args"] = {k: v for k, v in vars(args).items() if k != "func"}
+    print_report(report)
+    out = save_report(report, args.json)
+    _stderr(f"reslab bench infer: saved {out}")
+    return 0

@@ -1,0 +1,341 @@
+"""Fast CPU inference paths, each an `InferenceEngine`: (N, C, H, W) float32 -> (N, K) logits.
+
+Paths, cheapest to build first:
+  eager          the model as trained, NCHW fp32.
+  folded         every BatchNorm after a conv folded into that conv's weights and bias.
+  channels-last  folded, with weights and activations in NHWC (oneDNN's preferred layout).
+  compiled       folded + channels-last through `torch.compile` with inductor freezing
+                 (weights become constants, convs are pre-packed); minutes to build.
+  onnxruntime    ONNX export (dynamic batch) run by onnxruntime, all graph optimisations on.
+  int8           onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8
+                 activations calibrated on sample images (U8S8, the VNNI-friendly pair).
+
+int8 goes through onnxruntime because PyTorch's own pt2e flow (`quantize_pt2e` with
+`X86InductorQuantizer`) has left `torch.ao` for torchao, which is not installed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reslab.errors import ReslabError
+
+PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "compiled", "onnxruntime", "int8")
+# select_fastest's default field: the fp32 paths that must agree with eager.
+FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
+
+
+class InferenceEngine:
+    """A ready inference path: `engine(x)` maps float32 (N, C, H, W) to float32 logits (N, K).
+
+    `name` says which path it is; `build_s` is the seconds spent building it (export,
+    compile, calibration), so a benchmark can report that cost too.
+    """
+
+    def __init__(self, name: str, run: Callable[[Tensor], Tensor], *, build_s: float = 0.0) -> None:
+        self.name, self._run, self.build_s = name, run, build_s
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch (N, C, H, W). Received shape {tuple(x.shape)}")
+        return self._run(x.float())
+
+    def __repr__(self) -> str:
+        return f"InferenceEngine({self.name!r}, build_s={self.build_s:.1f})"
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads do not help dense convs)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return logical
+    cores, phys = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    smt = max(1, (os.cpu_count() or 1) // len(cores)) if cores else 1
+    return max(1, logical // smt)
+
+
+# ---------------------------------------------------------------------------- BN folding
+def _fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv then BN (eval statistics) as one conv: w' = w * g/s, b' = (b - mu) * g/s + beta, s = sqrt(var + eps)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused = copy.deepcopy(conv)
+    fused.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
+    return fused
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+            and bn.affine and conv.out_channels == bn.num_features)
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of `model` with each BatchNorm2d that directly follows a Conv2d folded into it.
+
+    Pairs: `convK`/`bnK` in the ResNet stem and blocks (whose forward applies bnK to convK's
+    output), and consecutive children of an nn.Sequential (the projection shortcuts,
+    `downsample` = conv, BN). The BN becomes nn.Identity. Eval mode only: training BN uses
+    batch statistics, which cannot be folded.
+    """
+    from reslab.models.blocks import BasicBlock, Bottleneck
+    from reslab.models.resnet import ResNet
+
+    if model.training:
+        raise ValueError("fold_bn needs an eval-mode model (BN running statistics); call model.eval() first")
+    folded = copy.deepcopy(model)
+    for parent in folded.modules():
+        if isinstance(parent, (ResNet, BasicBlock, Bottleneck)):
+            for i in (1, 2, 3):
+                conv, bn = getattr(parent, f"conv{i}", None), getattr(parent, f"bn{i}", None)
+                if conv is not None and bn is not None and _foldable(conv, bn):
+                    setattr(parent, f"conv{i}", _fold_conv_bn(conv, bn))
+                    setattr(parent, f"bn{i}", nn.Identity())
+        elif isinstance(parent, nn.Sequential):
+            for i in range(len(parent) - 1):
+                if _foldable(parent[i], parent[i + 1]):
+                    parent[i] = _fold_conv_bn(parent[i], parent[i + 1])
+                    parent[i + 1] = nn.Identity()
+    return folded.eval()
+
+
+# ---------------------------------------------------------------------------- ONNX
+def onnx_bytes(model: nn.Module, example_input: Tensor, *, opset: int | None = None) -> bytes:
+    """Export `model` to ONNX with a dynamic batch dimension: input "input", output "logits"."""
+    model = model.eval()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    # A batch of 1 would be specialised away; trace with at least 2.
+    x = example_input[:1].expand(max(2, example_input.shape[0]), *example_input.shape[1:]).contiguous()
+    kwargs = {"opset_version": opset} if opset else {}
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                        dynamic_shapes=({0: batch},), optimize=True, verbose=False, **kwargs)
+            return program.model_proto.SerializeToString()
+        except Exception as e:  # the TorchScript exporter still handles what torch.export cannot
+            first_error = e
+        buf = io.BytesIO()
+        try:
+            torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **kwargs)
+        except Exception as e:
+            raise ReslabError(f"ONNX export failed: {first_error}; legacy exporter: {e}") from e
+        return buf.getvalue()
+
+
+def ort_session(model: bytes | str | Path, *, threads: int | None = None):
+    """An onnxruntime CPU session: all graph optimisations, `threads` intra-op threads (default: physical cores)."""
+    ort = _import_ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or physical_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    src = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as e:
+        raise ReslabError("this path needs onnxruntime; install it with `pip install reslab[deploy]`") from e
+    return onnxruntime
+
+
+def _ort_runner(session) -> Callable[[Tensor], Tensor]:
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Tensor:
+        return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
+
+    return run
+
+
+def quantize_onnx(model: bytes, calib: Tensor, *, batch_size: int = 8) -> bytes:
+    """Static int8 quantisation of an fp32 ONNX model, calibrated on `calib` (N, C, H, W).
+
+    QDQ format, per-channel symmetric int8 weights, uint8 activations (MinMax calibration).
+    """
+    _import_ort()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calib is None or len(calib) == 0:
+        raise ReslabError("int8 needs calibration images; pass a few dozen representative images (--calib DIR)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": calib[i:i + batch_size].contiguous().numpy()}
+                                 for i in range(0, len(calib), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="reslab-int8-") as tmp:
+        fp32, pre, q8 = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        fp32.write_bytes(model)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:  # shape inference + graph cleanup, as onnxruntime advises before quantising
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            except Exception:
+                pre = fp32
+            quantize_static(str(pre), str(q8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return q8.read_bytes()
+
+
+# ---------------------------------------------------------------------------- engines
+def _torch_runner(module: nn.Module, *, channels_last: bool) -> Callable[[Tensor], Tensor]:
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return module(x)
+
+    return run
+
+
+def _compiled_runner(module: nn.Module, example_input: Tensor) -> Callable[[Tensor], Tensor]:
+    """torch.compile with inductor freezing for the example's batch size.
+
+    Other batch sizes are padded up to it or split into chunks of it, so one compile
+    serves every call (each new shape would otherwise cost a fresh compile).
+    """
+    import torch._inductor.config as inductor_config
+
+    batch = example_input.shape[0]
+    compiled = torch.compile(module, dynamic=False)
+
+    def call(x: Tensor) -> Tensor:
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return compiled(x.contiguous(memory_format=torch.channels_last)).clone()
+
+    call(example_input)  # compile now, so that failures surface here and timing excludes it
+
+    def run(x: Tensor) -> Tensor:
+        outs = []
+        for chunk in x.split(batch):
+            n = chunk.shape[0]
+            if n < batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, *chunk.shape[1:])])
+            outs.append(call(chunk)[:n])
+        return torch.cat(outs)
+
+    return run
+
+
+def build_engine(
+    model: nn.Module, path: str, example_input: Tensor, calib: Tensor | None = None, *, threads: int | None = None
+) -> InferenceEngine:
+    """Build inference path `path` (one of PATHS) for `model` and inputs shaped like `example_input`.
+
+    `calib` (N, C, H, W) are preprocessed sample images for "int8"; `threads` sets
+    onnxruntime's intra-op threads (torch uses `torch.get_num_threads()`). "compiled" falls
+    back to channels-last eager with a warning if torch.compile fails.
+    """
+    if path not in PATHS:
+        raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")
+    model = model.eval()
+    start = time.perf_counter()
+    if path == "eager":
+        run = _torch_runner(model, channels_last=False)
+    elif path == "folded":
+        run = _torch_runner(fold_bn(model), channels_last=False)
+    elif path == "channels-last":
+        run = _torch_runner(fold_bn(model).to(memory_format=torch.channels_last), channels_last=True)
+    elif path == "compiled":
+        folded = fold_bn(model).to(memory_format=torch.channels_last)
+        try:
+            run = _compiled_runner(folded, example_input)
+        except Exception as e:
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          f"using channels-last eager instead", RuntimeWarning, stacklevel=2)
+            return InferenceEngine("channels-last (compile failed)", _torch_runner(folded, channels_last=True),
+                                   build_s=time.perf_counter() - start)
+    elif path == "onnxruntime":
+        run = _ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))
+    else:  # int8
+        if calib is None:
+            raise ReslabError("the int8 path needs calibration images (calib=...)")
+        quantized = quantize_onnx(onnx_bytes(model, example_input), calib)
+        run = _ort_runner(ort_session(quantized, threads=threads))
+    return InferenceEngine(path, run, build_s=time.perf_counter() - start)
+
+
+def agreement(ref: Tensor, out: Tensor) -> tuple[float, float]:
+    """(max |ref - out|, fraction of rows with the same arg-max)."""
+    return float((ref - out).abs().max()), float((ref.argmax(1) == out.argmax(1)).float().mean())
+
+
+def time_call(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds per call, `warmup` untimed calls first."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def select_fastest(
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    paths: Sequence[str] = FP32_CANDIDATES,
+    calib: Tensor | None = None,
+    repeats: int = 3,
+    threads: int | None = None,
+    rtol: float = 1e-3,
+) -> InferenceEngine:
+    """Time each path on `example_input` and return the fastest that agrees with eager.
+
+    Agreeing means the same top-1 on every row and max |logit difference| <= rtol * max
+    |eager logit| (fp32 paths differ by rounding only). A path that fails to build is skipped.
+    """
+    eager = build_engine(model, "eager", example_input)
+    ref = eager(example_input)
+    best, best_t = eager, statistics.median(time_call(lambda: eager(example_input), repeats=repeats))
+    tol = rtol * max(1.0, float(ref.abs().max()))
+    for path in paths:
+        if path == "eager":
+            continue
+        try:
+            engine = build_engine(model, path, example_input, calib, threads=threads)
+        except (ReslabError, RuntimeError, ImportError) as e:
+            warnings.warn(f"skipping {path}: {e}", RuntimeWarning, stacklevel=2)
+            continue
+        diff, top1 = agreement(ref, engine(example_input))
+        if diff > tol or top1 < 1.0:
+            continue
+        t = statistics.median(time_call(lambda e=engine: e(example_input), repeats=repeats))
+        if t < best_t:
+            best, best_t = engine, t
+    return best

@@ -1,0 +1,151 @@
+"""Classify image files with reslab weights: `predict(weights, ["cat.jpg", "photos/"])`.
+
+Inference path rule for `path="auto"`: folded BatchNorm + channels-last eager, which costs
+nothing to build (about a second for ResNet-50), for fewer than AUTO_ORT_MIN images; from
+AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s for
+ResNet-50) is repaid by its faster batches. torch.compile (a minute or more) and int8 are
+never chosen automatically; ask for them with `path="compiled"` / `"int8"`, or
+`path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest
+from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_image, preprocess_image
+from reslab.errors import ReslabError
+from reslab.weights import load_weights
+
+AUTO_ORT_MIN = 64
+INT8_CALIB_MAX = 64  # int8 in predict calibrates on (up to) this many of the images it predicts
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given (any name), directories searched recursively for image extensions, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+                raise ReslabError(f"{p}: no images in this directory (looked for {exts})")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ReslabError(f"{p}: no such file or directory")
+    return files
+
+
+def auto_path(n_images: int) -> str:
+    """The cheap default of `path="auto"` (see the module docstring)."""
+    if n_images >= AUTO_ORT_MIN and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnxruntime"
+    return "channels-last"
+
+
+class _Features(nn.Module):
+    """Pooled features: (N, C, H, W) -> (N, num_features), forward_head(pre_logits=True)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def _load_batches(files: list[Path], preprocess: dict, batch_size: int, skip_bad: bool
+                  ) -> Iterator[tuple[list[Path], Tensor | None, list[tuple[Path, str]]]]:
+    mode = image_mode(preprocess)
+    for i in range(0, len(files), batch_size):
+        good, tensors, bad = [], [], []
+        for f in files[i:i + batch_size]:
+            try:
+                tensors.append(preprocess_image(load_image(f, mode=mode), preprocess))
+                good.append(f)
+            except ReslabError as e:
+                if not skip_bad:
+                    raise
+                bad.append((f, str(e)))
+        yield good, (torch.stack(tensors) if tensors else None), bad
+
+
+def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: str, *, batch_size: int,
+                         features: bool = False) -> InferenceEngine:
+    """The engine `predict` would use for `files`; example input is one preprocessed batch."""
+    pre = meta["preprocess"]
+    crop = int(pre.get("crop") or pre.get("image_size") or 224)
+    chans = 1 if image_mode(pre) == "L" else 3
+    n = min(batch_size, max(1, len(files)))
+    example = torch.zeros(n, chans, crop, crop)
+    net: nn.Module = _Features(model).eval() if features else model
+    if path == "auto":
+        path = auto_path(len(files))
+    if path == "fastest":
+        return select_fastest(net, example)
+    calib = None
+    if path == "int8":
+        calib_files = files[:INT8_CALIB_MAX]
+        calib = torch.cat([b for _, b, _ in _load_batches(calib_files, pre, batch_size, True) if b is not None])
+    if path not in PATHS:
+        raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")
+    return build_engine(net, path, example, calib)
+
+
+def predict(
+    weights: str | Path | tuple[nn.Module, dict],
+    inputs: Sequence[str | Path],
+    *,
+    topk: int = 5,
+    skip_bad: bool = False,
+    batch_size: int = 32,
+    path: str = "auto",
+    features: bool = False,
+    engine: InferenceEngine | None = None,
+) -> list[dict]:
+    """Top-k classes of every image in `inputs` (files, or directories searched recursively).
+
+    Returns one dict per file in input order: {"file", "topk": [{"class", "prob"}, ...]},
+    or {"file", "features": [floats]} with `features=True` (pooled, num_features long),
+    or {"file", "error"} for a bad file when `skip_bad` (otherwise the first bad file raises
+    ReslabError naming it). `weights` is a weights directory / file or `load_weights`' pair;
+    `engine` overrides `path` with one built already (`build_predict_engine`).
+    """
+    if topk < 1:
+        raise ReslabError(f"topk must be >= 1. Received: topk={topk}")
+    if batch_size < 1:
+        raise ReslabError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    model, meta = load_weights(weights) if isinstance(weights, (str, Path)) else weights
+    files = expand_inputs(inputs)
+    classes = meta["classes"]
+    results: dict[Path, dict] = {}
+    for good, batch, bad in _load_batches(files, meta["preprocess"], batch_size, skip_bad):
+        for f, msg in bad:
+            results[f] = {"file": str(f), "error": msg}
+        if batch is None:
+            continue
+        if engine is None:
+            engine = build_predict_engine(model, meta, files, path, batch_size=batch_size, features=features)
+        out = engine(batch)
+        if features:
+            for f, row in zip(good, out, strict=True):
+                results[f] = {"file": str(f), "features": row.tolist()}
+            continue
+        probs = out.softmax(dim=1)
+        p, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for f, pr, ix in zip(good, p.tolist(), idx.tolist(), strict=True):
+            results[f] = {"file": str(f), "topk": [{"class": _name(classes, i), "prob": v}
+                                                  for v, i in zip(pr, ix, strict=True)]}
+    return [results[f] for f in files]
+
+
+def _name(classes: list[str], i: int) -> str:
+    return classes[i] if i < len(classes) else str(i)

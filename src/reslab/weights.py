@@ -1,0 +1,288 @@
+"""Weights on disk: reslab's own format and the world's checkpoints.
+
+reslab weights are two files in one directory: `model.safetensors` (the state dict) and
+`model.json` (which network to build, its class names and how to preprocess an image).
+safetensors holds tensors only, so loading a weights file never runs code. Foreign
+checkpoints (torchvision, timm, a training script's `.pth`) are read with
+`torch.load(weights_only=True)`, which refuses pickles that would call arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from reslab.errors import ReslabError
+from reslab.fileio import atomic_write, atomic_write_text
+
+FORMAT, VERSION = "reslab-weights", 1
+WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
+MEAN_IMAGE_KEY = "preprocess.mean_image"
+_PREFIX = "preprocess."
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_WRAPPER_KEYS = ("model", "state_dict", "model_state")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+
+# torchvision's evaluation transform for its ImageNet weights: resize 256, centre crop 224.
+IMAGENET_PREPROCESS: dict[str, Any] = {
+    "image_size": 224, "in_chans": 3, "mode": "channel",
+    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": 256, "crop": 224,
+}
+
+
+# ---------------------------------------------------------------------------- reslab format
+def save_weights(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    model_name: str,
+    model_kwargs: dict,
+    classes: list[str],
+    preprocess: dict,
+) -> Path:
+    """Write `out_dir/model.safetensors` and `out_dir/model.json`; returns `out_dir`.
+
+    `model_kwargs` are the overrides for `create_model(model_name, **model_kwargs)`.
+    A per-pixel mean image in `preprocess["mean_image"]` (C, H, W) is stored as the tensor
+    `preprocess.mean_image` in the safetensors file, keeping the JSON small. Both files are
+    replaced atomically, so a reader never sees half a file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta_pre = dict(preprocess)
+    mean_image = meta_pre.pop("mean_image", None)
+    if mean_image is not None:
+        tensors[MEAN_IMAGE_KEY] = torch.as_tensor(mean_image, dtype=torch.float32).contiguous()
+    meta = {"format": FORMAT, "version": VERSION, "model": model_name, "model_kwargs": dict(model_kwargs),
+            "classes": [str(c) for c in classes], "preprocess": meta_pre}
+    try:
+        text = json.dumps(meta, indent=2)
+    except TypeError as e:
+        raise ReslabError(f"model_kwargs and preprocess must be JSON values: {e}") from e
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    atomic_write_text(out / META_FILE, text + "\n")
+    return out
+
+
+def resolve_weights(path: str | Path) -> tuple[Path, Path]:
+    """(model.safetensors, model.json) for a run directory, a weights directory or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        st, meta = p / WEIGHTS_FILE, p / META_FILE
+        if not st.is_file():
+            raise ReslabError(f"{p}: no {WEIGHTS_FILE} in this directory; pass a run or weights directory "
+                              f"written by reslab, or convert a checkpoint with `reslab convert`")
+    elif p.is_file():
+        if p.suffix != ".safetensors":
+            raise ReslabError(f"{p}: not reslab weights (expected a directory or a .safetensors file); "
+                              f"convert a foreign checkpoint with `reslab convert`")
+        st, meta = p, p.with_suffix(".json")
+        if not meta.is_file():
+            meta = p.with_name(META_FILE)
+    else:
+        raise ReslabError(f"{p}: no such file or directory")
+    if not meta.is_file():
+        raise ReslabError(f"{meta}: missing; reslab weights need {META_FILE} beside {st.name}")
+    return st, meta
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The validated `model.json` of the weights at `path` (without the mean image)."""
+    _, meta_path = resolve_weights(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReslabError(f"{meta_path}: not valid JSON ({e}); write it again with save_weights") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ReslabError(f"{meta_path}: not a reslab weights file (format is not {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise ReslabError(f"{meta_path}: weights format version {meta.get('version')!r}; "
+                          f"this reslab reads version {VERSION}")
+    for key, kind in (("model", str), ("model_kwargs", dict), ("classes", list), ("preprocess", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise ReslabError(f"{meta_path}: field {key!r} must be a {kind.__name__}. Received: {meta.get(key)!r}")
+    return meta
+
+
+def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Build the network named in `model.json`, load its state strictly; (model in eval mode, metadata).
+
+    `metadata["preprocess"]["mean_image"]` holds the per-pixel mean (C, H, W) when one was saved.
+    """
+    from reslab.models import create_model
+
+    st_path, _ = resolve_weights(path)
+    meta = read_metadata(path)
+    try:
+        state = load_file(st_path)
+    except (SafetensorError, OSError) as e:
+        raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
+    extras = {k[len(_PREFIX):]: state.pop(k) for k in [k for k in state if k.startswith(_PREFIX)]}
+    meta["preprocess"].update(extras)
+    try:
+        model = create_model(meta["model"], **meta["model_kwargs"])
+    except (ValueError, TypeError) as e:
+        raise ReslabError(f"{st_path}: cannot build {meta['model']!r} from model.json: {e}") from e
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else str(e)
+        raise ReslabError(f"{st_path}: weights do not match {meta['model']} ({detail})") from e
+    return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------- foreign checkpoints
+def load_checkpoint_state(path: str | Path) -> dict[str, Tensor]:
+    """A flat state dict from a `.safetensors`, `.pth`, `.pt` or `.bin` checkpoint.
+
+    Pickled files are read with `weights_only=True`: tensors, dicts and numbers only. A
+    file that needs other globals is refused before any of its code can run. Wrappers
+    `{"model": ...}`, `{"state_dict": ...}`, `{"model_state": ...}` are unwrapped and the
+    `module.` prefix of DistributedDataParallel is stripped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ReslabError(f"{p}: no such checkpoint file")
+    if p.suffix not in CHECKPOINT_SUFFIXES:
+        raise ReslabError(f"{p}: unknown checkpoint type {p.suffix!r}; "
+                          f"expected one of {', '.join(CHECKPOINT_SUFFIXES)}")
+    if p.suffix == ".safetensors":
+        try:
+            obj: Any = load_file(p)
+        except (SafetensorError, OSError) as e:
+            raise ReslabError(f"{p}: not a readable safetensors file ({e})") from e
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "pickle protocol 4" notes on plain pickles
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ReslabError(f"{p} is not a plain weights file: it would run code when unpickled; "
+                              f"save model.state_dict() (or a .safetensors file) where you trust the source") from e
+        except Exception as e:  # junk bytes fail in many ways inside the unpickler
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ReslabError(f"{p}: not a readable PyTorch checkpoint ({detail})") from e
+    return _flatten_state(obj, p)
+
+
+def _flatten_state(obj: Any, path: Path) -> dict[str, Tensor]:
+    while isinstance(obj, Mapping) and not _is_state(obj):
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            raise ReslabError(f"{path}: no state dict found; top-level keys are {_few(list(obj))}; expected tensors "
+                              f"or one of {', '.join(_WRAPPER_KEYS)}")
+        obj = obj[key]
+    if not isinstance(obj, Mapping) or not obj:
+        raise ReslabError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
+    state = {}
+    for k, v in obj.items():
+        for prefix in _STRIP_PREFIXES:
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        state[k] = v
+    return state
+
+
+def _is_state(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" ... ({len(keys)} in all)" if len(keys) > n else "") if keys else "(none)"
+
+
+def head_prefix(model: nn.Module) -> str:
+    """Dotted name of the classifier: the last nn.Linear (`fc` for ResNet)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else ""
+
+
+def load_into(model: nn.Module, state: Mapping[str, Tensor], *, finetune: bool = False) -> None:
+    """Copy a foreign state dict into `model` strictly (torchvision/timm ResNet key layout).
+
+    A classifier of another shape is an error naming both shapes, unless `finetune`: then
+    everything but the classifier loads strictly and the model keeps its fresh head.
+    Missing `num_batches_tracked` buffers (checkpoints from before PyTorch 0.4.1) are allowed.
+    """
+    own = model.state_dict()
+    head = head_prefix(model)
+    is_head = (lambda k: bool(head) and k.startswith(head + "."))  # noqa: E731
+    state = dict(state)
+    if finetune:
+        state = {k: v for k, v in state.items() if not is_head(k)}
+    bad_shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    body_bad = [k for k in bad_shapes if not is_head(k)]
+    if body_bad:
+        shown = "; ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                          for k in body_bad[:3])
+        raise ReslabError(f"{len(body_bad)} tensors differ in shape ({shown}); pass the --model it was trained as")
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
+               and not (finetune and is_head(k))]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ReslabError(f"checkpoint does not match the model: missing {_few(missing)}; "
+                          f"unexpected {_few(unexpected)}; pass the --model it was trained as")
+    if bad_shapes:  # only the classifier differs
+        k = bad_shapes[0]
+        raise ReslabError(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}; "
+                          f"pass --finetune to re-initialise the head, or --num-classes {state[k].shape[0]}")
+    for k, v in own.items():  # keys the checkpoint may lack: old BN counters, the fresh head
+        state.setdefault(k, v)
+    model.load_state_dict(state, strict=True)
+
+
+def convert(
+    ckpt_path: str | Path,
+    *,
+    model: str,
+    out_dir: str | Path,
+    num_classes: int | None = None,
+    finetune: bool = False,
+    classes: list[str] | None = None,
+) -> Path:
+    """Foreign checkpoint -> reslab weights in `out_dir`; returns `out_dir`.
+
+    `num_classes` defaults to `len(classes)` or else the checkpoint's classifier rows.
+    The preprocessing recorded is torchvision's ImageNet evaluation transform (resize 256,
+    centre crop 224, per-channel mean/std) at the model's design resolution; for the 32x32
+    nets, no resize and a 32x32 view. Class names default to "0" .. "N-1".
+    """
+    from reslab.models import create_model, model_entry
+
+    ckpt = Path(ckpt_path)
+    state = load_checkpoint_state(ckpt)
+    try:
+        entry = model_entry(model)
+        probe = create_model(model)
+    except ValueError as e:
+        raise ReslabError(str(e)) from e
+    head = head_prefix(probe)
+    ckpt_classes = state[f"{head}.weight"].shape[0] if f"{head}.weight" in state else None
+    if num_classes is None:
+        num_classes = len(classes) if classes else (ckpt_classes or getattr(probe, "num_classes", 1000))
+    if classes is not None and len(classes) != num_classes:
+        raise ReslabError(f"{len(classes)} class names for {num_classes} classes; give one name per class")
+    net = create_model(model, num_classes=num_classes)
+    try:
+        load_into(net, state, finetune=finetune)
+    except ReslabError as e:
+        raise ReslabError(f"{ckpt}: {e}") from e
+    size = entry.input_size
+    preprocess = dict(IMAGENET_PREPROCESS) if size >= 224 else {
+        **IMAGENET_PREPROCESS, "image_size": size, "resize": None, "crop": size}
+    preprocess["in_chans"] = getattr(net, "in_chans", 3)
+    names = classes if classes is not None else [str(i) for i in range(num_classes)]
+    return save_weights(net.eval(), out_dir, model_name=model, model_kwargs={"num_classes": num_classes},
+                        classes=list(names), preprocess=preprocess)
