@@ -155,7 +155,8 @@ def test_evaluate_refuses_other_classes(fmnist_dir, tmp_path, capsys):
 
 
 def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
+    # One thread per process: bit identity does not depend on it, and it keeps the test fast on busy cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "reslab", *args], env=env, capture_output=True, text=True,
                           timeout=300)
 

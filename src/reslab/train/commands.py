@@ -137,3 +137,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_evaluate(sub)
+    from reslab.train.bench import add_bench_parser
+
+    add_bench_parser(bench_sub)

@@ -1,0 +1,88 @@
+"""`reslab bench train`: the reference sees the same files, the curve statistics, one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reslab.analysis import count_macs
+from reslab.cli import main
+from reslab.data.formats import read_mnist
+from reslab.errors import ReslabError
+from reslab.models.registry import create_model
+from reslab.train.bench import TrainBenchConfig, bench_train, curve_agreement, moving_average, torchvision_root
+
+from fakedata import write_learnable_mnist
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory) -> Path:
+    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=96, n_test=20)
+
+
+def test_torchvision_reads_the_same_images(fmnist_dir, tmp_path):
+    import torchvision
+
+    root = torchvision_root("fashion-mnist", fmnist_dir, tmp_path)
+    ds = torchvision.datasets.FashionMNIST(str(root), train=True)
+    images, labels = read_mnist(fmnist_dir, True)
+    assert len(ds) == len(images) == 96
+    torch.testing.assert_close(ds.data, images[:, 0])  # (N, 28, 28) uint8, the same bytes
+    torch.testing.assert_close(ds.targets, labels)
+
+
+def test_torchvision_root_names_missing_files(tmp_path):
+    with pytest.raises(ReslabError, match="train-images-idx3-ubyte"):
+        torchvision_root("fashion-mnist", tmp_path, tmp_path / "tv")
+
+
+def test_moving_average_is_trailing():
+    np.testing.assert_allclose(moving_average([1, 2, 3, 4, 5], k=2), [1, 1.5, 2.5, 3.5, 4.5])
+
+
+def test_curve_agreement_against_noise():
+    rng = np.random.default_rng(0)
+    trend = np.linspace(2.3, 0.5, 300)
+    a = (trend + rng.normal(0, 0.2, 300)).tolist()
+    b = (trend + rng.normal(0, 0.2, 300)).tolist()
+    same = curve_agreement(a, b)
+    assert same["noise_a"] == pytest.approx(0.2 / math.sqrt(20), rel=0.2)  # noise of a 20-iteration mean
+    assert same["diff_over_noise"] < 1.5  # two draws of one curve differ by about their noise
+    shifted = curve_agreement(a, (np.asarray(b) + 0.5).tolist())
+    assert shifted["mean_abs_diff"] == pytest.approx(0.5, abs=0.1) and shifted["diff_over_noise"] > 5
+
+
+def test_refuses_datasets_without_a_torchvision_twin():
+    with pytest.raises(ReslabError, match="Received: --data cifar10"):
+        bench_train(TrainBenchConfig(data="cifar10"))
+
+
+def test_bench_train_end_to_end(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "train", "--data-dir", str(fmnist_dir), "--batch-size", "8", "--iterations", "4",
+               "--rounds", "2", "--warmup", "1", "--curve-iters", "40", "--workers", "0", "--device", "cpu",
+               "--threads", "1",  # 2 threads on 2 busy cores can run 5x slower than 1
+               "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "reslab / reference" in text and "same model" in text and "hardware:" in text
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").is_file()
+    assert [r["name"] for r in report["rows"]] == ["reference", "reslab"]
+    for row in report["rows"]:
+        assert len(row["blocks"]) == 2 and row["images_per_s"] > 0 and 0 < row["fraction_of_peak"] < 1
+    assert report["speedup"] == pytest.approx(report["rows"][1]["images_per_s"] / report["rows"][0]["images_per_s"])
+    assert report["model_macs"] == count_macs(create_model("resnet20", in_chans=1), (1, 28, 28))
+    assert report["train_flops_per_image"] == 6 * report["model_macs"]
+    curves = report["curves"]
+    assert len(curves["reference"]) == len(curves["reslab"]) == len(curves["reslab_other_seed"]) == 40
+    assert curves["agreement"]["seed_to_seed_mean_abs_diff"] >= 0
+    assert all(math.isfinite(v) for v in curves["reference"] + curves["reslab"])
+    assert curves["reference"][0] == pytest.approx(math.log(10), rel=0.5)  # both start near chance
+    assert curves["reslab"][0] == pytest.approx(math.log(10), rel=0.5)
+    assert report["reference_workers"] == 0 and report["matmul_gflops"]["fp32"] > 0
