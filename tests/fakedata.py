@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from reslab.data import datasets as ds_mod
 
@@ -111,3 +112,16 @@ def write_learnable_mnist(folder: Path, n_train: int = 240, n_test: int = 60, si
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return folder
+
+
+def randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine terms (seeded), so a load that silently kept the
+    defaults shows in the logits; returns the model in eval mode."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+    return model.eval()

@@ -20,25 +20,18 @@ from reslab.errors import ReslabError
 from reslab.models import create_model
 from reslab.weights import load_weights, save_weights
 
+from fakedata import randomise_bn
+
 PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25],
        "resize": None, "crop": 32}
 
 
-def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     return save_weights(model, tmp_path_factory.mktemp("w"), model_name="resnet20", model_kwargs={"num_classes": 10},
                         classes=[f"class{i}" for i in range(10)], preprocess=PRE)
 
@@ -208,7 +201,7 @@ def test_cli_predict(tmp_path, weights, capsys):
 def test_fold_bn_removes_every_bn_and_keeps_the_function():
     for name, size in (("resnet20", 32), ("resnet50", 64)):
         torch.manual_seed(0)
-        model = _randomise_bn(create_model(name))
+        model = randomise_bn(create_model(name))
         folded = fold_bn(model)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()), name
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
@@ -223,7 +216,7 @@ def test_fold_bn_removes_every_bn_and_keeps_the_function():
 def test_fp32_engines_agree_with_eager(path):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 32, 32)
     engine = build_engine(model, path, x)
     assert engine.name == path
@@ -251,7 +244,7 @@ def test_compile_failure_falls_back_with_a_warning(monkeypatch):
 @pytest.mark.slow
 def test_compiled_engine_agrees_with_eager():
     torch.manual_seed(0)
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 32, 32)
     engine = build_engine(model, "compiled", x)
     assert engine.name == "compiled"
@@ -262,7 +255,7 @@ def test_compiled_engine_agrees_with_eager():
 
 
 def test_select_fastest_returns_an_agreeing_engine():
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     x = torch.randn(4, 3, 32, 32)
     engine = select_fastest(model, x, paths=("folded", "channels-last"), repeats=2)
     assert engine.name in ("eager", "folded", "channels-last")

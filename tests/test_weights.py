@@ -24,25 +24,17 @@ from reslab.weights import (
     save_weights,
 )
 
+from fakedata import randomise_bn
+
 PRE = {"image_size": 32, "in_chans": 3, "mode": "pixel-mean", "std": [0.25, 0.25, 0.25], "resize": None, "crop": 32}
 
 
-def _randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics, so a load that silently kept defaults would show in the logits."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def tv_resnet18() -> torch.nn.Module:
     torch.manual_seed(0)
-    return _randomise_bn(torchvision.models.resnet18(weights=None))
+    return randomise_bn(torchvision.models.resnet18(weights=None))
 
 
 def _logits(model: torch.nn.Module, size: int = 64) -> torch.Tensor:
@@ -53,7 +45,7 @@ def _logits(model: torch.nn.Module, size: int = 64) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- reslab format
 def test_save_load_round_trip_with_mean_image(tmp_path):
-    model = _randomise_bn(create_model("resnet20"))
+    model = randomise_bn(create_model("resnet20"))
     mean_image = torch.rand(3, 32, 32)
     out = save_weights(model, tmp_path / "w", model_name="resnet20", model_kwargs={"num_classes": 10},
                        classes=[f"c{i}" for i in range(10)], preprocess={**PRE, "mean_image": mean_image})
@@ -119,7 +111,7 @@ def test_torchvision_checkpoint_loads_strictly(tmp_path, tv_resnet18, wrap):
 
 def test_torchvision_resnet50_loads_strictly(tmp_path):
     torch.manual_seed(0)
-    tv = _randomise_bn(torchvision.models.resnet50(weights=None))
+    tv = randomise_bn(torchvision.models.resnet50(weights=None))
     torch.save({"model": tv.state_dict()}, tmp_path / "r50.pth")
     net = create_model("resnet50")
     load_into(net, load_checkpoint_state(tmp_path / "r50.pth"))
@@ -130,7 +122,7 @@ def test_torchvision_resnet50_loads_strictly(tmp_path):
 def test_timm_checkpoint_loads_strictly(tmp_path, name):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    ref = _randomise_bn(timm.create_model(name, pretrained=False))
+    ref = randomise_bn(timm.create_model(name, pretrained=False))
     torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "timm.pth")
     net = create_model(name)
     load_into(net, load_checkpoint_state(tmp_path / "timm.pth"))

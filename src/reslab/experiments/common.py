@@ -20,7 +20,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -230,6 +230,26 @@ class ExperimentResult:
     folder: Path
     claims: list[Claim]
     records: list[RunRecord]
+
+
+Job = tuple[str, str, dict[str, Any] | None]  # (model, label, model_kwargs)
+
+
+def run_jobs(cfg: ExperimentConfig, jobs: Sequence[Job],
+             report: Callable[[Path, ExperimentConfig, Sequence[RunRecord]], list[Claim]]) -> ExperimentResult:
+    """Train every job for every seed in the experiment folder, keeping experiment.json current after
+    each run (an interrupted experiment resumes with the same --out), then write the report."""
+    validate_experiment(cfg)
+    folder = experiment_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(folder)
+    records: list[RunRecord] = []
+    write_manifest(folder, cfg, records)
+    for model, label, model_kwargs in jobs:
+        for seed in cfg.seeds:
+            records.append(train_run(cfg, folder, model, label=label, seed=seed, model_kwargs=model_kwargs))
+            write_manifest(folder, cfg, records)
+    return ExperimentResult(folder, report(folder, cfg, records), records)
 
 
 # ---------------------------------------------------------------------------- statistics and claims

@@ -21,13 +21,10 @@ from reslab.experiments.common import (
     by_label,
     check_cifar_depths,
     display_name,
-    experiment_dir,
     less,
     mean_curve,
     plot_setup,
-    train_run,
-    validate_experiment,
-    write_manifest,
+    run_jobs,
     write_summary,
     write_table,
 )
@@ -75,19 +72,8 @@ def run_degradation(cfg: ExperimentConfig) -> ExperimentResult:
         raise ReslabError(f"degradation compares depths: give at least two. Received: depths={depths}")
     check_cifar_depths(depths, plain=True)
     cfg.depths = depths
-    validate_experiment(cfg)
-    folder = experiment_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(folder)
-    records: list[RunRecord] = []
-    write_manifest(folder, cfg, records)
-    for d in depths:
-        for kind in KINDS:
-            for seed in cfg.seeds:
-                records.append(train_run(cfg, folder, f"{kind}{d}", label=f"{kind}{d}", seed=seed))
-                write_manifest(folder, cfg, records)
-    claims = degradation_report(folder, cfg, records)
-    return ExperimentResult(folder, claims, records)
+    jobs = [(f"{kind}{d}", f"{kind}{d}", None) for d in depths for kind in KINDS]
+    return run_jobs(cfg, jobs, degradation_report)
 
 
 def degradation_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:

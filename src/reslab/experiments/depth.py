@@ -22,12 +22,9 @@ from reslab.experiments.common import (
     Stat,
     by_label,
     check_cifar_depths,
-    experiment_dir,
     less,
     plot_setup,
-    train_run,
-    validate_experiment,
-    write_manifest,
+    run_jobs,
     write_summary,
     write_table,
 )
@@ -83,18 +80,7 @@ def run_depth(cfg: ExperimentConfig) -> ExperimentResult:
         raise ReslabError(f"depth compares depths: give at least two. Received: depths={depths}")
     check_cifar_depths(depths, plain=False)
     cfg.depths = depths
-    validate_experiment(cfg)
-    folder = experiment_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(folder)
-    records: list[RunRecord] = []
-    write_manifest(folder, cfg, records)
-    for d in depths:
-        for seed in cfg.seeds:
-            records.append(train_run(cfg, folder, f"resnet{d}", label=f"resnet{d}", seed=seed))
-            write_manifest(folder, cfg, records)
-    claims = depth_report(folder, cfg, records)
-    return ExperimentResult(folder, claims, records)
+    return run_jobs(cfg, [(f"resnet{d}", f"resnet{d}", None) for d in depths], depth_report)
 
 
 def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:

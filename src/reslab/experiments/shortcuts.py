@@ -19,12 +19,9 @@ from reslab.experiments.common import (
     RunRecord,
     Stat,
     by_label,
-    experiment_dir,
     less,
     plot_setup,
-    train_run,
-    validate_experiment,
-    write_manifest,
+    run_jobs,
     write_summary,
     write_table,
 )
@@ -69,19 +66,8 @@ def run_shortcuts(cfg: ExperimentConfig) -> ExperimentResult:
     if entry.family not in ("cifar", "imagenet") or not cfg.model.startswith("resnet"):
         raise ReslabError(f"shortcuts compares the options of a ResNet. Received: model={cfg.model!r}; "
                           "use e.g. resnet20 or resnet32")
-    validate_experiment(cfg)
-    folder = experiment_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(folder)
-    records: list[RunRecord] = []
-    write_manifest(folder, cfg, records)
-    for option in OPTIONS:
-        for seed in cfg.seeds:
-            records.append(train_run(cfg, folder, cfg.model, label=f"{cfg.model}-{option}", seed=seed,
-                                     model_kwargs={"shortcut": option}))
-            write_manifest(folder, cfg, records)
-    claims = shortcuts_report(folder, cfg, records)
-    return ExperimentResult(folder, claims, records)
+    jobs = [(cfg.model, f"{cfg.model}-{option}", {"shortcut": option}) for option in OPTIONS]
+    return run_jobs(cfg, jobs, shortcuts_report)
 
 
 def shortcuts_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:
