@@ -207,7 +207,9 @@ def test_fold_bn_removes_every_bn_and_keeps_the_function():
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
         x = torch.randn(2, 3, size, size)
         with torch.inference_mode():
-            assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4), name
+            ref = model(x)
+            # fp32 reassociation noise grows with the logits' scale (~100 here); a wrong fold is O(scale)
+            torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item(), msg=name)
     with pytest.raises(ValueError, match="eval-mode"):
         fold_bn(create_model("resnet20").train())
 
