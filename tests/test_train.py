@@ -206,3 +206,29 @@ def test_missing_data_is_one_clear_line(tmp_path, monkeypatch, capsys):
 def test_resume_needs_a_run_dir(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_metrics_go_to_tensorboard_when_installed(tmp_path, monkeypatch):
+    import types
+
+    from reslab.train.rundir import RunDir
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, logdir):
+            calls.append(("init", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    run = RunDir(tmp_path)
+    run.append_metrics({"kind": "iter", "iteration": 50, "lr": 0.1, "train_loss": 1.5, "train_err": 0.4})
+    run.append_metrics({"kind": "eval", "iteration": 50, "val_err": 0.3})
+    assert calls[0] == ("init", str(tmp_path / "tensorboard"))
+    assert ("iter/train_err", 0.4, 50) in calls and ("eval/val_err", 0.3, 50) in calls
+    assert len(run.read_metrics()) == 2

@@ -41,12 +41,31 @@ class RunDir:
         return json.loads(self.config_path.read_text())
 
     def append_metrics(self, row: dict[str, Any]) -> None:
+        self._tensorboard(row)
         new = not self.metrics_path.exists()
         with open(self.metrics_path, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             if new:
                 w.writeheader()
             w.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+
+    def _tensorboard(self, row: dict[str, Any]) -> None:
+        """Mirror a metrics row into TensorBoard events in the run directory, when tensorboard is installed."""
+        writer = getattr(self, "_tb", False)
+        if writer is False:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                writer = None
+            else:
+                writer = SummaryWriter(str(self.path / "tensorboard"))
+            self._tb = writer
+        if writer is None:
+            return
+        for key in ("lr", "train_loss", "train_err", "val_loss", "val_err", "images_per_s"):
+            if row.get(key) is not None:
+                writer.add_scalar(f"{row['kind']}/{key}", float(row[key]), int(row["iteration"]))
+        writer.flush()
 
     def read_metrics(self) -> list[dict[str, str]]:
         if not self.metrics_path.exists():
