@@ -232,3 +232,28 @@ def test_metrics_go_to_tensorboard_when_installed(tmp_path, monkeypatch):
     assert calls[0] == ("init", str(tmp_path / "tensorboard"))
     assert ("iter/train_err", 0.4, 50) in calls and ("eval/val_err", 0.3, 50) in calls
     assert len(run.read_metrics()) == 2
+
+
+def test_multiscale_test_on_image_folders(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from reslab.evaluate import evaluate_weights
+    from reslab.models import create_model
+    from reslab.weights import IMAGENET_PREPROCESS, save_weights
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(3):
+                size = (40 + 8 * i, 32)  # sizes differ: the test must take whole images of any size
+                Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    model = create_model("resnet18", num_classes=2)
+    save_weights(model.eval(), tmp_path / "w", model_name="resnet18", model_kwargs={"num_classes": 2},
+                 classes=["cat", "dog"], preprocess={**IMAGENET_PREPROCESS, "dataset": "folder"})
+    res, classes, png = evaluate_weights(tmp_path / "w", data_dir=str(tmp_path / "data"), multiscale=(32, 48))
+    assert classes == ["cat", "dog"] and res.n == 6 and png.is_file() and math.isfinite(res.loss)
+    assert main(["evaluate", str(tmp_path / "w"), "--data", "fashion-mnist", "--multiscale"]) == 2
+    assert "multi-scale" in capsys.readouterr().err

@@ -70,6 +70,26 @@ def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
     return torch.cat(all_probs), torch.cat(all_labels)
 
 
+@torch.no_grad()
+def multiscale_probs(model: nn.Module, images: Iterable[tuple[Tensor, int]], scales: tuple[int, ...], *,
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+    """Section 3.4's fully-convolutional test: each normalised image (C, H, W) resized so its shorter
+    side is each of `scales`, softmax scores averaged over the scales (global pooling takes any size)."""
+    from reslab.data.folder import multiscale_views
+
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        for img, y in images:
+            views = multiscale_views(img, scales)
+            probs.append(torch.stack([model(v[None].to(device)).float().softmax(1)[0].cpu() for v in views]).mean(0))
+            labels.append(int(y))
+    finally:
+        model.train(was_training)
+    return torch.stack(probs), torch.tensor(labels)
+
+
 def tensor_batches(images: Tensor, labels: Tensor, normalize: Callable[[Tensor], Tensor], *,
                    batch_size: int = 500, ten_crop_pad: int | None = None) -> Iterable[tuple[Tensor, Tensor]]:
     """Batches of an in-memory uint8 dataset, normalised; with `ten_crop_pad`, 10 views per image
@@ -114,10 +134,13 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
 
 def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: str | None = None,
                      split: str = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
-                     out: str | Path | None = None) -> tuple[EvalResult, list[str], Path]:
+                     out: str | Path | None = None,
+                     multiscale: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
     """Evaluate saved reslab weights on a dataset split; writes confusion-<split>.png.
 
-    Refuses when the dataset's classes differ from the model's. Returns (result, classes, png path).
+    Refuses when the dataset's classes differ from the model's. `multiscale` (folder datasets): the
+    fully-convolutional test averaged over these shorter-side scales (the paper's 224..640).
+    Returns (result, classes, png path).
     """
     from reslab.data.augment import normalize
     from reslab.data.datasets import load_dataset
@@ -131,14 +154,24 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     name = data or pre.get("dataset")
     if not name:
         raise ReslabError(f"{weights} does not say which dataset it was trained on; pass --data")
+    if multiscale and name != "folder":
+        raise ReslabError(f"the multi-scale test is for image-folder datasets (full-size images); received "
+                          f"data={name!r}: use --ten-crop for small images")
     if name == "folder":
         from torch.utils.data import DataLoader
+        from torchvision.datasets import ImageFolder
+        from torchvision.transforms import v2
 
         from reslab.data.datasets import find_data_dir
         from reslab.data.folder import folder_dataset
 
-        ds = folder_dataset(find_data_dir("folder", data_dir), "val", train=False, ten_crop=ten_crop)
+        root = find_data_dir("folder", data_dir)
+        ds = folder_dataset(root, "val", train=False, ten_crop=ten_crop)
         classes, batches = list(ds.classes), DataLoader(ds, 64, num_workers=2)
+        if multiscale:  # whole images, normalised but neither resized nor cropped
+            tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                             v2.Normalize(pre["mean"], pre["std"])])
+            batches = ImageFolder(str(root / "val"), transform=tf)
     else:
         ds = load_dataset(name, "test" if split == "test" else "val", data_dir=data_dir)
         mean_image = pre.get("mean_image")
@@ -152,7 +185,10 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     if list(classes) != list(meta["classes"]):
         raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
                           f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
-    probs, labels = predict_probs(model, batches, device=dev)
+    if multiscale:
+        probs, labels = multiscale_probs(model, batches, multiscale, device=dev)
+    else:
+        probs, labels = predict_probs(model, batches, device=dev)
     res = metrics_from_probs(probs, labels, len(classes))
     folder = Path(out) if out else resolve_weights(weights)[0].parent
     folder.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--ten-crop", action="store_true")
+    p.add_argument("--multiscale", nargs="?", const="224,256,384,480,640", default=None, metavar="SCALES",
+                   type=lambda t: tuple(int(v) for v in t.split(",") if v),
+                   help="folder data: fully-convolutional test averaged over shorter sides (default: the "
+                        "paper's 224,256,384,480,640)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--out", help="where to write confusion-<split>.png and metrics JSON (default: beside weights)")
@@ -113,7 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=args.data_dir, split=args.split,
                                          ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
-                                         out=args.out)
+                                         out=args.out, multiscale=args.multiscale)
     if args.json:
         print(json.dumps(res.as_dict(classes), indent=2))
         return 0
