@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from reslab.errors import ReslabError
+from reslab.plotting import save_figure
 
 COUNTED_LAYERS = ("Conv2d", "Linear")
 
@@ -167,7 +168,5 @@ def plot_compare(rows: Sequence[CompareRow], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="family", fontsize=8)
     ax.margins(0.25)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reslab.data.augment import ten_crop
+from reslab.plotting import save_figure
 
 
 @dataclass
@@ -125,10 +126,7 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -28,6 +28,7 @@ from reslab.experiments.common import (
     write_summary,
     write_table,
 )
+from reslab.plotting import save_figure
 
 DEFAULT_DEPTHS = (20, 56)
 KINDS = ("plain", "resnet")
@@ -124,8 +125,6 @@ def plot_degradation(records: Sequence[RunRecord], depths: Sequence[int], path: 
     axes[0].set_ylabel("error (%)")
     axes[0].set_ylim(0, min(100.0, 1.3 * top + 1))
     fig.suptitle("Fig. 6 analogue: training error (thin dashed) and validation error (bold)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 

@@ -28,6 +28,7 @@ from reslab.experiments.common import (
     write_summary,
     write_table,
 )
+from reslab.plotting import save_figure
 
 DEFAULT_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -131,7 +132,5 @@ def plot_depth(depths: Sequence[int], train: dict[str, Stat], test: dict[str, St
     ax.set_title("ResNets of growing depth")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

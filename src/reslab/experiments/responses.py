@@ -38,6 +38,7 @@ from reslab.experiments.common import (
     write_table,
 )
 from reslab.fileio import atomic_write_text
+from reslab.plotting import save_figure
 
 DEFAULT_DEPTHS = (20, 56)
 
@@ -239,7 +240,5 @@ def plot_responses(curves: dict[str, list[float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Fig. 7 analogue: std of 3x3 layer responses (after BN, before addition/ReLU)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

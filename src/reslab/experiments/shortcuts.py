@@ -25,6 +25,7 @@ from reslab.experiments.common import (
     write_summary,
     write_table,
 )
+from reslab.plotting import save_figure
 
 OPTIONS = ("plain", "A", "B", "C")
 # Table 3: ImageNet validation error (%), 10-crop, of plain-34 and ResNet-34 with each option (top-1, top-5).
@@ -103,7 +104,5 @@ def plot_shortcuts(params: dict[str, int], train: dict[str, Stat], test: dict[st
     ax.set_title(f"{title}: shortcut options (Table 3 analogue)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

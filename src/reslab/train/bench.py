@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ReslabError
+from reslab.plotting import save_figure
 
 SMOOTH = 20  # iterations in the moving average of the loss curves
 _TV_CLASS = {"fashion-mnist": ("FashionMNIST", "FashionMNIST"), "mnist": ("MNIST", "MNIST")}
@@ -362,9 +363,7 @@ def save_report(report: dict[str, Any], path: str | Path | None) -> Path:
     ax.set_title(f"{report['config']['model']} on {report['config']['data']}: same initial weights")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+    save_figure(fig, out.with_suffix(".png"))
     return out
 
 

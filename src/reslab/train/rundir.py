@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.fileio import atomic_write_text
+from reslab.plotting import save_figure
 
 METRIC_FIELDS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
                  "images_per_s", "elapsed_s")
@@ -112,7 +113,5 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
