@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from functools import cache
 
 import torch
@@ -54,3 +55,31 @@ def describe_line(device: torch.device | str | None = None) -> str:
     gpu = f", GPU {d['gpu']}" if "gpu" in d else ""
     return (f"{d['cpu']} ({d['cores']} cores, {d['torch_threads']} torch threads; {d['cpu_flags'] or 'no flags'})"
             f"{gpu}; torch {d['torch']}, Python {d['python']}")
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), so bf16 math is a speed-up
+    rather than an emulation."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int = 2048, reps: int = 3) -> float:
+    """Best of `reps` timed n x n matrix products, in GFLOP/s (2 n^3 per product): the machine's
+    measured peak for dense math in `dtype` (a measurement, not the data sheet's figure)."""
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        sync()
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9

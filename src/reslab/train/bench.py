@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ReslabError
+from reslab.hardware import matmul_gflops
 from reslab.plotting import save_figure
 
 SMOOTH = 20  # iterations in the moving average of the loss curves
@@ -107,22 +108,6 @@ def _forever(loader) -> Iterator:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 3) -> float:
-    """Best of `reps` timed n x n matrix products, in GFLOP/s (2 n^3 per product): the machine's
-    measured peak for dense math in `dtype`."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def moving_average(x: list[float], k: int = SMOOTH) -> np.ndarray:

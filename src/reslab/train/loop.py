@@ -82,9 +82,9 @@ def native_bf16(device: torch.device) -> bool:
     661 img/s, docs/benchmarks.md); the weights, optimiser and loss stay fp32."""
     if device.type == "cuda":
         return True
-    from reslab.hardware import cpu_flags
+    from reslab.hardware import native_bf16_cpu
 
-    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
+    return device.type == "cpu" and native_bf16_cpu()
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> _Data:
