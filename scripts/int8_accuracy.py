@@ -1,4 +1,4 @@
-"""int8 vs fp32 top-1 on the Fashion-MNIST test set for a trained reslab run.
+"""int8 and bf16 vs fp32 top-1 on the Fashion-MNIST test set for a trained reslab run.
 
 Usage: .venv/bin/python scripts/int8_accuracy.py RUN_DIR   (calibrates on 256 training images)
 """
@@ -21,7 +21,10 @@ calib_src = load_dataset("fashion-mnist", "train")
 calib = norm(calib_src.images[torch.randperm(len(calib_src))[:256]])
 x_all = norm(test.images)
 res = {}
-for path in ("eager", "onnxruntime", "int8"):
+from reslab.hardware import native_bf16_cpu
+
+paths = ("eager", "onnxruntime", "int8") + (("bf16",) if native_bf16_cpu() else ())
+for path in paths:
     eng = build_engine(model, path, x_all[:64], calib=calib if path == "int8" else None)
     t = time.perf_counter()
     preds = []
@@ -30,4 +33,5 @@ for path in ("eager", "onnxruntime", "int8"):
     pred = torch.cat(preds)
     res[path] = (pred == test.labels).float().mean().item()
     print(f"{path:12s} top-1 {100*res[path]:.2f}%  ({time.perf_counter()-t:.1f}s for 10k)", flush=True)
-print(f"int8 - fp32(eager): {100*(res['int8']-res['eager']):+.2f} points")
+for path in paths[2:]:
+    print(f"{path} - fp32(eager): {100*(res[path]-res['eager']):+.2f} points")

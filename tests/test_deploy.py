@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from reslab.analysis import count_macs
 from reslab.cli import main
-from reslab.deploy.bench import bench_infer
+from reslab.deploy.bench import bench_infer, row_precision
 from reslab.deploy.export import export
-from reslab.deploy.fast import PATHS, build_engine, fold_bn, select_fastest
+from reslab.deploy.fast import FP32_CANDIDATES, PATHS, build_engine, fold_bn, select_fastest
 from reslab.deploy.images import load_image, preprocess_image
 from reslab.deploy.predict import predict
 from reslab.errors import ReslabError
@@ -268,7 +269,31 @@ def test_select_fastest_returns_an_agreeing_engine():
 def test_unknown_path_is_an_error():
     with pytest.raises(ReslabError, match=r"unknown inference path 'gpu'"):
         build_engine(create_model("resnet20").eval(), "gpu", torch.zeros(1, 3, 32, 32))
-    assert set(PATHS) == {"eager", "folded", "channels-last", "compiled", "onnxruntime", "int8"}
+    assert set(PATHS) == {"eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8"}
+    from reslab.deploy.commands import _PATH_CHOICES
+
+    assert ("auto", "fastest", *PATHS) == _PATH_CHOICES
+
+
+def test_bf16_path_is_close_to_fp32_and_never_picked_as_fp32(monkeypatch):
+    import reslab.hardware
+
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet20"))
+    x = torch.randn(8, 3, 32, 32)
+    monkeypatch.setattr(reslab.hardware, "native_bf16_cpu", lambda: False)
+    with pytest.raises(ReslabError, match="bf16 instructions"):
+        build_engine(model, "bf16", x)
+    monkeypatch.setattr(reslab.hardware, "native_bf16_cpu", lambda: True)  # emulated where absent: correct, slow
+    engine = build_engine(model, "bf16", x)
+    out = engine(x)
+    with torch.inference_mode():
+        ref = model(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    # bf16 keeps 8 bits of mantissa: about 1% relative error per logit, not the fp32 paths' 1e-5
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+    assert (out - ref).abs().max() > 1e-6
+    assert "bf16" not in FP32_CANDIDATES
 
 
 # ---------------------------------------------------------------------------- export
@@ -380,7 +405,20 @@ def test_bench_infer_small(tmp_path, capsys):
     assert report["reference"] == "reslab eager" and report["eager_baseline"] == "reslab eager"
     assert all(r["images_per_s"] > 0 and r["top1_agreement"] == 1.0 for r in report["rows"])
     assert report["hardware"]["threads"] >= 1 and report["args"]["model"] == "resnet20"
-    assert "reslab folded" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "reslab folded" in printed and "measured peak" in printed
+    # the roofline: GFLOP/s from the model's multiply-adds at 16x16, against the measured matmul rate
+    assert report["macs_per_image"] == count_macs(create_model("resnet20"), (3, 16, 16))
+    assert report["matmul_gflops"]["fp32"] > 0 and len(report["matmul_gflops"]["fp32_rounds"]) == 1
+    for r in report["rows"]:
+        assert r["precision"] == "fp32"
+        assert r["gflops"] == pytest.approx(2 * report["macs_per_image"] * r["images_per_s"] / 1e9)
+        assert r["of_peak"] == pytest.approx(r["gflops"] / report["matmul_gflops"]["fp32"])
+
+
+def test_row_precision():
+    assert [row_precision(n) for n in ("torchvision eager", "reslab bf16", "reslab int8", "reslab compiled")] == \
+        ["fp32", "bf16", "int8", "fp32"]
 
 
 @pytest.mark.slow

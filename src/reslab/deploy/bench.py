@@ -8,6 +8,11 @@ torchvision eager. Timing: one shared input, the same thread count everywhere, i
 mode; rounds that run every path in turn (so background load hits all rows alike), each
 timed call right after an untimed one of the same path; medians. Raw times (wall and
 process CPU), hardware and load averages go to JSON.
+
+Roofline: each round also times a 2048x2048 matrix product in fp32 (and bf16 where the CPU
+has bf16 instructions), the machine's measured dense-math rate. Each row's GFLOP/s (2 x the
+model's multiply-adds x images/s) divided by the rate of the precision it computes in says
+how much room the path has left: an fp32 path near 100% cannot get much faster in fp32.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 
 from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_session, physical_cores
 from reslab.errors import ReslabError
+from reslab.hardware import matmul_gflops, native_bf16_cpu
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
@@ -168,6 +174,7 @@ def bench_infer(
 
     # Each timed call follows an untimed one of the same path, so that the previous path's
     # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
+    peaks: dict[str, list[float]] = {"fp32": [], **({"bf16": []} if native_bf16_cpu() else {})}
     for r in range(repeats):
         log(f"round {r + 1}/{repeats}")
         for name, (fb, _) in runners.items():
@@ -175,6 +182,8 @@ def bench_infer(
             t, cpu = _timed(lambda fb=fb: fb(x))
             rows[name].batch_s.append(t)
             rows[name].batch_cpu_s.append(cpu)
+        for dtype_name, rates in peaks.items():
+            rates.append(matmul_gflops(getattr(torch, "float32" if dtype_name == "fp32" else "bfloat16")))
     for _ in range(3 * repeats):
         for name, (_, f1) in runners.items():
             f1(x1)
@@ -187,14 +196,29 @@ def bench_infer(
     def ratio(ips: float, base: str | None) -> float | None:
         return ips / rows[base].images_per_s(batch_size) if base else None
 
+    from reslab.analysis import count_macs
+
+    macs = count_macs(net, (chans, size, size))
+    peak = {k: statistics.median(v) for k, v in peaks.items()}
     out_rows = []
     for row in rows.values():
         ips = row.images_per_s(batch_size)
+        gflops = 2 * macs * ips / 1e9
+        precision = row_precision(row.name)
         out_rows.append({**asdict(row), "images_per_s": ips, "latency_ms": row.latency_ms(),
-                         "vs_onnxruntime": ratio(ips, ort_base), "vs_torchvision_eager": ratio(ips, eager_base)})
+                         "vs_onnxruntime": ratio(ips, ort_base), "vs_torchvision_eager": ratio(ips, eager_base),
+                         "gflops": gflops, "precision": precision,
+                         "of_peak": gflops / peak[precision] if precision in peak else None})
     return {"benchmark": "infer", "model": model, "batch_size": batch_size, "image_size": size,
             "repeats": repeats, "malloc_tuned": tuned, "reference": TV_EAGER if tv is not None else "reslab eager",
-            "onnxruntime_baseline": ort_base, "eager_baseline": eager_base, "hardware": hw, "rows": out_rows}
+            "onnxruntime_baseline": ort_base, "eager_baseline": eager_base, "macs_per_image": macs,
+            "matmul_gflops": {**peak, **{f"{k}_rounds": v for k, v in peaks.items()}, "n": 2048},
+            "hardware": hw, "rows": out_rows}
+
+
+def row_precision(name: str) -> str:
+    """The arithmetic a bench row computes in: "int8", "bf16" or "fp32"."""
+    return next((p for p in ("int8", "bf16") if name.endswith(p)), "fp32")
 
 
 def _run_ort(session) -> Callable[[Tensor], Tensor]:
@@ -216,16 +240,22 @@ def print_report(report: dict) -> None:
     table = Table(title=f"Inference ({report['reference']} is the parity reference; medians)")
     ort_col = "x ORT" if report["onnxruntime_baseline"] in (TV_ORT, None) else "x reslab ORT"
     eager_col = "x tv eager" if report["eager_baseline"] in (TV_EAGER, None) else "x reslab eager"
-    for col in ("path", "images/s", "batch-1 ms", ort_col, eager_col, "build s", "max |diff|", "top-1"):
+    for col in ("path", "images/s", "batch-1 ms", ort_col, eager_col, "GFLOP/s", "of peak", "build s", "max |diff|",
+                "top-1"):
         table.add_column(col, justify="left" if col == "path" else "right", no_wrap=col == "path")
     def ratio(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
     for r in report["rows"]:
+        of_peak = "-" if r["of_peak"] is None else f"{r['of_peak']:.0%} {r['precision']}"
         table.add_row(r["name"], f"{r['images_per_s']:.1f}", f"{r['latency_ms']:.1f}", ratio(r["vs_onnxruntime"]),
-                      ratio(r["vs_torchvision_eager"]), f"{r['build_s']:.1f}", f"{r['max_abs_diff']:.1e}",
-                      f"{r['top1_agreement']:.0%}")
+                      ratio(r["vs_torchvision_eager"]), f"{r['gflops']:.0f}", of_peak, f"{r['build_s']:.1f}",
+                      f"{r['max_abs_diff']:.1e}", f"{r['top1_agreement']:.0%}")
     console.print(table)
+    m = report["matmul_gflops"]
+    rates = ", ".join(f"{m[k]:.0f} GFLOP/s {k}" for k in ("fp32", "bf16") if k in m)
+    console.print(f"measured peak (2048x2048 matmul, median of rounds): {rates}; "
+                  f"{report['macs_per_image'] / 1e9:.3g} G multiply-adds per image")
 
 
 def save_report(report: dict, path: str | Path | None) -> Path:

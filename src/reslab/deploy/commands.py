@@ -9,7 +9,8 @@ from pathlib import Path
 
 from reslab.errors import ReslabError
 
-_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "compiled", "onnxruntime", "int8")
+# reslab.deploy.fast.PATHS, spelled out so that `reslab --help` need not import torch (a test keeps them equal)
+_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
 
 
 def _positive(text: str) -> int:

@@ -4,6 +4,10 @@ Paths, cheapest to build first:
   eager          the model as trained, NCHW fp32.
   folded         every BatchNorm after a conv folded into that conv's weights and bias.
   channels-last  folded, with weights and activations in NHWC (oneDNN's preferred layout).
+  bf16           folded + channels-last with bf16 weights and activations (logits returned
+                 as fp32). Reduced precision, so never chosen as an fp32 path: opt in. Only
+                 on CPUs with bf16 instructions (avx512_bf16, amx_bf16), where oneDNN runs it
+                 at about 4x the fp32 matrix rate; elsewhere it is an error, not an emulation.
   compiled       folded + channels-last through `torch.compile` with inductor freezing
                  (weights become constants, convs are pre-packed); minutes to build.
   onnxruntime    ONNX export (dynamic batch) run by onnxruntime, all graph optimisations on.
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 
 from reslab.errors import ReslabError
 
-PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "compiled", "onnxruntime", "int8")
+PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
 # select_fastest's default field: the fp32 paths that must agree with eager.
 FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
 
@@ -211,14 +215,25 @@ def quantize_onnx(model: bytes, calib: Tensor, *, batch_size: int = 8) -> bytes:
 
 
 # ---------------------------------------------------------------------------- engines
-def _torch_runner(module: nn.Module, *, channels_last: bool) -> Callable[[Tensor], Tensor]:
+def _torch_runner(module: nn.Module, *, channels_last: bool, dtype: torch.dtype = torch.float32
+                  ) -> Callable[[Tensor], Tensor]:
     def run(x: Tensor) -> Tensor:
         with torch.inference_mode():
+            x = x.to(dtype)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return module(x)
+            return module(x).float()
 
     return run
+
+
+def _bf16_module(model: nn.Module) -> nn.Module:
+    from reslab.hardware import native_bf16_cpu
+
+    if not native_bf16_cpu():
+        raise ReslabError("the bf16 path needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16), which this "
+                          "one lacks; use channels-last, compiled or onnxruntime (fp32) or int8 instead")
+    return fold_bn(model).to(memory_format=torch.channels_last, dtype=torch.bfloat16)
 
 
 def _compiled_runner(module: nn.Module, example_input: Tensor) -> Callable[[Tensor], Tensor]:
@@ -269,6 +284,8 @@ def build_engine(
         run = _torch_runner(fold_bn(model), channels_last=False)
     elif path == "channels-last":
         run = _torch_runner(fold_bn(model).to(memory_format=torch.channels_last), channels_last=True)
+    elif path == "bf16":
+        run = _torch_runner(_bf16_module(model), channels_last=True, dtype=torch.bfloat16)
     elif path == "compiled":
         folded = fold_bn(model).to(memory_format=torch.channels_last)
         try:

@@ -6,6 +6,7 @@ AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s f
 ResNet-50) is repaid by its faster batches. torch.compile (a minute or more) and int8 are
 never chosen automatically; ask for them with `path="compiled"` / `"int8"`, or
 `path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
+`path="bf16"` (reduced precision, CPUs with bf16 instructions) is likewise opt-in only.
 """
 
 from __future__ import annotations
