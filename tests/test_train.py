@@ -20,6 +20,7 @@ from reslab.evaluate import metrics_from_probs, tensor_batches
 from reslab.train import TrainingDiverged, resolve_config, train
 from reslab.train.checkpoint import load_checkpoint, save_checkpoint
 from reslab.train.config import scaled_schedule
+from reslab.train.loop import WarmupRule
 from reslab.train.schedule import Plateau, step_lr
 
 from fakedata import write_learnable_mnist
@@ -49,8 +50,47 @@ def test_cifar_paper_schedule():
 @pytest.mark.parametrize("model", ["resnet110", "resnet1202", "plain110"])
 def test_resnet110_warms_up(model):
     cfg = resolve_config("cifar-paper", model=model)
-    assert cfg.warmup_iters == 400
+    # Section 4.2: 0.01 "until the training error is below 80% (about 400 iterations)"
+    assert cfg.warmup_iters == 400 and cfg.warmup_below == 0.8
     assert [_lr(cfg, it) for it in (0, 399, 400, 32_000, 48_000)] == pytest.approx([0.01, 0.01, 0.1, 0.01, 0.001])
+    assert resolve_config("cifar-paper", model=model, warmup_iters=400).warmup_below is None  # a fixed count
+    assert resolve_config("cifar-paper", model="resnet56").warmup_below is None
+
+
+def test_warmup_rule_ends_below_the_error_or_at_the_cap():
+    rule = WarmupRule(400, 0.8)
+    errs = [0.9] * 5 + [0.7] * 20
+    ended = [it for it, e in enumerate(errs) if rule.active(it) and rule.observe(it, e)]
+    # the mean of the last 10 errors: 5 x 0.9 + 5 x 0.7 = 0.8 (not below) at it 9; 0.78 at it 10
+    assert ended == [10] and rule.length == 11 and not rule.active(11)
+    capped = WarmupRule(3, 0.8)
+    assert [capped.observe(it, 0.9) for it in range(3)] == [False, False, True] and capped.length == 3
+    assert WarmupRule(400).ended and not WarmupRule(400).active(0)  # a fixed count needs no observing
+    # resuming from the saved state switches at the same iteration
+    first = WarmupRule(400, 0.8)
+    for it, e in enumerate(errs[:7]):
+        first.observe(it, e)
+    again = WarmupRule(**first.state())
+    assert [it for it, e in enumerate(errs) if it >= 7 and again.active(it) and again.observe(it, e)] == [10]
+
+
+def test_warmup_below_in_a_run(fmnist_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=40, milestones=(), warmup_iters=30,
+                         warmup_below=0.85, out=str(out), **{**TINY, "log_every": 1})
+    train(cfg)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")["warmup"]
+    assert state["ended"] and 1 <= state["length"] < 30 and sum(state["recent"]) / len(state["recent"]) < 0.85
+    lrs = [float(r.split(",")[3]) for r in (out / "metrics.csv").read_text().splitlines() if r.startswith("iter,")]
+    assert lrs == [0.01] * state["length"] + [0.1] * (40 - state["length"])
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (dict(warmup_below=0.8, warmup_iters=0), "warmup_iters >= 1"), (dict(warmup_below=1.5), "warmup_below=1.5"),
+])
+def test_bad_warmup_names_value(flags, needle):
+    with pytest.raises(ReslabError, match=needle):
+        resolve_config("cifar-paper", **flags)
 
 
 def test_imagenet_paper_recipe():
@@ -161,9 +201,10 @@ def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subpro
                           timeout=300)
 
 
-def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path):
+@pytest.mark.parametrize("warmup", [[], ["--warmup-iters", "20", "--warmup-below", "0.6"]], ids=["plain", "warmup"])
+def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path, warmup):
     args = ["train", "--data-dir", str(fmnist_dir), "--iterations", "24", "--batch-size", "16", "--eval-every",
-            "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cpu", "--quiet"]
+            "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cpu", "--quiet", *warmup]
     full = _run_cli([*args, "--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
     killed = _run_cli([*args, "--out", str(tmp_path / "killed")], {"RESLAB_TEST_KILL_AT_ITER": "18"})

@@ -37,7 +37,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-iters", type=int)
+    p.add_argument("--warmup-iters", type=int, help="iterations at --warmup-lr before the schedule (with "
+                   "--warmup-below: the most); default 400 for CIFAR nets of depth >= 110 (Section 4.2), else 0")
+    p.add_argument("--warmup-below", type=float, help="end the warm-up once the training error is below this "
+                   "(Section 4.2: 0.8, the default for depth >= 110)")
+    p.add_argument("--warmup-lr", type=float, help="warm-up learning rate (default 0.01)")
     p.add_argument("--val-size", type=int, help="images held out of the training set for validation")
     p.add_argument("--normalize", choices=("pixel-mean", "channel"))
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, save_
 from reslab.models.registry import create_model
 from reslab.train.batches import InMemoryBatches, LoaderBatches
 from reslab.train.checkpoint import load_checkpoint, save_checkpoint
-from reslab.train.config import TrainConfig, scaled_schedule
+from reslab.train.config import WARMUP_WINDOW, TrainConfig, scaled_schedule
 from reslab.train.distributed import (
     Dist,
     barrier,
@@ -155,6 +155,42 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
                  preprocess)
 
 
+@dataclass
+class WarmupRule:
+    """Section 4.2's warm-up: lr 0.01 "until the training error is below 80%", then the schedule.
+
+    With `below` None the warm-up lasts `length` iterations. With `below`, `length` is the cap and
+    becomes the iteration after which the mean training error of the last WARMUP_WINDOW mini-batches
+    first fell below `below`. Saved in checkpoints, so a resumed run switches at the same iteration.
+    """
+
+    length: int
+    below: float | None = None
+    ended: bool = False
+    recent: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ended = self.ended or self.below is None or self.length == 0
+
+    def active(self, it: int) -> bool:
+        """Whether iteration `it`'s training error decides when the warm-up ends."""
+        return not self.ended and it < self.length
+
+    def recent_mean(self) -> float:
+        return sum(self.recent) / max(1, len(self.recent))
+
+    def observe(self, it: int, err: float) -> bool:
+        """Record iteration `it`'s (global) mini-batch error; True when the warm-up ends here."""
+        self.recent = [*self.recent, err][-WARMUP_WINDOW:]
+        assert self.below is not None
+        if self.recent_mean() < self.below or it + 1 >= self.length:
+            self.length, self.ended = it + 1, True
+        return self.ended
+
+    def state(self) -> dict[str, Any]:
+        return {"length": self.length, "below": self.below, "ended": self.ended, "recent": list(self.recent)}
+
+
 def _lr_at(cfg: TrainConfig, it: int, total: int, miles: tuple[int, ...], warm: int, plateau: Plateau | None) -> float:
     if cfg.schedule == "plateau":
         assert plateau is not None
@@ -243,6 +279,7 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
                           nesterov=cfg.nesterov, fused=device.type == "cuda" or None)
     plateau = Plateau(cfg.lr, patience=cfg.plateau_patience) if cfg.schedule == "plateau" else None
     start_it, best_val, elapsed0 = 0, math.inf, 0.0
+    warmup = WarmupRule(warm, cfg.warmup_below)
     if resume:
         state = load_checkpoint(run.last_ckpt)
         model.load_state_dict(state["model"])
@@ -250,6 +287,8 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
         start_it, best_val, elapsed0 = state["iteration"], state["best_val_err"], state["elapsed_s"]
         if plateau is not None and state.get("plateau"):
             plateau = Plateau(**state["plateau"])
+        if state.get("warmup"):
+            warmup = WarmupRule(**state["warmup"])
         torch.set_rng_state(state["rng_cpu"])
         if dist.main:
             run.truncate_metrics(start_it)
@@ -276,7 +315,8 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
         if dist.main:
             save_checkpoint(path, {"model": state, "optimizer": opt.state_dict(), "iteration": it,
                                    "epoch": it / steps_per_epoch, "best_val_err": best_val,
-                                   "plateau": vars(plateau) if plateau else None, "rng_cpu": torch.get_rng_state(),
+                                   "plateau": vars(plateau) if plateau else None, "warmup": warmup.state(),
+                                   "rng_cpu": torch.get_rng_state(),
                                    "elapsed_s": elapsed0 + time.perf_counter() - t0, "config": cfg.to_dict()})
 
     # Tests: SIGKILL ourselves after an iteration (only RESLAB_TEST_KILL_RANK if set; first attempt only).
@@ -291,7 +331,7 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
     window_start = start_it
     model.train()
     for it in range(start_it, total):
-        lr = _lr_at(cfg, it, total, miles, warm, plateau)
+        lr = _lr_at(cfg, it, total, miles, warmup.length, plateau)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = data.batches.batch(it)
@@ -302,6 +342,11 @@ def _train(cfg: TrainConfig, dist: Dist, resume: str | Path | None, command: str
         losses[k] = loss.float()
         errs[k] = (logits.argmax(1) != y).float().mean()
         done = it + 1
+        # The paper's warm-up rule: one host sync per iteration, for the warm-up's few iterations only.
+        if warmup.active(it) and warmup.observe(it, mean_over_ranks(dist, errs[k]).item()):
+            err, below = warmup.recent_mean(), cfg.warmup_below
+            why = f"training error {err:.0%}, below {below:.0%}" if err < below else f"the cap; error {err:.0%}"
+            progress.note(f"warm-up at lr {cfg.warmup_lr:g} ended after {warmup.length:,} iterations ({why})")
         if done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
 

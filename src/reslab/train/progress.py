@@ -49,6 +49,10 @@ class Progress:
     def evaluated(self, done: int, val_err: float, best: float) -> None:
         msg = (f"iter {done:,} ({done / self.steps:.2f} ep): val error {100 * val_err:.2f}%"
                f" (best {100 * min(val_err, best):.2f}%), {time.perf_counter() - self.t0:.0f}s, ETA {self._eta(done)}")
+        self.note(msg)
+
+    def note(self, msg: str) -> None:
+        """A one-off event line (printed with --quiet too, as evaluations are)."""
         if self._bar is not None:
             self._bar.console.print(msg)
         else:
