@@ -9,6 +9,7 @@ import torch
 
 from reslab.data import load_dataset, normalize
 from reslab.deploy.fast import build_engine
+from reslab.hardware import native_bf16_cpu
 from reslab.weights import load_weights
 
 torch.manual_seed(0)
@@ -21,8 +22,6 @@ calib_src = load_dataset("fashion-mnist", "train")
 calib = norm(calib_src.images[torch.randperm(len(calib_src))[:256]])
 x_all = norm(test.images)
 res = {}
-from reslab.hardware import native_bf16_cpu
-
 paths = ("eager", "onnxruntime", "int8") + (("bf16",) if native_bf16_cpu() else ())
 for path in paths:
     eng = build_engine(model, path, x_all[:64], calib=calib if path == "int8" else None)
