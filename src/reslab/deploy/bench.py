@@ -174,7 +174,8 @@ def bench_infer(
 
     # Each timed call follows an untimed one of the same path, so that the previous path's
     # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
-    peaks: dict[str, list[float]] = {"fp32": [], **({"bf16": []} if native_bf16_cpu() else {})}
+    probe_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16_cpu() else {})}
+    peaks: dict[str, list[float]] = {k: [] for k in probe_dtypes}
     for r in range(repeats):
         log(f"round {r + 1}/{repeats}")
         for name, (fb, _) in runners.items():
@@ -182,8 +183,8 @@ def bench_infer(
             t, cpu = _timed(lambda fb=fb: fb(x))
             rows[name].batch_s.append(t)
             rows[name].batch_cpu_s.append(cpu)
-        for dtype_name, rates in peaks.items():
-            rates.append(matmul_gflops(getattr(torch, "float32" if dtype_name == "fp32" else "bfloat16")))
+        for name, dtype in probe_dtypes.items():
+            peaks[name].append(matmul_gflops(dtype))
     for _ in range(3 * repeats):
         for name, (_, f1) in runners.items():
             f1(x1)
