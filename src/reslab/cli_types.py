@@ -1,0 +1,88 @@
+"""Argument types shared by every `reslab` command: one vocabulary, one message per mistake.
+
+Each function takes the flag's text and returns the parsed value or raises
+`argparse.ArgumentTypeError`, which argparse prints as one line naming the flag and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}. "
+                                         f"Received: {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number. Received: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, iterations)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0 (worker counts, held-out sizes where 0 means none)."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0. Received: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, epochs)."""
+    value = float(_number(text, float))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0. Received: {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0 (weight decay, momentum)."""
+    value = float(_number(text, float))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0. Received: {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1) (label smoothing, error thresholds, decay factors below one)."""
+    value = float(_number(text, float))
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1). Received: {text!r}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated non-negative integers, e.g. '32000,48000'."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 32000,48000. "
+                                         f"Received: {text!r}")
+    return values
+
+
+MAX_IMAGE_SIDE = 4096  # larger inputs are a typo, not a ResNet input: the activations would not fit in memory
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """SIZE or HxW (e.g. 224 or 32x32), each side in 1..MAX_IMAGE_SIDE; returns (H, W)."""
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1 or max(parts) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW with sides 1..{MAX_IMAGE_SIDE}, e.g. 224 or "
+                                         f"32x32. Received: {text!r}")
+    return (parts[0], parts[-1])
