@@ -12,17 +12,12 @@ import torch
 
 from reslab.cli import main
 from reslab.errors import ReslabError
-from reslab.experiments.common import (
-    ExperimentConfig,
-    Stat,
-    by_label,
-    final_train_error,
-    parse_seeds,
-    read_manifest,
-)
+from reslab.experiments.claims import Stat, by_label
+from reslab.experiments.config import ExperimentConfig, parse_seeds
 from reslab.experiments.degradation import degradation_claims
 from reslab.experiments.depth import depth_claims, paper_params_match
 from reslab.experiments.responses import layer_response_stds, response_layers, responses_claims
+from reslab.experiments.runs import final_train_error, read_manifest
 from reslab.experiments.shortcuts import shortcuts_claims
 from reslab.models.registry import create_model
 
@@ -58,7 +53,7 @@ def s(mean: float, std: float = 0.0, n: int = 1) -> Stat:
     return Stat(mean, std, n)
 
 
-# ---------------------------------------------------------------------------- common
+# ---------------------------------------------------------------------------- runs, claims, config
 def test_final_train_error_is_the_last_tenth_weighted_by_window():
     rows = [{"kind": "iter", "iteration": str(i), "train_err": str(e)}
             for i, e in ((40, 0.9), (80, 0.5), (95, 0.2), (100, 0.1))]

@@ -127,7 +127,7 @@ def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> 
     import csv
     import io
 
-    from reslab.experiments.common import markdown_table
+    from reslab.experiments.tables import markdown_table
     from reslab.fileio import atomic_write_text
 
     folder = Path(out) if out else Path("experiments") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -148,9 +148,9 @@ def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> 
 
 def plot_compare(rows: Sequence[CompareRow], path: Path) -> Path:
     """Parameters (y, log) against MACs (x, log); bubble area grows with depth; one colour per family."""
-    from reslab.experiments.common import plot_setup
+    from reslab.plotting import pyplot
 
-    plt = plot_setup()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     colors = dict(zip(("cifar", "imagenet", "classic"), ("tab:blue", "tab:green", "tab:orange"), strict=True))
     for fam in dict.fromkeys(r.family for r in rows):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 
 from reslab.errors import ReslabError
-from reslab.experiments.common import Claim, ExperimentConfig, ExperimentResult
+from reslab.experiments.claims import Claim
+from reslab.experiments.config import ExperimentConfig
+from reslab.experiments.runs import ExperimentResult
 
 EXPERIMENTS = ("degradation", "shortcuts", "responses", "depth")
 

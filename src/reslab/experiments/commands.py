@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.experiments.common import DEFAULT_BUDGET
+from reslab.experiments.config import DEFAULT_BUDGET
 
 _HELP = {
     "degradation": "plain vs residual nets at two depths: training and test error (Fig. 6, Table 6)",
@@ -55,7 +55,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
 
 
 def config_from_args(args: argparse.Namespace):
-    from reslab.experiments.common import ExperimentConfig, parse_depths, parse_seeds
+    from reslab.experiments.config import ExperimentConfig, parse_depths, parse_seeds
 
     given = {k: getattr(args, k, None) for k in ("data", "data_dir", "download", "batch_size", "out", "device",
                                                   "workers", "quiet", "eval_every", "log_every")}

@@ -2,7 +2,7 @@
 
 Plain and residual CIFAR nets of each depth (default 20 and 56) are trained with the same
 recipe and budget. The claims compare the final running training error (defined in
-`reslab.experiments.common`) and the test error.
+`reslab.experiments.runs`) and the test error.
 """
 
 from __future__ import annotations
@@ -10,25 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from reslab.errors import ReslabError
-from reslab.experiments.common import (
-    PAPER_CIFAR_TEST_ERR,
-    Claim,
-    ExperimentConfig,
-    ExperimentResult,
-    RunRecord,
-    Stat,
-    by_label,
-    check_cifar_depths,
-    display_name,
-    less,
-    mean_curve,
-    plot_setup,
-    run_jobs,
-    write_summary,
-    write_table,
-)
-from reslab.plotting import save_figure
+from reslab.experiments.claims import PAPER_CIFAR_TEST_ERR, Claim, Stat, by_label, less
+from reslab.experiments.config import ExperimentConfig, resolve_depths
+from reslab.experiments.runs import ExperimentResult, Job, RunRecord, display_name, mean_curve, run_jobs
+from reslab.experiments.summary import Report
+from reslab.experiments.tables import write_table
+from reslab.plotting import pyplot, save_figure
 
 DEFAULT_DEPTHS = (20, 56)
 KINDS = ("plain", "resnet")
@@ -68,16 +55,16 @@ def _paper_pair(hi: int, lo: int) -> str:
 
 def run_degradation(cfg: ExperimentConfig) -> ExperimentResult:
     """Train plain and residual nets at each depth and seed; write the table, Fig. 6 and summary.md."""
-    depths = tuple(sorted(cfg.depths or DEFAULT_DEPTHS))
-    if len(depths) < 2:
-        raise ReslabError(f"degradation compares depths: give at least two. Received: depths={depths}")
-    check_cifar_depths(depths, plain=True)
-    cfg.depths = depths
-    jobs = [(f"{kind}{d}", f"{kind}{d}", None) for d in depths for kind in KINDS]
-    return run_jobs(cfg, jobs, degradation_report)
+    depths = resolve_depths(cfg, DEFAULT_DEPTHS, plain=True, at_least=2)
+    return run_jobs(cfg, degradation_jobs(depths), degradation_report)
 
 
-def degradation_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:
+def degradation_jobs(depths: Sequence[int]) -> list[Job]:
+    """The plain and the residual net of each depth, depth by depth."""
+    return [(f"{kind}{d}", f"{kind}{d}", None) for d in depths for kind in KINDS]
+
+
+def degradation_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> Report:
     depths = tuple(sorted(cfg.depths))
     train, test, val = (by_label(records, k) for k in ("train_err", "test_err", "best_val_err"))
     claims = degradation_claims(train, test, depths[0], depths[-1])
@@ -93,18 +80,16 @@ def degradation_report(folder: Path, cfg: ExperimentConfig, records: Sequence[Ru
     table = write_table(folder, "table", ("net", "depth", "params", "training error (final)", "best val error",
                                           "test error", "paper test error (CIFAR-10)", "minutes"), rows)
     plot_degradation(records, depths, folder / "degradation.png")
-    write_summary(folder, title="Degradation: plain vs residual nets (Fig. 6, Table 6)", cfg=cfg, claims=claims,
-                  tables=table, figures=["degradation.png"], records=records,
-                  notes=["Training error: the mean error of the augmented mini-batches over the last 10% of "
-                         "iterations (Fig. 6's thin curves are running training errors). Test error: the "
-                         "test set once, with the checkpoint of lowest validation error. The paper trains on "
-                         "CIFAR-10 for 64k iterations; its numbers are there for the ordering, not the level."])
-    return claims
+    return Report("Degradation: plain vs residual nets (Fig. 6, Table 6)", claims, table, ["degradation.png"],
+                  ["Training error: the mean error of the augmented mini-batches over the last 10% of "
+                   "iterations (Fig. 6's thin curves are running training errors). Test error: the "
+                   "test set once, with the checkpoint of lowest validation error. The paper trains on "
+                   "CIFAR-10 for 64k iterations; its numbers are there for the ordering, not the level."])
 
 
 def plot_degradation(records: Sequence[RunRecord], depths: Sequence[int], path: Path) -> Path:
     """Fig. 6: one panel per kind (plain | ResNet); training error thin dashed, validation error bold."""
-    plt = plot_setup()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     top = 0.0

@@ -11,33 +11,22 @@ from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
+from reslab.analysis import count_macs, count_params
 from reslab.errors import ReslabError
-from reslab.experiments.common import (
-    PAPER_CIFAR_PARAMS,
-    PAPER_CIFAR_TEST_ERR,
-    Claim,
-    ExperimentConfig,
-    ExperimentResult,
-    RunRecord,
-    Stat,
-    by_label,
-    check_cifar_depths,
-    less,
-    plot_setup,
-    run_jobs,
-    write_summary,
-    write_table,
-)
-from reslab.plotting import save_figure
+from reslab.experiments.claims import PAPER_CIFAR_PARAMS, PAPER_CIFAR_TEST_ERR, Claim, Stat, by_label, less
+from reslab.experiments.config import ExperimentConfig, resolve_depths
+from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
+from reslab.experiments.summary import Report
+from reslab.experiments.tables import write_table
+from reslab.models.registry import create_model
+from reslab.plotting import pyplot, save_figure
+from reslab.weights import load_weights
 
 DEFAULT_DEPTHS = (20, 32, 44, 56, 110)
 
 
 def cifar10_cost(depth: int) -> tuple[int, int]:
     """(parameters, multiply-adds) of ResNet-`depth` in the paper's CIFAR-10 form (3x32x32, 10 classes)."""
-    from reslab.analysis import count_macs, count_params
-    from reslab.models.registry import create_model
-
     model = create_model(f"resnet{depth}", num_classes=10, in_chans=3)
     return count_params(model), count_macs(model, (3, 32, 32))
 
@@ -76,18 +65,11 @@ def depth_claims(test: dict[int, Stat], cifar_params: dict[int, int]) -> list[Cl
 
 def run_depth(cfg: ExperimentConfig) -> ExperimentResult:
     """Train ResNets of each depth and seed; write the table, a figure and summary.md."""
-    depths = tuple(sorted(cfg.depths or DEFAULT_DEPTHS))
-    if len(depths) < 2:
-        raise ReslabError(f"depth compares depths: give at least two. Received: depths={depths}")
-    check_cifar_depths(depths, plain=False)
-    cfg.depths = depths
+    depths = resolve_depths(cfg, DEFAULT_DEPTHS, plain=False, at_least=2)
     return run_jobs(cfg, [(f"resnet{d}", f"resnet{d}", None) for d in depths], depth_report)
 
 
-def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:
-    from reslab.analysis import count_macs
-    from reslab.weights import load_weights
-
+def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> Report:
     depths = tuple(sorted(cfg.depths))
     train, test = by_label(records, "train_err"), by_label(records, "test_err")
     cifar = {d: cifar10_cost(d) for d in depths}
@@ -106,17 +88,15 @@ def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecor
                                           "params (CIFAR-10)", "paper params", "MMACs (3x32x32)",
                                           "training error (final)", "test error", "paper test error"), rows)
     plot_depth(depths, train, test, folder / "depth.png")
-    write_summary(folder, title="Depth: ResNet-20 to ResNet-110 (Table 6 analogue)", cfg=cfg, claims=claims,
-                  tables=table, figures=["depth.png"], records=records,
-                  notes=["The paper's errors are CIFAR-10 after 64k iterations; ours are on "
-                         f"{cfg.data} after {cfg.budget:,}. MACs count conv and fc multiply-adds per image "
-                         "(the paper's FLOPs). ResNet-110 and deeper warm up at lr 0.01 until the training "
-                         "error is below 80%, at most 400 iterations (Section 4.2)."])
-    return claims
+    return Report("Depth: ResNet-20 to ResNet-110 (Table 6 analogue)", claims, table, ["depth.png"],
+                  ["The paper's errors are CIFAR-10 after 64k iterations; ours are on "
+                   f"{cfg.data} after {cfg.budget:,}. MACs count conv and fc multiply-adds per image "
+                   "(the paper's FLOPs). ResNet-110 and deeper warm up at lr 0.01 until the training "
+                   "error is below 80%, at most 400 iterations (Section 4.2)."])
 
 
 def plot_depth(depths: Sequence[int], train: dict[str, Stat], test: dict[str, Stat], path: Path) -> Path:
-    plt = plot_setup()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.errorbar(depths, [100 * test[f"resnet{d}"].mean for d in depths],
                 yerr=[100 * test[f"resnet{d}"].std for d in depths], lw=2.2, marker="o", label="test error (ours)")

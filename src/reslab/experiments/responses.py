@@ -17,30 +17,29 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab.data.augment import normalize
+from reslab.data.datasets import load_dataset
 from reslab.errors import ReslabError
-from reslab.experiments.common import (
-    Claim,
-    ExperimentConfig,
+from reslab.experiments.claims import Claim, Stat, less, stat
+from reslab.experiments.config import ExperimentConfig, resolve_depths
+from reslab.experiments.degradation import DEFAULT_DEPTHS, degradation_jobs
+from reslab.experiments.runs import (
     ExperimentResult,
     RunRecord,
-    Stat,
-    check_cifar_depths,
     display_name,
-    experiment_dir,
-    less,
-    plot_setup,
+    finish,
+    open_folder,
     read_manifest,
-    stat,
-    train_run,
-    validate_experiment,
+    run_jobs,
     write_manifest,
-    write_summary,
-    write_table,
 )
+from reslab.experiments.summary import Report
+from reslab.experiments.tables import write_table
 from reslab.fileio import atomic_write_text
-from reslab.plotting import save_figure
-
-DEFAULT_DEPTHS = (20, 56)
+from reslab.models.resnet import ResNet
+from reslab.modes import eval_mode
+from reslab.plotting import pyplot, save_figure
+from reslab.weights import load_weights
 
 
 def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
@@ -48,8 +47,6 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
 
     Projection shortcuts and 1x1 convs are not 3x3 layers and are left out (Fig. 7 plots the 3x3 layers).
     """
-    from reslab.models.resnet import ResNet
-
     if not isinstance(model, ResNet):
         raise ReslabError(f"layer responses are defined for ResNet and plain nets. Received: {type(model).__name__}")
     layers = []
@@ -64,7 +61,6 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     return layers
 
 
-@torch.no_grad()
 def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -> list[float]:
     """Std of each 3x3 layer's response to `images` (N, C, H, W), normalised, in forward order.
 
@@ -83,16 +79,14 @@ def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -
         return fn
 
     handles = [bn.register_forward_hook(hook(name)) for name, bn in layers]
-    was_training = model.training
-    model.eval()
     try:
         device = next(model.parameters()).device
-        for start in range(0, len(images), chunk):
-            model(images[start:start + chunk].to(device))
+        with eval_mode(model):
+            for start in range(0, len(images), chunk):
+                model(images[start:start + chunk].to(device))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     stds = []
     for name, _ in layers:
         n, s, sq = sums[name]
@@ -103,8 +97,6 @@ def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -
 
 def response_images(meta: dict, images: Tensor) -> Tensor:
     """uint8 test `images` (N, C, H, W) normalised as the net of `meta` (model.json) was trained."""
-    from reslab.data.augment import normalize
-
     pre = meta["preprocess"]
     return normalize(images, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))
 
@@ -136,42 +128,25 @@ def responses_claims(means: dict[str, Stat]) -> list[Claim]:
 
 def run_responses(cfg: ExperimentConfig) -> ExperimentResult:
     """Measure Fig. 7 on the nets of a degradation folder (`cfg.from_dir`) or on nets trained here."""
-    validate_experiment(cfg)
-    folder = experiment_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(folder)
-    if cfg.from_dir:
-        src, records = read_manifest(Path(cfg.from_dir))
-        records = [r for r in records if r.model.startswith(("plain", "resnet"))]
-        if not records:
-            raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
-        for key in ("data", "budget", "seeds", "batch_size"):  # the summary describes the nets' training
-            setattr(cfg, key, getattr(src, key))
-        cfg.data_dir = cfg.data_dir or src.data_dir
-        cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
-                                   if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
-        write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))
-    else:
-        depths = tuple(sorted(cfg.depths or DEFAULT_DEPTHS))
-        check_cifar_depths(depths, plain=True)
-        cfg.depths = depths
-        records = []
-        write_manifest(folder, cfg, records)
-        for d in depths:
-            for kind in ("plain", "resnet"):
-                for seed in cfg.seeds:
-                    records.append(train_run(cfg, folder, f"{kind}{d}", label=f"{kind}{d}", seed=seed))
-                    write_manifest(folder, cfg, records)
-    stds = measure_responses(records, images=cfg.images, data_dir=cfg.data_dir)
-    claims = responses_report(folder, cfg, records, stds)
-    return ExperimentResult(folder, claims, list(records))
+    if not cfg.from_dir:
+        depths = resolve_depths(cfg, DEFAULT_DEPTHS, plain=True)
+        return run_jobs(cfg, degradation_jobs(depths), responses_report)
+    folder = open_folder(cfg)
+    src, records = read_manifest(Path(cfg.from_dir))
+    records = [r for r in records if r.model.startswith(("plain", "resnet"))]
+    if not records:
+        raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
+    for key in ("data", "budget", "seeds", "batch_size"):  # the summary describes the nets' training
+        setattr(cfg, key, getattr(src, key))
+    cfg.data_dir = cfg.data_dir or src.data_dir
+    cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
+                               if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
+    write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))
+    return finish(folder, cfg, records, responses_report)
 
 
 def measure_responses(records: Sequence[RunRecord], *, images: int, data_dir: str | None) -> list[list[float]]:
     """Per record, the response std of each 3x3 layer (forward order)."""
-    from reslab.data.datasets import load_dataset
-    from reslab.weights import load_weights
-
     raw: dict[str, Tensor] = {}
     out = []
     for r in records:
@@ -186,8 +161,9 @@ def measure_responses(records: Sequence[RunRecord], *, images: int, data_dir: st
     return out
 
 
-def responses_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord],
-                     stds: Sequence[Sequence[float]]) -> list[Claim]:
+def responses_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> Report:
+    """Measure every net's responses, judge Fig. 7's claims, write the tables and the figure."""
+    stds = measure_responses(records, images=cfg.images, data_dir=cfg.data_dir)
     labels = list(dict.fromkeys(r.label for r in records))
     per_label = {lab: [s for r, s in zip(records, stds, strict=True) if r.label == lab] for lab in labels}
     means = {lab: stat([statistics.fmean(s) for s in v]) for lab, v in per_label.items()}
@@ -207,18 +183,16 @@ def responses_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunR
     plot_responses({lab: [statistics.fmean(v) for v in zip(*per_label[lab], strict=True)] for lab in labels},
                    folder / "responses.png")
     source = f"the nets of {cfg.from_dir}" if cfg.from_dir else "nets trained for this experiment"
-    write_summary(folder, title="Layer responses of plain and residual nets (Fig. 7)", cfg=cfg, claims=claims,
-                  tables=table, figures=["responses.png"], records=records,
-                  notes=[f"Measured on {source}, with the first {cfg.images} test images, in evaluation mode. "
-                         "Response: each 3x3 layer's output after BN, before addition and ReLU. Std: per "
-                         "channel over images and positions, averaged over channels; per-layer values in "
-                         "responses.csv."])
-    return claims
+    return Report("Layer responses of plain and residual nets (Fig. 7)", claims, table, ["responses.png"],
+                  [f"Measured on {source}, with the first {cfg.images} test images, in evaluation mode. "
+                   "Response: each 3x3 layer's output after BN, before addition and ReLU. Std: per "
+                   "channel over images and positions, averaged over channels; per-layer values in "
+                   "responses.csv."])
 
 
 def plot_responses(curves: dict[str, list[float]], path: Path) -> Path:
     """Fig. 7: std per layer in the nets' order (top) and sorted in descending order (bottom)."""
-    plt = plot_setup()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     depths = sorted({lab.removeprefix("plain").removeprefix("resnet") for lab in curves})

@@ -12,20 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reslab.errors import ReslabError
-from reslab.experiments.common import (
-    Claim,
-    ExperimentConfig,
-    ExperimentResult,
-    RunRecord,
-    Stat,
-    by_label,
-    less,
-    plot_setup,
-    run_jobs,
-    write_summary,
-    write_table,
-)
-from reslab.plotting import save_figure
+from reslab.experiments.claims import Claim, Stat, by_label, less
+from reslab.experiments.config import ExperimentConfig
+from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
+from reslab.experiments.summary import Report
+from reslab.experiments.tables import write_table
+from reslab.models.registry import model_entry
+from reslab.plotting import pyplot, save_figure
 
 OPTIONS = ("plain", "A", "B", "C")
 # Table 3: ImageNet validation error (%), 10-crop, of plain-34 and ResNet-34 with each option (top-1, top-5).
@@ -61,8 +54,6 @@ def shortcuts_claims(test: dict[str, Stat], params: dict[str, int]) -> list[Clai
 
 def run_shortcuts(cfg: ExperimentConfig) -> ExperimentResult:
     """Train `cfg.model` with each shortcut option and seed; write the table, a figure and summary.md."""
-    from reslab.models.registry import model_entry
-
     entry = model_entry(cfg.model)
     if entry.family not in ("cifar", "imagenet") or not cfg.model.startswith("resnet"):
         raise ReslabError(f"shortcuts compares the options of a ResNet. Received: model={cfg.model!r}; "
@@ -71,7 +62,7 @@ def run_shortcuts(cfg: ExperimentConfig) -> ExperimentResult:
     return run_jobs(cfg, jobs, shortcuts_report)
 
 
-def shortcuts_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> list[Claim]:
+def shortcuts_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord]) -> Report:
     train, test = by_label(records, "train_err"), by_label(records, "test_err")
     key = {o: f"{cfg.model}-{o}" for o in OPTIONS}
     params = {o: next(r.params for r in records if r.label == key[o]) for o in OPTIONS}
@@ -81,18 +72,16 @@ def shortcuts_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunR
     table = write_table(folder, "table", ("shortcut", "params", "training error (final)", "test error",
                                           "paper top-1 (ResNet-34, ImageNet)", "paper top-5"), rows)
     plot_shortcuts(params, train, test, key, folder / "shortcuts.png", title=cfg.model)
-    write_summary(folder, title=f"Shortcut options A/B/C on {cfg.model} (Table 3 analogue)", cfg=cfg,
-                  claims=claims, tables=table, figures=["shortcuts.png"], records=records,
-                  notes=["Options: plain = no shortcuts; A = zero-padding identity; B = projection where "
-                         "dimensions change; C = projection everywhere. The paper's numbers are ImageNet "
-                         "ResNet-34 (10-crop); compare orderings, not levels. Differences of a few tenths of "
-                         "a point need several seeds (--seeds 3) to mean anything."])
-    return claims
+    return Report(f"Shortcut options A/B/C on {cfg.model} (Table 3 analogue)", claims, table, ["shortcuts.png"],
+                  ["Options: plain = no shortcuts; A = zero-padding identity; B = projection where "
+                   "dimensions change; C = projection everywhere. The paper's numbers are ImageNet "
+                   "ResNet-34 (10-crop); compare orderings, not levels. Differences of a few tenths of "
+                   "a point need several seeds (--seeds 3) to mean anything."])
 
 
 def plot_shortcuts(params: dict[str, int], train: dict[str, Stat], test: dict[str, Stat], key: dict[str, str],
                    path: Path, *, title: str) -> Path:
-    plt = plot_setup()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     x = range(len(OPTIONS))
     ax.bar([i - 0.2 for i in x], [100 * train[key[o]].mean for o in OPTIONS], 0.4,

@@ -1,0 +1,205 @@
+"""Run bookkeeping: the training runs of an experiment, their records and the folder's manifest.
+
+An experiment folder holds `experiment.json` (the resolved config and the runs it used),
+`runs/<label>-s<seed>/` (ordinary `reslab train` run directories), a table as markdown and
+CSV, PNG figures and `summary.md`.
+
+Training error, as this package defines it (Fig. 6's thin curves): the mean error of the
+augmented training mini-batches over the last 10% of a run's iterations (at least the last
+logged window), read from the "iter" rows of `metrics.csv` and weighted by window length.
+Test error is the final test row, measured once with the checkpoint of lowest validation error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reslab.analysis import count_params
+from reslab.errors import ReslabError
+from reslab.experiments.claims import Claim
+from reslab.experiments.config import ExperimentConfig, experiment_dir, validate_experiment
+from reslab.experiments.summary import Report, write_summary
+from reslab.fileio import atomic_write_text
+from reslab.train import resolve_config, train
+from reslab.train.rundir import RunDir
+from reslab.weights import load_weights
+
+TRAIN_ERR_FRACTION = 0.1  # the "final running training error" averages this last share of the run
+
+
+@dataclass
+class RunRecord:
+    """One trained net of an experiment. Errors are fractions (0.05 = 5%)."""
+
+    label: str  # e.g. "plain56", "resnet20-B"
+    model: str
+    seed: int
+    run_dir: Path
+    model_kwargs: dict[str, Any]
+    params: int
+    train_err: float
+    test_err: float
+    best_val_err: float
+    seconds: float
+    metrics: list[dict[str, str]] = field(default_factory=list, repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the run's config.json ({} if none)
+
+    def manifest(self, root: Path) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("label", "model", "seed", "model_kwargs", "params", "train_err",
+                                            "test_err", "best_val_err", "seconds")}
+        try:
+            d["run_dir"] = str(self.run_dir.resolve().relative_to(root.resolve()))
+        except ValueError:
+            d["run_dir"] = str(self.run_dir.resolve())
+        return d
+
+
+@dataclass
+class ExperimentResult:
+    folder: Path
+    claims: list[Claim]
+    records: list[RunRecord]
+
+
+Job = tuple[str, str, dict[str, Any] | None]  # (model, label, model_kwargs)
+ReportFn = Callable[[Path, ExperimentConfig, Sequence[RunRecord]], Report]
+
+
+def display_name(label: str) -> str:
+    """"plain56" -> "plain-56", "resnet20" -> "ResNet-20", "resnet20-B" -> "ResNet-20-B"."""
+    return re.sub(r"^(plain|resnet)(\d+)", lambda m: f"{'plain' if m[1] == 'plain' else 'ResNet'}-{m[2]}", label)
+
+
+def final_train_error(rows: Sequence[dict[str, str]], fraction: float = TRAIN_ERR_FRACTION) -> float:
+    """Mean training error over the last `fraction` of the logged iterations (see the module docstring).
+
+    `rows` are metrics.csv rows; each "iter" row covers the iterations since the previous one.
+    """
+    iters = [(int(r["iteration"]), float(r["train_err"])) for r in rows if r["kind"] == "iter" and r["train_err"]]
+    if not iters:
+        raise ReslabError("no training rows in metrics.csv; was the run trained?")
+    total = iters[-1][0]
+    start = total - max(1, math.ceil(fraction * total))
+    weighted, weight, prev = 0.0, 0, 0
+    for end, err in iters:
+        lo = max(prev, start)
+        if end > lo:
+            weighted += err * (end - lo)  # the part of this window inside the last `fraction`
+            weight += end - lo
+        prev = end
+    return weighted / weight
+
+
+def final_test_error(rows: Sequence[dict[str, str]]) -> float:
+    tests = [float(r["val_err"]) for r in rows if r["kind"] == "test" and r["val_err"]]
+    return tests[-1] if tests else math.nan
+
+
+def read_record(run_dir: Path, *, label: str, seed: int) -> RunRecord:
+    """The record of a finished run directory (model.json, metrics.csv, config.json)."""
+    run = RunDir(Path(run_dir))
+    rows = run.read_metrics()
+    model, meta = load_weights(run.path)
+    evals = [float(r["val_err"]) for r in rows if r["kind"] == "eval" and r["val_err"]]
+    elapsed = [float(r["elapsed_s"]) for r in rows if r["elapsed_s"]]
+    return RunRecord(label=label, model=meta["model"], seed=seed, run_dir=run.path,
+                     model_kwargs=dict(meta["model_kwargs"]), params=count_params(model),
+                     train_err=final_train_error(rows), test_err=final_test_error(rows),
+                     best_val_err=min(evals, default=math.nan), seconds=max(elapsed, default=0.0), metrics=rows,
+                     config=run.read_config() if run.config_path.is_file() else {})
+
+
+def run_dir_of(folder: Path, label: str, seed: int) -> Path:
+    return folder / "runs" / f"{label}-s{seed}"
+
+
+def finished(run_dir: Path) -> bool:
+    rows = RunDir(run_dir).read_metrics()
+    return (run_dir / "model.safetensors").is_file() and any(r["kind"] == "test" for r in rows)
+
+
+def train_run(cfg: ExperimentConfig, folder: Path, model: str, *, label: str, seed: int,
+              model_kwargs: dict[str, Any] | None = None) -> RunRecord:
+    """Train `model` with the cifar-paper recipe cut to `cfg.budget` iterations, in `folder/runs/<label>-s<seed>`.
+
+    A run that finished already is read back, not trained again; one with a checkpoint resumes;
+    so an interrupted experiment continues where it stopped when called with the same --out.
+    """
+    run_dir = run_dir_of(folder, label, seed)
+    if finished(run_dir):
+        return read_record(run_dir, label=label, seed=seed)
+    tcfg = resolve_config("cifar-paper", model=model, data=cfg.data, data_dir=cfg.data_dir, download=cfg.download,
+                          iterations=cfg.budget, batch_size=cfg.batch_size,
+                          eval_every=cfg.eval_every or max(1, cfg.budget // 10),
+                          log_every=cfg.log_every or max(1, min(50, cfg.budget // 40)), out=str(run_dir),
+                          device=cfg.device, seed=seed, workers=cfg.workers, quiet=cfg.quiet,
+                          model_kwargs=model_kwargs or None)
+    resume = run_dir if (run_dir / "checkpoints" / "last.pt").is_file() else None
+    if resume is None:
+        (run_dir / "metrics.csv").unlink(missing_ok=True)  # a run that died before its first checkpoint
+    train(tcfg, resume=resume, command=f"reslab experiment {cfg.name} (run {label}, seed {seed})")
+    return read_record(run_dir, label=label, seed=seed)
+
+
+def open_folder(cfg: ExperimentConfig) -> Path:
+    """Check `cfg`, create its experiment folder and record the folder in `cfg.out`."""
+    validate_experiment(cfg)
+    folder = experiment_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(folder)
+    return folder
+
+
+def run_jobs(cfg: ExperimentConfig, jobs: Sequence[Job], report: ReportFn) -> ExperimentResult:
+    """Train every job for every seed in the experiment folder, keeping experiment.json current after
+    each run (an interrupted experiment resumes with the same --out), then write the report."""
+    folder = open_folder(cfg)
+    records: list[RunRecord] = []
+    write_manifest(folder, cfg, records)
+    for model, label, model_kwargs in jobs:
+        for seed in cfg.seeds:
+            records.append(train_run(cfg, folder, model, label=label, seed=seed, model_kwargs=model_kwargs))
+            write_manifest(folder, cfg, records)
+    return finish(folder, cfg, records, report)
+
+
+def finish(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], report: ReportFn) -> ExperimentResult:
+    """Measure and judge (`report`), then write summary.md from what it found."""
+    found = report(folder, cfg, records)
+    write_summary(folder, cfg, found, records)
+    return ExperimentResult(folder, found.claims, list(records))
+
+
+def write_manifest(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], **extra: Any) -> Path:
+    data = {"experiment": cfg.name, "config": cfg.to_dict(), "runs": [r.manifest(folder) for r in records], **extra}
+    return atomic_write_text(folder / "experiment.json", json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_manifest(folder: Path) -> tuple[ExperimentConfig, list[RunRecord]]:
+    """The config and runs of an experiment folder (runs re-read from their directories)."""
+    path = Path(folder) / "experiment.json"
+    if not path.is_file():
+        raise ReslabError(f"{folder} is not an experiment folder (no experiment.json); pass the folder that "
+                          "`reslab experiment degradation` wrote")
+    data = json.loads(path.read_text())
+    records = []
+    for r in data["runs"]:
+        run_dir = Path(r["run_dir"])
+        records.append(read_record(run_dir if run_dir.is_absolute() else Path(folder) / run_dir,
+                                   label=r["label"], seed=r["seed"]))
+    return ExperimentConfig.from_dict(data["config"]), records
+
+
+def mean_curve(records: Sequence[RunRecord], kind: str, key: str) -> tuple[list[int], list[float]]:
+    """The seeds' mean of one metrics.csv series (in %) at the iterations they all logged."""
+    series = [{int(r["iteration"]): 100 * float(r[key]) for r in rec.metrics if r["kind"] == kind and r[key]}
+              for rec in records]
+    common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    return common, [statistics.fmean(s[i] for s in series) for i in common]
