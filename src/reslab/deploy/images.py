@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -27,18 +27,21 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
                               ".pbm", ".pnm", ".jfif", ".tga", ".ico"})
 
 
-def load_image(path: str | Path, *, mode: Literal["RGB", "L"] = "RGB") -> Image.Image:
-    """Decode `path` fully and return it upright in `mode` ("RGB" or "L").
+def load_image(path: str | Path | BinaryIO, *, mode: Literal["RGB", "L"] = "RGB", name: str | None = None
+               ) -> Image.Image:
+    """Decode `path` (a file, or an open binary stream such as an upload) fully and return it
+    upright in `mode` ("RGB" or "L").
 
-    Raises ReslabError naming the file for anything unreadable: not an image, truncated,
-    or larger than Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`).
+    Raises ReslabError naming the file (or `name`) for anything unreadable: not an image,
+    truncated, or larger than Pillow's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`).
     """
-    p = Path(path)
+    source = path if hasattr(path, "read") else Path(path)
+    p = name or source
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(source) as im:
                 im.load()
                 img = ImageOps.exif_transpose(im)
                 img.load()

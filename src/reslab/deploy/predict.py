@@ -80,16 +80,22 @@ def _load_batches(files: list[Path], preprocess: dict, batch_size: int, skip_bad
 
 
 def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: str, *, batch_size: int,
-                         features: bool = False) -> InferenceEngine:
-    """The engine `predict` would use for `files`; example input is one preprocessed batch."""
+                         features: bool = False, n_images: int | None = None) -> InferenceEngine:
+    """The engine `predict` would use for `files`; example input is one preprocessed batch.
+
+    `n_images` is how many images the engine will see (default `len(files)`; a server passes
+    its expected volume), which decides `path="auto"` and the example's batch size; `files`
+    are then only the int8 calibration images.
+    """
     pre = meta["preprocess"]
     crop = int(pre.get("crop") or pre.get("image_size") or 224)
     chans = 1 if image_mode(pre) == "L" else 3
-    n = min(batch_size, max(1, len(files)))
+    n_images = len(files) if n_images is None else n_images
+    n = min(batch_size, max(1, n_images))
     example = torch.zeros(n, chans, crop, crop)
     net: nn.Module = _Features(model).eval() if features else model
     if path == "auto":
-        path = auto_path(len(files))
+        path = auto_path(n_images)
     if path == "fastest":
         return select_fastest(net, example)
     calib = None
