@@ -37,3 +37,13 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# The serve page's browser test drives Debian's chromium (never a downloaded browser): installed here
+# when run as root with apt-get; anywhere else the test is skipped with the reason.
+CHROMIUM_BIN ?= /usr/bin/chromium
+.PHONY: browser
+test: browser
+browser:
+	@test -x $(CHROMIUM_BIN) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "make: chromium not installed (needs root and apt-get); the browser test will be skipped"; }

@@ -1,0 +1,311 @@
+"""`reslab serve`: the HTTP app (Starlette on uvicorn) over one batching inference worker.
+
+Routes: POST /v1/predict (one image as the raw body, or one or more as multipart files;
+?topk=), GET /healthz (the process answers), GET /readyz (engine built and warmed up),
+GET /metrics (Prometheus text), GET / (a page to drop an image on).
+
+Where the work happens: the event loop only reads bodies and writes JSON. Decoding and
+preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
+batcher's one worker thread. Admission: at most `queue` predict requests are in the server
+at once (reading, decoding, waiting or in a forward pass); one more gets 503 with
+Retry-After before its body is read, so a flood costs no memory. A body over `max_body_mb`
+gets 413; an image that does not decode, or is a decompression bomb (more than
+`max_pixels`), gets 400 with the reason, and never reaches a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+import uvicorn
+from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from torch import Tensor, nn
+
+from reslab.deploy.bench import tune_malloc
+from reslab.deploy.fast import InferenceEngine
+from reslab.deploy.images import image_mode, load_image, preprocess_image
+from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
+from reslab.errors import ReslabError
+from reslab.serve.batcher import Batcher
+from reslab.serve.metrics import ServeMetrics, route_label
+from reslab.weights import load_weights
+
+MAX_FILES = 64  # images in one multipart request
+RETRY_AFTER_S = 1
+CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never seen by anyone
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    weights: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    path: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue: int = 256
+    workers: int = 2
+    max_body_mb: float = 16.0
+    max_pixels: int = 40_000_000
+    calib: str | None = None
+
+
+class _State:
+    """Everything the routes share: metadata, the batcher, the decode pool, the metrics."""
+
+    def __init__(self, config: ServeConfig, model: nn.Module, meta: dict) -> None:
+        self.config, self.meta = config, meta
+        self.pre, self.mode = meta["preprocess"], image_mode(meta["preprocess"])
+        self.max_body = int(config.max_body_mb * 2**20)
+        self.in_flight = 0
+        self.on_fatal: Callable[[BaseException], None] = lambda e: None
+        example = preprocess_image(Image.new(self.mode, (64, 64)), self.pre)  # (C, H, W) as a request's
+        self.metrics = ServeMetrics(max_batch=config.max_batch, queue_depth=lambda: self.batcher.depth(),
+                                    in_flight=lambda: self.in_flight)
+        warmup_s, batch_s = (float(os.environ.get(k, "0")) for k in _TEST_HOOKS)
+        self.batcher = Batcher(lambda: build_server_engine(model, meta, config), example, max_batch=config.max_batch,
+                               max_wait_s=config.max_wait_ms / 1000, warmup_delay_s=warmup_s, batch_delay_s=batch_s,
+                               on_batch=self.metrics.batch_size.observe, on_skip=self.metrics.skipped.inc,
+                               on_fatal=lambda e: self.on_fatal(e), on_ready=_say_ready)
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="reslab-decode")
+
+    def decode(self, name: str | None, data: bytes) -> Tensor:
+        """Image bytes -> preprocessed (C, H, W); ReslabError naming the upload if they are not a safe image."""
+        img = load_image(io.BytesIO(data), mode=self.mode, name=name or "request body")
+        return preprocess_image(img, self.pre)
+
+    def answer(self, names: list[str | None], rows: list[Tensor], topk: int) -> dict:
+        """The JSON of one request: `reslab predict --json`'s rows, with the model and the path."""
+        classes = self.meta["classes"]
+        probs = torch.stack(rows).softmax(dim=1)
+        p, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+        results = [{"file": name, "topk": [{"class": classes[i] if i < len(classes) else str(i), "prob": v}
+                                           for v, i in zip(pr, ix, strict=True)]}
+                   for name, pr, ix in zip(names, p.tolist(), idx.tolist(), strict=True)]
+        assert self.batcher.engine is not None
+        return {"model": self.meta["model"], "path": self.batcher.engine.name, "results": results}
+
+
+# Test hooks (seconds): a slow warm-up, so /readyz can be seen false; slow batches, so the queue fills.
+_TEST_HOOKS = ("RESLAB_TEST_SERVE_WARMUP_S", "RESLAB_TEST_SERVE_BATCH_S")
+
+
+def _say_ready(engine: InferenceEngine) -> None:
+    print(f"reslab serve: ready (inference path {engine.name}, built in {engine.build_s:.1f} s)", file=sys.stderr)
+
+
+def build_server_engine(model: nn.Module, meta: dict, config: ServeConfig) -> InferenceEngine:
+    """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
+    calib = expand_inputs([config.calib]) if config.calib else []
+    # A server sees many images: `auto` resolves as predict does for a large folder.
+    return build_predict_engine(model, meta, calib, config.path, batch_size=config.max_batch,
+                                n_images=max(AUTO_ORT_MIN, config.max_batch))
+
+
+# ---------------------------------------------------------------------------- predict
+def _busy(reason: str) -> HTTPException:
+    return HTTPException(503, f"{reason}; retry in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _topk(text: str | None) -> int:
+    if text is None:
+        return 5
+    if not text.isdigit() or int(text) < 1:
+        raise HTTPException(400, f"topk must be a positive integer. Received: topk={text!r}")
+    return int(text)
+
+
+def _limited(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
+    """`receive` that answers 413 as soon as the body passes `limit` bytes (a chunked body has no length)."""
+    seen = 0
+
+    async def inner() -> dict:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise HTTPException(413, f"request body over the limit of {limit} bytes; send a smaller image, or "
+                                     f"start the server with a larger --max-body-mb")
+        return message
+
+    return inner
+
+
+async def _read_images(request: Request, limit: int) -> list[tuple[str | None, bytes]]:
+    """[(file name or None, bytes)]: the raw body, or every file part of a multipart body."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes is over the limit of {limit} bytes; send a "
+                                 f"smaller image, or start the server with a larger --max-body-mb")
+    request = Request(request.scope, _limited(request.receive, limit))
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=limit) as form:
+            files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise HTTPException(400, "no file in the multipart body; send each image as a file part "
+                                     "(curl -F file=@photo.jpg)")
+        return files
+    body = await request.body()
+    if not body:
+        raise HTTPException(400, "empty body; send the image's bytes as the body, or files as multipart/form-data")
+    return [(None, body)]
+
+
+async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _infer(request: Request, batcher: Batcher, tensors: list[Tensor]) -> list[Tensor] | None:
+    """Each tensor's output row, or None if the client left first (its images are then skipped or discarded)."""
+    futures = [batcher.submit(t) for t in tensors]
+    rows = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    await asyncio.wait({rows, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if rows.done():
+        return rows.result()
+    rows.cancel()  # cancels each future the worker has not started: it will skip them
+    return None
+
+
+async def _predict(request: Request) -> Response:
+    s: _State = request.app.state.serve
+    if not s.batcher.ready.is_set():
+        raise _busy("the model is still warming up")
+    if s.in_flight >= s.config.queue:
+        raise _busy(f"the queue is full ({s.config.queue} requests)")
+    topk = _topk(request.query_params.get("topk"))
+    s.in_flight += 1
+    try:
+        images = await _read_images(request, s.max_body)
+        loop = asyncio.get_running_loop()
+        try:
+            tensors = await asyncio.gather(*(loop.run_in_executor(s.pool, s.decode, n, d) for n, d in images))
+        except ReslabError as e:
+            raise HTTPException(400, str(e).splitlines()[0]) from e
+        rows = await _infer(request, s.batcher, list(tensors))
+    except ClientDisconnect:
+        rows = None
+    finally:
+        s.in_flight -= 1
+    if rows is None:
+        return Response(status_code=CLIENT_GONE)
+    return JSONResponse(s.answer([n for n, _ in images], rows, topk))
+
+
+# ---------------------------------------------------------------------------- the other routes
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    s: _State = request.app.state.serve
+    b = s.batcher
+    if b.ready.is_set() and b.engine is not None:
+        return JSONResponse({"ready": True, "model": s.meta["model"], "path": b.engine.name,
+                             "classes": len(s.meta["classes"]), "max_batch": s.config.max_batch})
+    reason = f"engine failed: {b.error}" if b.error is not None else "building and warming up the engine"
+    return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+
+
+async def _metrics(request: Request) -> Response:
+    s: _State = request.app.state.serve
+    return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+class _Observe:
+    """ASGI middleware: counts every answer by route and status, times /v1/predict."""
+
+    def __init__(self, app, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = asyncio.get_running_loop().time(), 500
+
+        async def observed_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = route_label(scope["path"])
+            self.metrics.requests.labels(route, str(status)).inc()
+            if route == "/v1/predict":
+                self.metrics.latency.observe(asyncio.get_running_loop().time() - start)
+
+
+def create_app(config: ServeConfig, model: nn.Module, meta: dict) -> Starlette:
+    """The ASGI app for `model` with `meta` (load_weights' pair); its lifespan runs the batcher."""
+    state = _State(config, model, meta)
+    page = resources.files("reslab.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        state.batcher.start()
+        yield
+        state.batcher.stop()  # uvicorn has answered every request by now: this only ends the worker
+        state.pool.shutdown()
+
+    routes = [Route("/", index), Route("/healthz", _healthz), Route("/readyz", _readyz), Route("/metrics", _metrics),
+              Route("/v1/predict", _predict, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error},
+                    middleware=[Middleware(_Observe, metrics=state.metrics)])
+    app.state.serve = state
+    return app
+
+
+def _keep_sigterm(signum: int, frame) -> None:
+    """uvicorn drains on SIGTERM, then raises it again for the handler it found: this one, so the exit is 0."""
+
+
+def run_server(config: ServeConfig) -> int:
+    """Serve until SIGTERM or Ctrl-C; SIGTERM stops accepting, answers everything admitted, exits 0."""
+    if config.path == "int8" and not config.calib:
+        raise ReslabError("--path int8 needs calibration images; pass --calib DIR with a few dozen typical images")
+    tune_malloc()
+    Image.MAX_IMAGE_PIXELS = config.max_pixels  # load_image refuses anything larger (a decompression bomb)
+    model, meta = load_weights(config.weights)
+    app = create_app(config, model, meta)
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           access_log=False, http="h11", lifespan="on"))
+    state: _State = app.state.serve
+    state.on_fatal = lambda e: setattr(server, "should_exit", True)
+    print(f"reslab serve: {meta['model']} on http://{config.host}:{config.port} (max batch {config.max_batch}, "
+          f"max wait {config.max_wait_ms:g} ms, queue {config.queue}); warming up", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _keep_sigterm)
+    server.run()
+    if state.batcher.error is not None:
+        raise state.batcher.error
+    return 0

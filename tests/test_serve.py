@@ -1,0 +1,212 @@
+"""`reslab serve`: the real server as a subprocess on a free loopback port, driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'reslab[serve]')")
+pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'reslab[serve]')")
+
+from reslab.deploy.predict import predict  # noqa: E402
+from reslab.models import create_model  # noqa: E402
+from reslab.serve.app import ServeConfig  # noqa: E402
+from reslab.serve.bench import (  # noqa: E402
+    batch_stats,
+    free_port,
+    photos,
+    png_bomb,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+from reslab.weights import save_weights  # noqa: E402
+
+from fakedata import randomise_bn  # noqa: E402
+
+PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25],
+       "resize": None, "crop": 32}
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet20"))
+    return save_weights(model, tmp_path_factory.mktemp("w"), model_name="resnet20", model_kwargs={"num_classes": 10},
+                        classes=[f"class{i}" for i in range(10)], preprocess=PRE)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    files = []
+    for i, data in enumerate(photos(4, size=(80, 60))):
+        files.append(folder / f"photo{i}.jpg")
+        files[-1].write_bytes(data)
+    return files
+
+
+def _serve(weights, tmp_path, env=None, **flags):
+    config = ServeConfig(weights=str(weights), path="channels-last", **flags)
+    port, log = free_port(), tmp_path / f"server-{time.monotonic_ns()}.log"
+    return start_server(config, port, log, env=env), port, log
+
+
+@pytest.fixture(scope="module")
+def server(weights, tmp_path_factory):
+    """max batch 8, 200 ms to gather a batch, 256 KiB body limit."""
+    proc, port, log = _serve(weights, tmp_path_factory.mktemp("log"), max_batch=8, max_wait_ms=200,
+                             max_body_mb=0.25)
+    wait_ready(port, proc, log, timeout_s=120)
+    yield f"http://127.0.0.1:{port}"
+    assert stop_server(proc) == 0
+
+
+async def _post_all(url: str, bodies: list[bytes], query: str = "") -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        return await asyncio.gather(*(client.post(f"/v1/predict{query}", content=b) for b in bodies))
+
+
+def test_concurrent_requests_share_batches_and_equal_predict(server, weights, images):
+    passes0, images0 = batch_stats(int(server.rsplit(":", 1)[1]))
+    bodies = [f.read_bytes() for f in images] * 3
+    answers = asyncio.run(_post_all(server, bodies, "?topk=3"))
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    passes1, images1 = batch_stats(int(server.rsplit(":", 1)[1]))
+    assert images1 - images0 == len(bodies)
+    assert (images1 - images0) / (passes1 - passes0) > 1  # concurrent requests were grouped
+    expected = predict(weights, images, topk=3, path="channels-last")
+    for i, a in enumerate(answers):
+        body = a.json()
+        assert body["model"] == "resnet20" and body["path"] == "channels-last"
+        got, want = body["results"][0]["topk"], expected[i % len(images)]["topk"]
+        assert [r["class"] for r in got] == [r["class"] for r in want]
+        assert [r["prob"] for r in got] == pytest.approx([r["prob"] for r in want], abs=1e-5)
+
+
+def test_multipart_several_files(server, images):
+    files = [("file", (f.name, f.read_bytes(), "image/jpeg")) for f in images[:2]]
+    r = httpx.post(f"{server}/v1/predict?topk=1", files=files, timeout=60)
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["file"] for x in results] == [f.name for f in images[:2]] and len(results[0]["topk"]) == 1
+
+
+def test_bad_inputs_get_one_line_4xx_and_leave_good_ones_alone(server, images):
+    photo = images[0].read_bytes()
+    bad = {b"": "empty body", photo[: len(photo) // 3]: "truncated", b"hello": "not an image",
+           png_bomb(): "too many pixels"}
+    answers = asyncio.run(_post_all(server, [photo, *bad, photo]))
+    assert answers[0].status_code == answers[-1].status_code == 200
+    assert answers[0].json() == answers[-1].json()
+    for a, reason in zip(answers[1:-1], bad.values(), strict=True):
+        assert a.status_code == 400, a.text
+        error = a.json()["error"]
+        assert reason in error and "\n" not in error
+    big = httpx.post(f"{server}/v1/predict", content=b"\0" * (300 * 1024), timeout=60)
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    chunked = httpx.post(f"{server}/v1/predict", content=(b"\0" * (100 * 1024) for _ in range(3)), timeout=60)
+    assert chunked.status_code == 413  # no Content-Length: refused once the body passes the limit
+    assert httpx.post(f"{server}/v1/predict?topk=x", content=photo).status_code == 400
+    form = b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--xyz--\r\n'
+    no_file = httpx.post(f"{server}/v1/predict", content=form,
+                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert no_file.status_code == 400 and "no file" in no_file.json()["error"]
+
+
+def test_health_metrics_and_page(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    metrics = httpx.get(f"{server}/metrics").text
+    for name in ("reslab_http_requests_total", "reslab_predict_latency_seconds_bucket", "reslab_batch_size_bucket",
+                 "reslab_queue_depth"):
+        assert name in metrics
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "reslab serve" in page.text and "://" not in page.text  # no external assets
+
+
+def test_readiness_full_queue_disconnect_and_sigterm_drain(weights, images, tmp_path):
+    """Slow on purpose (test hooks): a 3 s warm-up, then 0.4 s per one-image batch, queue of 3."""
+    env = {"RESLAB_TEST_SERVE_WARMUP_S": "3", "RESLAB_TEST_SERVE_BATCH_S": "0.4"}
+    proc, port, log = _serve(weights, tmp_path, env=env, max_batch=1, queue=3)
+    url = f"http://127.0.0.1:{port}"
+    photo = images[0].read_bytes()
+    try:
+        _wait_until_answering(url, proc)
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        early = httpx.post(f"{url}/v1/predict", content=photo)
+        assert early.status_code == 503 and "Retry-After" in early.headers
+        wait_ready(port, proc, log, timeout_s=60)
+        answers = asyncio.run(_post_all(url, [photo] * 6))
+        codes = sorted(a.status_code for a in answers)
+        assert codes.count(200) >= 3 and 503 in codes, codes
+        assert all(a.headers["Retry-After"] for a in answers if a.status_code == 503)
+        assert asyncio.run(_abandon(url, photo)) >= 1
+        assert asyncio.run(_sigterm_during(url, proc, photo)) == [200, 200, 200]
+        assert proc.wait(60) == 0
+    finally:
+        stop_server(proc)
+
+
+def _wait_until_answering(url: str, proc) -> None:
+    for _ in range(600):
+        assert proc.poll() is None, "the server exited"
+        try:
+            httpx.get(f"{url}/healthz")
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+async def _abandon(url: str, photo: bytes) -> float:
+    """One request waits behind another and gives up: the server must skip its image."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        first = asyncio.ensure_future(client.post("/v1/predict", content=photo))
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.TimeoutException):
+            await client.post("/v1/predict", content=photo, timeout=0.15)
+        assert (await first).status_code == 200
+        await asyncio.sleep(0.5)
+        metrics = (await client.get("/metrics")).text
+    skipped = [line for line in metrics.splitlines() if line.startswith("reslab_skipped_images_total")]
+    return float(skipped[0].split()[1])
+
+
+async def _sigterm_during(url: str, proc, photo: bytes) -> list[int]:
+    """Three requests in the queue, SIGTERM: all three answered, then no new connection is accepted."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        pending = [asyncio.ensure_future(client.post("/v1/predict", content=photo)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        proc.terminate()
+        codes = [r.status_code for r in await asyncio.gather(*pending)]
+    await asyncio.sleep(0.3)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz", timeout=2)
+    return codes
+
+
+def test_page_in_headless_chromium(server, weights, images, tmp_path):
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no browser: {CHROMIUM} is missing (Debian: apt-get install chromium; `make test` installs it "
+                    f"when run as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra has it)")
+    expected = predict(weights, images[:1], topk=1, path="channels-last")[0]["topk"][0]["class"]
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 600})
+            page.goto(server + "/")
+            page.set_input_files("#file", str(images[0]))
+            label = page.locator("#results .label").first
+            label.wait_for(timeout=30_000)
+            assert label.text_content() == expected
+            assert "resnet20" in page.locator("#model").text_content()
+            page.screenshot(path=str(tmp_path / "page.png"))
+        finally:
+            browser.close()
