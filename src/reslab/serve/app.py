@@ -85,7 +85,10 @@ class _State:
                                max_wait_s=config.max_wait_ms / 1000, warmup_delay_s=warmup_s, batch_delay_s=batch_s,
                                on_batch=self.metrics.batch_size.observe, on_skip=self.metrics.skipped.inc,
                                on_fatal=lambda e: self.on_fatal(e), on_ready=_say_ready)
-        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="reslab-decode")
+        # One intra-op thread per decoder: the engine's threads own the cores, and more OpenMP teams
+        # would only spin against them. The pool starts its threads after the engine's warm-up.
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="reslab-decode",
+                                       initializer=torch.set_num_threads, initargs=(1,))
 
     def decode(self, name: str | None, data: bytes) -> Tensor:
         """Image bytes -> preprocessed (C, H, W); ReslabError naming the upload if they are not a safe image."""

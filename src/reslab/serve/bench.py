@@ -131,6 +131,12 @@ def resident_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_stats(port: int) -> tuple[float, float]:
     """(forward passes, images in them) so far, from the server's /metrics."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -186,7 +192,7 @@ def hostile_jobs(n: int, photo: bytes, max_body: int, seed: int = 0) -> list[Job
         Job("broken multipart", b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a.jpg"\r\n\r\n'
             + photo[:200], boundary),
         Job("multipart without a file", part, boundary),
-        Job("huge header", photo, {**jpeg, "x-filler": "a" * 65_536}),
+        Job("huge header", photo, {**jpeg, "x-filler": "a" * 2**20}),
         Job("bad topk", photo, jpeg, query="topk=-3"),
         Job("over the limit", b"\0" * (max_body + 1), jpeg),
     ]
@@ -266,20 +272,20 @@ def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: l
         asyncio.run(drive(port, good_jobs(photo_bytes, 2 * bench.concurrency), bench.concurrency,
                           bench.time_limit_s))
         passes0, images0 = batch_stats(port)
-        rss_start = resident_mb(proc.pid)
+        rss_start, cpu_start = resident_mb(proc.pid), cpu_seconds(proc.pid)
         jobs = good_jobs(photo_bytes, bench.requests)
         jobs += hostile_jobs(hostile, photo_bytes[0], int(config.max_body_mb * 2**20))
         random.Random(0).shuffle(jobs)
         records, wall = asyncio.run(drive(port, jobs, bench.concurrency, bench.time_limit_s))
         passes1, images1 = batch_stats(port)
-        rss_end = resident_mb(proc.pid)
+        rss_end, cpu = resident_mb(proc.pid), cpu_seconds(proc.pid) - cpu_start
         up = proc.poll() is None and httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
     finally:
         exit_code = stop_server(proc)
     passes = passes1 - passes0
     return {"name": name, "max_batch": config.max_batch, "wall_s": wall, "records": records,
-            "mean_batch": (images1 - images0) / passes if passes else 0.0, "rss_mb_start": rss_start,
-            "rss_mb_end": rss_end, "stayed_up": up, "exit_code": exit_code}
+            "mean_batch": (images1 - images0) / passes if passes else 0.0, "server_cpu_s": cpu,
+            "rss_mb_start": rss_start, "rss_mb_end": rss_end, "stayed_up": up, "exit_code": exit_code}
 
 
 def _summarise(run: dict, expected: list[dict]) -> dict:
@@ -298,8 +304,9 @@ def _summarise(run: dict, expected: list[dict]) -> dict:
     return {**run, "requests": len(records), "good": len(good), "good_ok": len(ok), "good_correct": len(correct),
             "server_5xx": sum(1 for r in records if r["status"] is not None and r["status"] >= 500),
             "no_answer": sum(1 for r in records if r["status"] is None),
-            "images_per_s": len(ok) / run["wall_s"], "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "statuses": statuses}
+            "images_per_s": len(ok) / run["wall_s"],
+            "cpu_ms_per_request": 1000 * run["server_cpu_s"] / max(1, len(records)),
+            **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}, "statuses": statuses}
 
 
 def bench_serve(bench: BenchConfig, log=lambda s: print(f"reslab bench serve: {s}", file=sys.stderr)) -> dict:
@@ -336,20 +343,21 @@ def print_report(report: dict) -> None:
     from rich.table import Table
 
     hw, off, cfg = report["hardware"], report["offline"], report["config"]
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(150, Console().width))  # a log file gets whole rows
     console.print(f"[bold]{report['model']}[/], path {off['path']}, {cfg['concurrency']} clients, {hw['cpu']}, "
                   f"{hw['physical_cores']} cores, torch {hw['torch']}; load {hw['loadavg'][0]:.1f} -> "
                   f"{report['loadavg_end'][0]:.1f}")
     table = Table(title="reslab bench serve (latency of good requests; images/s = good answers per second)")
-    for col in ("run", "max batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "good ok/correct",
-                "other requests", "5xx", "RSS MB start -> end", "up, exit"):
+    for col in ("run", "max batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "CPU ms/req",
+                "good: ok, correct", "malformed", "5xx", "RSS MB start -> end", "up, exit"):
         table.add_column(col, justify="left" if col == "run" else "right")
     table.add_row("offline engine", str(off["batch_size"]), f"{off['images_per_s']:.1f}", "-", "-", "-",
-                  str(off["batch_size"]), "-", "-", "-", "-", "-")
+                  str(off["batch_size"]), "-", "-", "-", "-", "-", "-")
     for r in report["runs"]:
         table.add_row(r["name"], str(r["max_batch"]), f"{r['images_per_s']:.1f}", f"{r['p50_ms']:.0f}",
                       f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['mean_batch']:.1f}",
-                      f"{r['good_ok']}/{r['good_correct']} of {r['good']}", str(r["requests"] - r["good"]),
+                      f"{r['cpu_ms_per_request']:.0f}", f"{r['good_ok']}, {r['good_correct']} of {r['good']}",
+                      str(r["requests"] - r["good"]),
                       str(r["server_5xx"]), f"{r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f}",
                       f"{'yes' if r['stayed_up'] else 'NO'}, {r['exit_code']}")
     console.print(table)
@@ -357,7 +365,8 @@ def print_report(report: dict) -> None:
                   f"request: {report['batched_vs_single']:.2f}x")
     for r in report["runs"]:
         if r["requests"] > r["good"]:
-            kinds = "; ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "good")
+            kinds = "; ".join(f"{k} " + ", ".join(f"{n}x {code}" for code, n in v.items())
+                              for k, v in r["statuses"].items() if k != "good")
             console.print(f"{r['name']} answers by kind: {kinds}")
 
 
