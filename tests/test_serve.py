@@ -12,9 +12,11 @@ import torch
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 
+from reslab.deploy.fast import InferenceEngine  # noqa: E402
 from reslab.deploy.predict import predict  # noqa: E402
 from reslab.models import create_model  # noqa: E402
 from reslab.serve.app import ServeConfig  # noqa: E402
+from reslab.serve.batcher import Batcher  # noqa: E402
 from reslab.serve.bench import (  # noqa: E402
     batch_stats,
     free_port,
@@ -49,6 +51,20 @@ def images(tmp_path_factory):
         files.append(folder / f"photo{i}.jpg")
         files[-1].write_bytes(data)
     return files
+
+
+def test_batcher_groups_waiting_images_and_skips_cancelled_ones():
+    sizes, skipped = [], []
+    engine = InferenceEngine("sum", lambda x: x.sum(dim=(2, 3)))  # (N, C, H, W) -> (N, C)
+    batcher = Batcher(lambda: engine, torch.zeros(2, 4, 4), max_batch=4, max_wait_s=0.2, batch_delay_s=0.3,
+                      on_batch=sizes.append, on_skip=lambda: skipped.append(1))
+    batcher.start()
+    assert batcher.ready.wait(10)
+    futures = [batcher.submit(torch.full((2, 4, 4), float(i))) for i in range(6)]
+    futures[5].cancel()  # its caller left while the first batch ran
+    assert [futures[i].result(10).tolist() for i in range(5)] == [[16.0 * i] * 2 for i in range(5)]
+    batcher.stop(10)
+    assert sizes == [4, 1] and skipped == [1]
 
 
 def _serve(weights, tmp_path, env=None, **flags):
