@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +13,12 @@ import torch
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 
+from starlette.exceptions import HTTPException  # noqa: E402
+
 from reslab.deploy.fast import InferenceEngine  # noqa: E402
 from reslab.deploy.predict import predict  # noqa: E402
 from reslab.models import create_model  # noqa: E402
-from reslab.serve.app import ServeConfig  # noqa: E402
+from reslab.serve.app import ServeConfig, _Body  # noqa: E402
 from reslab.serve.batcher import Batcher  # noqa: E402
 from reslab.serve.bench import (  # noqa: E402
     batch_stats,
@@ -65,6 +68,33 @@ def test_batcher_groups_waiting_images_and_skips_cancelled_ones():
     assert [futures[i].result(10).tolist() for i in range(5)] == [[16.0 * i] * 2 for i in range(5)]
     batcher.stop(10)
     assert sizes == [4, 1] and skipped == [1]
+
+
+def test_uploads_held_at_once_are_bounded():
+    state = SimpleNamespace(max_body=100, max_buffered=250, buffered=0)
+
+    async def receive():
+        return {"type": "http.request", "body": b"x" * 100, "more_body": False}
+
+    def request(length=None):
+        return SimpleNamespace(receive=receive, headers={} if length is None else {"content-length": str(length)})
+
+    held = [_Body(request(), state), _Body(request(), state)]
+    for body in held:
+        asyncio.run(body())
+    assert state.buffered == 200
+    with pytest.raises(HTTPException) as busy:
+        _Body(request(100), state)  # would hold 300 > 250 bytes: refused before reading
+    assert busy.value.status_code == 503 and busy.value.headers["Retry-After"]
+    with pytest.raises(HTTPException) as chunked:
+        asyncio.run(_Body(request(), state)())  # no length declared: refused when the bytes arrive
+    assert chunked.value.status_code == 503
+    with pytest.raises(HTTPException) as large:
+        _Body(request(101), state)
+    assert large.value.status_code == 413
+    for body in held:
+        body.release()
+    assert state.buffered == 0
 
 
 def _serve(weights, tmp_path, env=None, **flags):

@@ -8,9 +8,10 @@ Where the work happens: the event loop only reads bodies and writes JSON. Decodi
 preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
 batcher's one worker thread. Admission: at most `queue` predict requests are in the server
 at once (reading, decoding, waiting or in a forward pass); one more gets 503 with
-Retry-After before its body is read, so a flood costs no memory. A body over `max_body_mb`
-gets 413; an image that does not decode, or is a decompression bomb (more than
-`max_pixels`), gets 400 with the reason, and never reaches a batch.
+Retry-After before its body is read, and so does one whose body would take the uploads held
+at once past 16 x `max_body_mb`: a flood costs no memory. A body over `max_body_mb` gets 413;
+an image that does not decode, or is a decompression bomb (more than `max_pixels`), gets 400
+with the reason, and never reaches a batch.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from reslab.serve.metrics import ServeMetrics, route_label
 from reslab.weights import load_weights
 
 MAX_FILES = 64  # images in one multipart request
+BUFFERED_BODIES = 16
 RETRY_AFTER_S = 1
 CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never seen by anyone
 
@@ -75,6 +77,8 @@ class _State:
         self.config, self.meta = config, meta
         self.pre, self.mode = meta["preprocess"], image_mode(meta["preprocess"])
         self.max_body = int(config.max_body_mb * 2**20)
+        # Uploads held at once (read, decoding or waiting): room for BUFFERED_BODIES bodies of the largest size.
+        self.max_buffered, self.buffered = BUFFERED_BODIES * self.max_body, 0
         self.in_flight = 0
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         example = preprocess_image(Image.new(self.mode, (64, 64)), self.pre)  # (C, H, W) as a request's
@@ -136,40 +140,49 @@ def _topk(text: str | None) -> int:
     return int(text)
 
 
-def _limited(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
-    """`receive` that answers 413 as soon as the body passes `limit` bytes (a chunked body has no length)."""
-    seen = 0
+class _Body:
+    """The request's `receive`, counting its body: 413 past `max_body` bytes (a chunked body declares no
+    length), 503 when all requests together would hold more than `max_buffered` bytes."""
 
-    async def inner() -> dict:
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise HTTPException(413, f"request body over the limit of {limit} bytes; send a smaller image, or "
-                                     f"start the server with a larger --max-body-mb")
+    def __init__(self, request: Request, s: _State) -> None:
+        self.receive, self.s, self.seen = request.receive, s, 0
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit():
+            self._check(int(declared), int(declared))
+
+    def _check(self, size: int, pending: int) -> None:
+        if size > self.s.max_body:
+            raise HTTPException(413, f"request body of {size}+ bytes is over the limit of {self.s.max_body} "
+                                     f"bytes; send a smaller image, or start the server with a larger --max-body-mb")
+        if self.s.buffered + pending > self.s.max_buffered:
+            raise _busy(f"the server holds {self.s.buffered} bytes of uploads already")
+
+    async def __call__(self) -> dict:
+        message = await self.receive()
+        n = len(message.get("body", b""))
+        self._check(self.seen + n, n)
+        self.seen += n
+        self.s.buffered += n
         return message
 
-    return inner
+    def release(self) -> None:
+        self.s.buffered -= self.seen
 
 
-async def _read_images(request: Request, limit: int) -> list[tuple[str | None, bytes]]:
+async def _read_images(request: Request, body: _Body) -> list[tuple[str | None, bytes]]:
     """[(file name or None, bytes)]: the raw body, or every file part of a multipart body."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body of {declared} bytes is over the limit of {limit} bytes; send a "
-                                 f"smaller image, or start the server with a larger --max-body-mb")
-    request = Request(request.scope, _limited(request.receive, limit))
+    request = Request(request.scope, body)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=limit) as form:
+        async with request.form(max_files=MAX_FILES, max_fields=MAX_FILES, max_part_size=body.s.max_body) as form:
             files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
             raise HTTPException(400, "no file in the multipart body; send each image as a file part "
                                      "(curl -F file=@photo.jpg)")
         return files
-    body = await request.body()
-    if not body:
+    data = await request.body()
+    if not data:
         raise HTTPException(400, "empty body; send the image's bytes as the body, or files as multipart/form-data")
-    return [(None, body)]
+    return [(None, data)]
 
 
 async def _disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
@@ -197,9 +210,10 @@ async def _predict(request: Request) -> Response:
     if s.in_flight >= s.config.queue:
         raise _busy(f"the queue is full ({s.config.queue} requests)")
     topk = _topk(request.query_params.get("topk"))
+    body = _Body(request, s)
     s.in_flight += 1
     try:
-        images = await _read_images(request, s.max_body)
+        images = await _read_images(request, body)
         loop = asyncio.get_running_loop()
         try:
             tensors = await asyncio.gather(*(loop.run_in_executor(s.pool, s.decode, n, d) for n, d in images))
@@ -210,6 +224,7 @@ async def _predict(request: Request) -> Response:
         rows = None
     finally:
         s.in_flight -= 1
+        body.release()
     if rows is None:
         return Response(status_code=CLIENT_GONE)
     return JSONResponse(s.answer([n for n, _ in images], rows, topk))

@@ -37,6 +37,8 @@ import httpx
 import numpy as np
 import torch
 from PIL import Image
+from rich.console import Console
+from rich.table import Table
 from safetensors.torch import save_file
 
 from reslab.deploy.bench import hardware_info
@@ -339,9 +341,6 @@ def bench_serve(bench: BenchConfig, log=lambda s: print(f"reslab bench serve: {s
 # ---------------------------------------------------------------------------- report
 def print_report(report: dict) -> None:
     """One table: the offline engine, then each server run; hardware and load above it."""
-    from rich.console import Console
-    from rich.table import Table
-
     hw, off, cfg = report["hardware"], report["offline"], report["config"]
     console = Console(width=max(150, Console().width))  # a log file gets whole rows
     console.print(f"[bold]{report['model']}[/], path {off['path']}, {cfg['concurrency']} clients, {hw['cpu']}, "
