@@ -17,7 +17,7 @@ from reslab.errors import ReslabError
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
 _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
-                    "reslab.deploy.commands", "reslab.serve.commands")
+                    "reslab.deploy.commands", "reslab.serve.commands", "reslab.explain.commands")
 
 
 def _input_size(text: str) -> tuple[int, int]:
