@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from reslab.cli_types import nonneg_int, positive_float, positive_int
 from reslab.experiments.config import DEFAULT_BUDGET
 
 _HELP = {
@@ -43,6 +44,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
         q.add_argument("--eval-every", type=int, help="iterations between validation passes (default budget/10)")
         q.add_argument("--log-every", type=int, help="iterations per training-error log row (default budget/40)")
         q.set_defaults(func=cmd_experiment)
+    _add_analyses(exp_sub)
 
     p = sub.add_parser("compare", help="depth, parameters, MACs and accuracy of nets side by side, with a plot",
                        description="One row per model (at its design resolution, or --input-size) and per "
@@ -96,4 +98,53 @@ def cmd_compare(args: argparse.Namespace) -> int:
     Console(soft_wrap=False, width=max(Console().width, 110)).print(compare_table(rows))
     folder = write_compare(rows, args.out)
     print(f"plot: {folder / 'compare.png'}")
+    return 0
+
+
+# Analyses of trained nets: they read a degradation folder and train nothing. Defaults live in
+# LesionConfig / LandscapeConfig (the help repeats them; importing those here would import torch).
+_ANALYSES = {
+    "lesion": "remove blocks from trained nets: ResNets barely notice, plain nets collapse (Veit et al. 2016)",
+    "landscape": "loss surface along filter-normalised random directions, plain vs ResNet (Li et al. 2018)",
+}
+
+
+def _add_analyses(exp_sub: argparse._SubParsersAction) -> None:
+    for name, text in _ANALYSES.items():
+        q = exp_sub.add_parser(name, help=text, description=text + ". Writes table.md/.csv, figures and summary.md.")
+        q.add_argument("--from", dest="from_dir", required=True, metavar="DIR",
+                       help="a degradation experiment folder (read only): its nets are measured")
+        q.add_argument("--out", help=f"output folder (default experiments/{name}-<time>)")
+        q.add_argument("--data-dir", help="where the dataset's files are (default: as the nets were trained)")
+        q.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
+        q.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random draws / directions")
+        if name == "lesion":
+            q.add_argument("--images", type=positive_int, help="test images per measurement (default 2000)")
+            q.add_argument("--draws", type=positive_int, help="random subsets per number removed (default 5)")
+        else:
+            q.add_argument("--images", type=positive_int, help="training images the loss is measured on "
+                                                               "(default 1000)")
+            q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 41)")
+            q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 21)")
+            q.add_argument("--slices", type=positive_int, help="random 1-D directions (default 4)")
+            q.add_argument("--span", type=positive_float, help="the grid covers -span..span (default 1)")
+            q.add_argument("--depth", type=positive_int, help="the plain / ResNet pair measured (default: the "
+                                                              "deepest pair in --from)")
+        q.set_defaults(func=cmd_analysis)
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    if args.experiment == "lesion":
+        from reslab.experiments.lesion import LesionConfig as Config
+        from reslab.experiments.lesion import run_lesion as run
+        keys: tuple[str, ...] = ("images", "draws")
+    else:
+        from reslab.experiments.landscape import LandscapeConfig as Config
+        from reslab.experiments.landscape import run_landscape as run
+        keys = ("images", "steps", "grid", "slices", "span", "depth")
+    given = {k: getattr(args, k) for k in ("out", "data_dir", "device", "from_dir", *keys) if getattr(args, k)}
+    result = run(Config(draw_seed=args.seed, **given))
+    for c in result.claims:
+        print(f"{c.verdict:>8}: {c.claim}; {c.ours}")
+    print(f"summary: {result.folder / 'summary.md'}")
     return 0

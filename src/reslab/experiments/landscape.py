@@ -1,0 +1,326 @@
+"""Loss landscape (Li, Xu, Taylor, Studer, Goldstein 2018): L(theta + a d1 + b d2) around trained weights.
+
+Directions are Gaussian, each filter scaled to the norm of the same filter of theta ("filter
+normalisation", Section 4); every 1-D parameter (BN's gamma and beta, biases) gets a zero direction,
+as the paper's ignore-BN setting does, and BN uses its running statistics (eval mode). The loss is
+the mean cross-entropy over a fixed subset of the net's own training split. Roughness is measured
+two ways: the local minima along 1-D slices (a dip counts when it is deeper than 1% of the slice's
+range, so float noise on a plateau does not), and the non-convexity of the 2-D grid, the mean over
+interior points of max(0, -l_min) / |l_max| for the eigenvalues of the finite-difference Hessian
+(Section 6 maps |l_min / l_max| of the full Hessian; 0 is locally convex).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reslab.errors import ReslabError
+from reslab.experiments.claims import Claim
+from reslab.experiments.config import ExperimentConfig
+from reslab.experiments.runs import ExperimentResult, RunRecord, display_name, finish
+from reslab.experiments.summary import Report
+from reslab.experiments.tables import write_table
+from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eval, from_degradation
+from reslab.fileio import atomic_write_text
+from reslab.plotting import pyplot, save_figure
+from reslab.train.distributed import Dist
+from reslab.train.loop import pick_device
+
+MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
+
+Direction = list[Tensor]  # one tensor per parameter of the model, in `model.parameters()` order
+
+
+@dataclass
+class LandscapeConfig(ExperimentConfig):
+    name: str = "landscape"
+    images: int = 1000  # training images the loss is measured on
+    steps: int = 41  # points along each 1-D slice
+    grid: int = 21  # points per side of the 2-D grid
+    slices: int = 4  # random 1-D directions
+    span: float = 1.0  # coordinates run over -span..span (the paper: -1..1)
+    depth: int | None = None  # None: the deepest plain / ResNet pair of the source
+    draw_seed: int = 0
+
+
+@dataclass
+class Surface:
+    """One net's landscape: (loss, error) along each 1-D slice (slices x steps) and on the grid (grid x grid)."""
+
+    label: str
+    coords: list[float]  # 1-D coordinates
+    axis: list[float]  # 2-D coordinates, the same for both axes
+    loss_1d: list[list[float]] = field(default_factory=list)
+    err_1d: list[list[float]] = field(default_factory=list)
+    loss_2d: list[list[float]] = field(default_factory=list)  # [i][j]: a = axis[i], b = axis[j]
+    err_2d: list[list[float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def random_direction(model: nn.Module, generator: torch.Generator) -> Direction:
+    """A Gaussian direction, filter-normalised: row i of each weight (a conv filter or an fc neuron) has the
+    norm of row i of the weight; 1-D parameters (BN, biases) get zeros."""
+    out = []
+    for p in model.parameters():
+        if p.dim() <= 1:
+            out.append(torch.zeros_like(p))
+            continue
+        d = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+        scale = p.detach().flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-12)
+        out.append(d * scale.view(-1, *[1] * (p.dim() - 1)))
+    return out
+
+
+@contextmanager
+def _restored(model: nn.Module):
+    theta = [p.detach().clone() for p in model.parameters()]
+    try:
+        yield theta
+    finally:
+        with torch.no_grad():
+            for p, t in zip(model.parameters(), theta, strict=True):
+                p.copy_(t)
+
+
+def evaluate_points(model: nn.Module, x: Tensor, y: Tensor, directions: Sequence[Direction],
+                    points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """(error, loss) at theta + sum_i c_i d_i for each point c of `points`; theta is restored afterwards."""
+    results = []
+    with _restored(model) as theta, torch.no_grad():
+        for point in points:
+            if len(point) != len(directions):
+                raise ValueError(f"a point has {len(point)} coordinates for {len(directions)} directions")
+            for i, (p, t) in enumerate(zip(model.parameters(), theta, strict=True)):
+                p.copy_(t)
+                for c, d in zip(point, directions, strict=True):
+                    p.add_(d[i], alpha=c)
+            results.append(error_and_loss(model, x, y))
+    return results
+
+
+def local_minima(curve: Sequence[float], depth: float = MINIMUM_DEPTH) -> int:
+    """Interior local minima of a 1-D curve deeper than `depth` x its range: a point below its left
+    neighbour and not above its right one (a flat bottom counts once), whose lower side rises, before
+    the curve falls below it again or ends, by more than that."""
+    c, n = list(curve), len(curve)
+    span = max(c) - min(c) if c else 0.0
+    count = 0
+    for i in range(1, n - 1):
+        if span <= 0 or not (c[i] < c[i - 1] and c[i] <= c[i + 1]):
+            continue
+        rises = []
+        for step in (-1, 1):
+            j, top = i, c[i]
+            while 0 <= j + step < n and c[j + step] >= c[i]:
+                j += step
+                top = max(top, c[j])
+            rises.append(top - c[i])
+        count += min(rises) > depth * span
+    return count
+
+
+def nonconvexity(grid: Sequence[Sequence[float]], h: float) -> list[list[float]]:
+    """max(0, -l_min) / |l_max| (capped at 1) of the 2x2 finite-difference Hessian at each interior point
+    of a grid with spacing `h`; (n-2) x (n-2). 0 where the surface is locally convex."""
+    g = torch.tensor(grid, dtype=torch.float64)
+    xx = (g[2:, 1:-1] - 2 * g[1:-1, 1:-1] + g[:-2, 1:-1]) / h**2
+    yy = (g[1:-1, 2:] - 2 * g[1:-1, 1:-1] + g[1:-1, :-2]) / h**2
+    xy = (g[2:, 2:] - g[2:, :-2] - g[:-2, 2:] + g[:-2, :-2]) / (4 * h**2)
+    mid, rad = (xx + yy) / 2, (((xx - yy) / 2) ** 2 + xy**2).sqrt()
+    lo, hi = mid - rad, mid + rad
+    ratio = (-lo).clamp_min(0) / hi.abs().clamp_min(1e-12)
+    return ratio.clamp(max=1).tolist()
+
+
+def measure_surface(model: nn.Module, x: Tensor, y: Tensor, cfg: LandscapeConfig, *, label: str) -> Surface:
+    """1-D slices and the 2-D grid of one net, directions drawn from `cfg.draw_seed`."""
+    start = time.perf_counter()
+    model = fast_eval(model)
+    g = torch.Generator().manual_seed(cfg.draw_seed)
+    coords = torch.linspace(-cfg.span, cfg.span, cfg.steps).tolist()
+    axis = torch.linspace(-cfg.span, cfg.span, cfg.grid).tolist()
+    s = Surface(label, coords, axis)
+    for _ in range(cfg.slices):
+        d = random_direction(model, g)
+        err, loss = zip(*evaluate_points(model, x, y, [d], [(a,) for a in coords]), strict=True)
+        s.err_1d.append(list(err))
+        s.loss_1d.append(list(loss))
+    d1, d2 = random_direction(model, g), random_direction(model, g)
+    flat = evaluate_points(model, x, y, [d1, d2], [(a, b) for a in axis for b in axis])
+    n = cfg.grid
+    s.err_2d = [[flat[i * n + j][0] for j in range(n)] for i in range(n)]
+    s.loss_2d = [[flat[i * n + j][1] for j in range(n)] for i in range(n)]
+    s.seconds = time.perf_counter() - start
+    return s
+
+
+def minima_per_slice(s: Surface) -> list[int]:
+    return [local_minima(c) for c in s.loss_1d]
+
+
+def mean_nonconvexity(s: Surface) -> float:
+    h = s.axis[1] - s.axis[0]
+    return statistics.fmean(v for row in nonconvexity(s.loss_2d, h) for v in row)
+
+
+def landscape_claims(minima: dict[str, Sequence[int]], nonconvex: dict[str, float], depth: int) -> list[Claim]:
+    """Li et al.'s finding for one depth: the ResNet's surface is smoother than the plain net's.
+    `minima`: local minima per 1-D slice; `nonconvex`: mean non-convexity of the 2-D grid; keys "plain56", ...."""
+    p, r = f"plain{depth}", f"resnet{depth}"
+    if p not in minima or r not in minima:
+        raise ReslabError(f"landscape compares plain-{depth} and ResNet-{depth}. Received: {', '.join(minima)}")
+    mp, mr = statistics.fmean(minima[p]), statistics.fmean(minima[r])
+    return [
+        Claim(f"the ResNet's surface is smoother: ResNet-{depth}'s 1-D slices have fewer local minima than "
+              f"plain-{depth}'s", "Fig. 5 / 1-D plots: ResNet-56 one smooth basin, no-skip-56 chaotic",
+              f"{mr:.2g} vs {mp:.2g} minima per slice (per slice: {list(minima[r])} vs {list(minima[p])})",
+              mr < mp),
+        Claim(f"the ResNet's surface is closer to convex: ResNet-{depth}'s 2-D grid has smaller non-convexity "
+              f"than plain-{depth}'s", "Fig. 5 and Section 6: convex-looking with skips, non-convex without",
+              f"{nonconvex[r]:.3g} vs {nonconvex[p]:.3g} (mean max(0, -l_min)/|l_max|; 0 = convex)",
+              nonconvex[r] < nonconvex[p]),
+    ]
+
+
+def _pair_depth(records: Sequence[RunRecord], depth: int | None) -> int:
+    labels = {r.label for r in records}
+    pairs = sorted(d for d in {int(lab[6:]) for lab in labels if lab[:6] == "resnet" and lab[6:].isdigit()}
+                   if f"plain{d}" in labels)
+    if depth is None and pairs:
+        return pairs[-1]
+    if depth not in pairs:
+        raise ReslabError(f"the source holds no plain / ResNet pair of depth {depth}. Received: --depth {depth}; "
+                          f"pairs there: {', '.join(map(str, pairs)) or 'none'}")
+    return depth
+
+
+def run_landscape(cfg: LandscapeConfig) -> ExperimentResult:
+    """Measure the loss landscape of the plain / ResNet pair of the degradation folder `cfg.from_dir`."""
+    from reslab.weights import load_weights
+
+    for key, least in (("images", 1), ("steps", 3), ("grid", 3), ("slices", 1)):
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < least:
+            raise ReslabError(f"{key} must be an integer >= {least}. Received: {key}={getattr(cfg, key)!r}")
+    if not cfg.span > 0:
+        raise ReslabError(f"span must be > 0. Received: span={cfg.span!r}")
+    folder, records = from_degradation(cfg)
+    cfg.depth = _pair_depth(records, cfg.depth)
+    surfaces = {}
+    for kind in ("plain", "resnet"):
+        r = next(r for r in records if r.label == f"{kind}{cfg.depth}")
+        model, meta = load_weights(r.run_dir, device=pick_device(cfg.device or "auto", Dist()))
+        x, y = dataset_tensors(meta, "train", cfg.images, data_dir=cfg.data_dir, seed=r.seed)
+        surfaces[r.label] = measure_surface(model, x, y, cfg, label=r.label)
+    minima = {lab: minima_per_slice(s) for lab, s in surfaces.items()}
+    nonconvex = {lab: mean_nonconvexity(s) for lab, s in surfaces.items()}
+    claims = landscape_claims(minima, nonconvex, cfg.depth)
+    return finish(folder, cfg, records, lambda f, c, _r: landscape_report(f, c, surfaces, claims))
+
+
+def landscape_report(folder: Path, cfg: LandscapeConfig, surfaces: dict[str, Surface], claims: list[Claim]) -> Report:
+    rows, lines = [], ["net,kind,slice,a,b,loss,error"]
+    for lab, s in surfaces.items():
+        centre = s.loss_2d[cfg.grid // 2][cfg.grid // 2] if cfg.grid % 2 else s.loss_1d[0][cfg.steps // 2]
+        flat = [v for row in s.loss_2d for v in row]
+        rows.append((display_name(lab), f"{cfg.images:,}", f"{centre:.4f}",
+                     ", ".join(map(str, minima_per_slice(s))), f"{mean_nonconvexity(s):.3g}",
+                     f"{min(flat):.3g} .. {max(flat):.3g}", f"{s.seconds / 60:.1f}"))
+        lines += [f"{lab},1d,{k},{a:.6g},,{loss:.6g},{err:.6g}" for k, (ls, es) in enumerate(
+            zip(s.loss_1d, s.err_1d, strict=True)) for a, loss, err in zip(s.coords, ls, es, strict=True)]
+        lines += [f"{lab},2d,,{a:.6g},{b:.6g},{s.loss_2d[i][j]:.6g},{s.err_2d[i][j]:.6g}"
+                  for i, a in enumerate(s.axis) for j, b in enumerate(s.axis)]
+    table = write_table(folder, "table", ("net", "training images", "loss at theta", "local minima per 1-D slice",
+                                          "non-convexity (2-D)", "loss range on the grid", "minutes"), rows)
+    atomic_write_text(folder / "landscape.csv", "\n".join(lines) + "\n")
+    plot_slices(surfaces, folder / "landscape-1d.png")
+    plot_contours(surfaces, folder / "landscape-2d.png")
+    plot_roughness(surfaces, folder / "roughness.png")
+    minutes = sum(s.seconds for s in surfaces.values()) / 60
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return Report(f"Loss landscape of plain-{cfg.depth} and ResNet-{cfg.depth} (Li et al. 2018)", claims, table,
+                  ["landscape-1d.png", "landscape-2d.png", "roughness.png"],
+                  [f"Measured on the nets of {cfg.from_dir}: mean cross-entropy over the first {cfg.images} "
+                         f"images of each net's training split, BN in eval mode; {cfg.slices} 1-D slices of "
+                         f"{cfg.steps} points and a {cfg.grid} x {cfg.grid} grid over -{cfg.span:g}..{cfg.span:g}, "
+                         "filter-normalised Gaussian directions (BN and biases: zero), seed "
+                         f"{cfg.draw_seed}; the same directions for both nets (their parameters have the same "
+                         f"shapes). {minutes:.1f} min of measurement, load average {load} (1, 5, 15 min) at the "
+                         "end. Every point in landscape.csv."])
+
+
+def plot_slices(surfaces: dict[str, Surface], path: Path) -> Path:
+    """1-D plots side by side: loss (solid, left axis) and error (dashed, right axis) along each slice."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.5 * len(surfaces), 4.2), sharey=True, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (lab, s) in zip(axes[0], surfaces.items(), strict=True):
+        twin = ax.twinx()
+        for k, (loss, err) in enumerate(zip(s.loss_1d, s.err_1d, strict=True)):
+            ax.plot(s.coords, loss, color=colors[k % len(colors)], lw=1.5, label=f"direction {k + 1}")
+            twin.plot(s.coords, [100 * e for e in err], color=colors[k % len(colors)], lw=0.8, ls="--")
+        twin.set_ylim(0, 100)
+        twin.set_ylabel("training error (%), dashed")
+        ax.set_title(f"{display_name(lab)}: {minima_per_slice(s)} local minima")
+        ax.set_xlabel("alpha (filter-normalised direction)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("loss (cross-entropy), solid")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("1-D loss along random directions (Li et al. 2018 analogue)")
+    return save_figure(fig, path)
+
+
+def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
+    """2-D contour plots side by side, with the same loss levels in every panel."""
+    plt = pyplot()
+    values = sorted(v for s in surfaces.values() for row in s.loss_2d for v in row)
+    top = values[int(0.9 * (len(values) - 1))]  # the highest tenth is left out: it would crowd the levels
+    levels = torch.linspace(values[0], top, 25).tolist()
+    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.6), squeeze=False)
+    for ax, (lab, s) in zip(axes[0], surfaces.items(), strict=True):
+        z = torch.tensor(s.loss_2d).T.tolist()  # rows: b, columns: a
+        filled = ax.contourf(s.axis, s.axis, z, levels=levels, cmap="viridis", extend="max")
+        ax.contour(s.axis, s.axis, z, levels=levels, colors="k", linewidths=0.4)
+        ax.plot([0], [0], "r+", ms=10)
+        ax.set_title(display_name(lab))
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("beta")
+        ax.set_aspect("equal")
+    fig.colorbar(filled, ax=axes[0].tolist(), label="loss")
+    fig.suptitle("2-D loss surface, filter-normalised directions (Li et al. 2018, Fig. 5 analogue)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_roughness(surfaces: dict[str, Surface], path: Path) -> Path:
+    """The measured roughness: local minima per 1-D slice (bars) and each net's non-convexity map."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 1 + len(surfaces), figsize=(4.4 * (1 + len(surfaces)), 4.0))
+    width = 0.8 / len(surfaces)
+    for i, (lab, s) in enumerate(surfaces.items()):
+        counts = minima_per_slice(s)
+        axes[0].bar([k + 1 + (i - (len(surfaces) - 1) / 2) * width for k in range(len(counts))], counts,
+                    width=width, label=display_name(lab))
+        ax = axes[1 + i]
+        h = s.axis[1] - s.axis[0]
+        im = ax.imshow(torch.tensor(nonconvexity(s.loss_2d, h)).T.tolist(), origin="lower", vmin=0, vmax=1,
+                       cmap="coolwarm", extent=(s.axis[1] - h / 2, s.axis[-2] + h / 2) * 2)
+        ax.set_title(f"{display_name(lab)}: non-convexity, mean {mean_nonconvexity(s):.3g}")
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("beta")
+    fig.colorbar(im, ax=axes[-1], label="max(0, -l_min) / |l_max|")
+    axes[0].set_xlabel("1-D slice")
+    axes[0].set_ylabel(f"local minima (deeper than {100 * MINIMUM_DEPTH:g}% of the range)")
+    axes[0].set_title("local minima per slice")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Roughness of the loss surface (blue: locally convex)")
+    return save_figure(fig, path)

@@ -1,0 +1,76 @@
+"""What the analyses of trained nets share (lesion, landscape): the nets of a degradation folder, read
+only, and the images they are measured on, normalised as each net was trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reslab.errors import ReslabError
+from reslab.experiments.config import ExperimentConfig, experiment_dir
+from reslab.experiments.responses import response_images
+from reslab.experiments.runs import RunRecord, open_folder, read_manifest, write_manifest
+from reslab.modes import eval_mode
+
+
+def from_degradation(cfg: ExperimentConfig) -> tuple[Path, list[RunRecord]]:
+    """The output folder and the plain / residual runs of `cfg.from_dir`, which is never written to.
+
+    The config takes the source's data, budget, seeds and batch size: summary.md describes how the
+    measured nets were trained.
+    """
+    if not cfg.from_dir:
+        raise ReslabError(f"{cfg.name} measures trained nets: pass --from with a folder that `reslab experiment "
+                          "degradation` wrote. Received: no --from")
+    source = Path(cfg.from_dir)
+    src, records = read_manifest(source)
+    records = [r for r in records if r.model.startswith(("plain", "resnet"))]
+    if not records:
+        raise ReslabError(f"{source} holds no trained plain or residual nets")
+    out = experiment_dir(cfg).resolve()
+    if out == source.resolve() or source.resolve() in out.parents:
+        raise ReslabError(f"--out must lie outside the source folder, which is only read. Received: --out {out}")
+    folder = open_folder(cfg)
+    for key in ("data", "budget", "seeds", "batch_size"):
+        setattr(cfg, key, getattr(src, key))
+    cfg.data_dir = cfg.data_dir or src.data_dir
+    write_manifest(folder, cfg, records, source=str(source.resolve()))
+    return folder, records
+
+
+def dataset_tensors(meta: dict, split: str, n: int, *, data_dir: str | None, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The first `n` images of `split` (N, C, H, W), normalised as the net of `meta` was trained, and labels (N,).
+
+    "train" is the run's own training split (the validation images held out by `seed`, as in training).
+    """
+    from reslab.data.datasets import load_dataset
+
+    name = meta["preprocess"].get("dataset")
+    if not name or name == "folder":
+        raise ReslabError(f"needs an in-memory dataset (fashion-mnist, mnist, cifar10, cifar100). "
+                          f"Received: a net trained on {name!r}")
+    data = load_dataset(name, split, data_dir=data_dir, seed=seed)
+    return response_images(meta, data.images[:n]), data.labels[:n]
+
+
+def fast_eval(model: nn.Module) -> nn.Module:
+    """The model in eval mode and channels_last (faster convolutions on CPU, same function)."""
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def error_and_loss(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500) -> tuple[float, float]:
+    """(top-1 error as a fraction, mean cross-entropy from log-softmax) of `model` in eval mode on the
+    normalised images `x` (N, C, H, W) with labels `y` (N,)."""
+    device = next(model.parameters()).device
+    wrong, loss = 0, 0.0
+    with eval_mode(model):
+        for i in range(0, len(y), batch_size):
+            xb = x[i:i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            yb = y[i:i + batch_size].to(device)
+            logits = model(xb).float()
+            wrong += int((logits.argmax(1) != yb).sum())
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
+    return wrong / len(y), loss / len(y)
