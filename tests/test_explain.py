@@ -79,6 +79,13 @@ def test_gradcam_covers_the_classic_nets(name, layer):
     assert maps.shape == (1, 2, 32, 32) and torch.isfinite(maps).all()
 
 
+def test_cli_methods_are_the_librarys():
+    from reslab.explain.cam import METHODS
+    from reslab.explain.commands import _METHODS
+
+    assert _METHODS == METHODS
+
+
 def test_cam_errors_are_one_line():
     vgg = create_model("vgg11_small", num_classes=4).eval()
     with pytest.raises(ReslabError, match="gradcam"):

@@ -14,13 +14,14 @@ from reslab.cli import main
 from reslab.errors import ReslabError
 from reslab.experiments.config import ExperimentConfig
 from reslab.experiments.landscape import (
+    LandscapeConfig,
     evaluate_points,
     landscape_claims,
     local_minima,
     nonconvexity,
     random_direction,
 )
-from reslab.experiments.lesion import Lesion, Site, lesion_claims, lesion_sites, removed
+from reslab.experiments.lesion import Lesion, LesionConfig, Site, lesion_claims, lesion_sites, removed
 from reslab.experiments.runs import read_record, write_manifest
 from reslab.models import create_model
 from reslab.train.rundir import RunDir
@@ -218,3 +219,13 @@ def test_landscape_end_to_end(degradation_dir, tmp_path):
                  for k, r in table.items()}
     claims = landscape_claims(minima, nonconvex, 32)
     assert _verdicts(out / "summary.md") == [c.held for c in claims]
+
+
+@pytest.mark.parametrize("name, cfg, keys", [("lesion", LesionConfig(), ("images", "draws")),
+                                             ("landscape", LandscapeConfig(), ("images", "steps", "grid", "slices"))])
+def test_help_states_the_config_defaults(name, cfg, keys, capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for key in keys:
+        assert f"(default {getattr(cfg, key)})" in text, key

@@ -119,13 +119,13 @@ def _add_analyses(exp_sub: argparse._SubParsersAction) -> None:
         q.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
         q.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random draws / directions")
         if name == "lesion":
-            q.add_argument("--images", type=positive_int, help="test images per measurement (default 2000)")
+            q.add_argument("--images", type=positive_int, help="test images per measurement (default 1000)")
             q.add_argument("--draws", type=positive_int, help="random subsets per number removed (default 5)")
         else:
             q.add_argument("--images", type=positive_int, help="training images the loss is measured on "
-                                                               "(default 1000)")
-            q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 41)")
-            q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 21)")
+                                                               "(default 500)")
+            q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 31)")
+            q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 19)")
             q.add_argument("--slices", type=positive_int, help="random 1-D directions (default 4)")
             q.add_argument("--span", type=positive_float, help="the grid covers -span..span (default 1)")
             q.add_argument("--depth", type=positive_int, help="the plain / ResNet pair measured (default: the "

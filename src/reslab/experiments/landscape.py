@@ -43,9 +43,9 @@ Direction = list[Tensor]  # one tensor per parameter of the model, in `model.par
 @dataclass
 class LandscapeConfig(ExperimentConfig):
     name: str = "landscape"
-    images: int = 1000  # training images the loss is measured on
-    steps: int = 41  # points along each 1-D slice
-    grid: int = 21  # points per side of the 2-D grid
+    images: int = 500  # training images the loss is measured on
+    steps: int = 31  # points along each 1-D slice
+    grid: int = 19  # points per side of the 2-D grid
     slices: int = 4  # random 1-D directions
     span: float = 1.0  # coordinates run over -span..span (the paper: -1..1)
     depth: int | None = None  # None: the deepest plain / ResNet pair of the source

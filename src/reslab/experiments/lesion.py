@@ -44,7 +44,7 @@ MAX_K_VALUES = 10  # the random curve measures at most this many values of k, sp
 @dataclass
 class LesionConfig(ExperimentConfig):
     name: str = "lesion"
-    images: int = 2000  # test images every removal is measured on
+    images: int = 1000  # test images every removal is measured on
     draws: int = 5  # random subsets per number of removed blocks
     draw_seed: int = 0
 
