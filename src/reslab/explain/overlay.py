@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from reslab.deploy.images import preprocess_image
-from reslab.plotting import pyplot, save_figure
+from reslab.plotting import pyplot
 
 DISPLAY_SIDE = 224  # small inputs (28 px Fashion-MNIST) are enlarged to this shorter side to be legible
 ALPHA = 0.5  # share of the heat map's colour in an overlay
@@ -63,5 +63,9 @@ def write_grid(rows: Sequence[GridRow], path: str | Path, *, title: str) -> Path
             if cell is not None:
                 ax.imshow(cell[0])
                 ax.set_title(cell[1], fontsize=8)
+    height = fig.get_figheight()
     fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))  # room for the title above the first row's captions
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
