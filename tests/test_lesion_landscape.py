@@ -77,6 +77,7 @@ def test_lesion_sites_of_residual_and_plain_nets():
     assert len(res) == 9 and [s.name for s in res if s.downsampling] == ["layer2.0", "layer3.0"]
     plain = lesion_sites(create_model("plain20"))
     assert len(plain) == 7 and not any(s.downsampling for s in plain)  # plain downsampling blocks are skipped
+    assert [s.position for s in res] == list(range(1, 10)) and [s.position for s in plain] == [1, 2, 3, 5, 6, 8, 9]
     with pytest.raises(ReslabError, match=r"layer2\.0"), removed(create_model("plain20"), ["layer2.0"]):
         pass
 

@@ -51,10 +51,12 @@ class LesionConfig(ExperimentConfig):
 
 @dataclass(frozen=True)
 class Site:
-    """A block that can be removed: its module name ("layer2.0") and whether it changes the shape."""
+    """A block that can be removed: its module name ("layer2.0"), whether it changes the shape, and its
+    place among all the net's blocks (1-based, forward order)."""
 
     name: str
     downsampling: bool
+    position: int = 0
 
 
 @dataclass
@@ -93,13 +95,9 @@ def lesion_sites(model: nn.Module) -> list[Site]:
     """Every block of a ResNet or plain net in forward order; plain downsampling blocks are left out."""
     if not getattr(model, "stage_names", None):
         raise ReslabError(f"the lesion study removes blocks of ResNet and plain nets. Received: {type(model).__name__}")
-    sites = []
-    for stage in model.stage_names:
-        for i, block in enumerate(getattr(model, stage)):
-            down = _changes_shape(block)
-            if block.residual or not down:
-                sites.append(Site(f"{stage}.{i}", down))
-    return sites
+    blocks = [(f"{stage}.{i}", block) for stage in model.stage_names for i, block in enumerate(getattr(model, stage))]
+    return [Site(name, _changes_shape(block), pos) for pos, (name, block) in enumerate(blocks, 1)
+            if block.residual or not _changes_shape(block)]
 
 
 @contextmanager
@@ -228,7 +226,7 @@ def plot_lesion(lesions: dict[str, Lesion], path: Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, les) in enumerate(lesions.items()):
         style = dict(color=colors[i % len(colors)], ls="--" if label.startswith("plain") else "-")
-        xs = list(range(1, len(les.single) + 1))
+        xs = [s.position or i for i, (s, _) in enumerate(les.single, 1)]
         axes[0].plot(xs, [100 * e for _, e in les.single], marker="o", ms=3, label=display_name(label), **style)
         down = [(x, 100 * e) for x, (s, e) in zip(xs, les.single, strict=True) if s.downsampling]
         if down:
@@ -238,7 +236,7 @@ def plot_lesion(lesions: dict[str, Lesion], path: Path) -> Path:
         means = [100 * les.intact] + [100 * statistics.fmean(v) for v in les.random.values()]
         stds = [0.0] + [100 * statistics.pstdev(v) for v in les.random.values()]
         axes[1].errorbar(ks, means, yerr=stds, capsize=3, marker="o", ms=3, label=display_name(label), **style)
-    axes[0].set_xlabel("removed block (forward order; circled: downsampling)")
+    axes[0].set_xlabel("removed block, forward order (circled: downsampling; plain nets skip those)")
     axes[0].set_title("one block removed (dotted: intact net)")
     axes[1].set_xlabel("number of non-downsampling blocks removed at random")
     axes[1].set_title("k blocks removed (mean ± std over draws)")
