@@ -13,15 +13,17 @@ _EXTRA = "the server needs its extra: pip install 'reslab[serve]'"
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve weights over HTTP with dynamic batching (POST /v1/predict)")
+    p = sub.add_parser("serve", help="serve weights over HTTP with dynamic batching (POST /v1/predict)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("weights", help="run or weights directory, or model.safetensors")
     _server_flags(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
+    p.add_argument("--port", type=positive_int, default=8000, help="TCP port")
     p.add_argument("--calib", help="directory of calibration images (--path int8)")
     p.set_defaults(func=_cmd_serve)
 
-    p = bench_sub.add_parser("serve", help="load-test `reslab serve` on loopback against the offline engine")
+    p = bench_sub.add_parser("serve", help="load-test `reslab serve` on loopback against the offline engine",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--weights", help="weights to serve (default: --model with random weights)")
     p.add_argument("--model", default="resnet50", help="registered model, when no --weights")
     _server_flags(p)
@@ -29,13 +31,13 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--requests", type=positive_int, default=640, help="good requests per load run")
     p.add_argument("--hostile", type=nonneg_int, default=0, help="malformed requests mixed into an extra load run")
     p.add_argument("--time-limit", type=positive_float, default=600.0, help="seconds each load run may take at most")
-    p.add_argument("--out", help="where to save the JSON report (default: bench-serve-MODEL.json)")
+    p.add_argument("--out", help="where to save the JSON report (none: bench-serve-MODEL.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_bench_serve)
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path (default: auto)")
+    p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path, as for predict")
     p.add_argument("--max-batch", type=positive_int, default=32, help="images per forward pass at most")
     p.add_argument("--max-wait-ms", type=nonneg_float, default=5.0, help="how long a request waits for company")
     p.add_argument("--queue", type=positive_int, default=256, help="requests admitted at once; more get 503")
