@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import time
 from types import SimpleNamespace
+from urllib.parse import unquote
 
 import pytest
 import torch
+from PIL import Image
 
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'reslab[serve]')")
@@ -165,6 +168,21 @@ def test_bad_inputs_get_one_line_4xx_and_leave_good_ones_alone(server, images):
     assert no_file.status_code == 400 and "no file" in no_file.json()["error"]
 
 
+def test_explain_answers_the_cam_overlay_as_png(server, weights, images):
+    photo = images[0].read_bytes()
+    r = httpx.post(f"{server}/v1/explain", content=photo, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    top1 = predict(weights, images[:1], topk=1, path="channels-last")[0]["topk"][0]
+    assert unquote(r.headers["X-Class"]) == top1["class"]
+    assert float(r.headers["X-Probability"]) == pytest.approx(top1["prob"], abs=1e-4)
+    assert Image.open(io.BytesIO(r.content)).size == (224, 224)  # the 32 px view, enlarged to be seen
+    other = httpx.post(f"{server}/v1/explain?class=class3", content=photo, timeout=60)
+    assert other.status_code == 200 and other.headers["X-Class"] == "class3" and other.content != r.content
+    unknown = httpx.post(f"{server}/v1/explain?class=dog", content=photo, timeout=60)
+    assert unknown.status_code == 400 and "dog" in unknown.json()["error"]
+    assert httpx.post(f"{server}/v1/explain", content=b"hello").status_code == 400
+
+
 def test_health_metrics_and_page(server):
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
     metrics = httpx.get(f"{server}/metrics").text
@@ -252,7 +270,9 @@ def test_page_in_headless_chromium(server, weights, images, tmp_path):
             label = page.locator("#results .label").first
             label.wait_for(timeout=30_000)
             assert label.text_content() == expected
+            page.wait_for_function("document.getElementById('overlay').naturalWidth > 0", timeout=30_000)
+            assert expected in page.locator("#cam-caption").text_content()
             assert "resnet20" in page.locator("#model").text_content()
-            page.screenshot(path=str(tmp_path / "page.png"))
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         finally:
             browser.close()

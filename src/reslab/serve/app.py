@@ -1,8 +1,9 @@
 """`reslab serve`: the HTTP app (Starlette on uvicorn) over one batching inference worker.
 
 Routes: POST /v1/predict (one image as the raw body, or one or more as multipart files;
-?topk=), GET /healthz (the process answers), GET /readyz (engine built and warmed up),
-GET /metrics (Prometheus text), GET / (a page to drop an image on).
+?topk=), POST /v1/explain (the class activation map of one image as a PNG; ?class=),
+GET /healthz (the process answers), GET /readyz (engine built and warmed up), GET /metrics
+(Prometheus text), GET / (a page to drop an image on and see the top-k and the CAM).
 
 Where the work happens: the event loop only reads bodies and writes JSON. Decoding and
 preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import quote
 
 import torch
 import uvicorn
@@ -46,6 +48,7 @@ from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
 from reslab.serve.batcher import Batcher
+from reslab.serve.explain import Explainer
 from reslab.serve.metrics import ServeMetrics, route_label
 from reslab.weights import load_weights
 
@@ -91,13 +94,21 @@ class _State:
                                on_fatal=lambda e: self.on_fatal(e), on_ready=_say_ready)
         # One intra-op thread per decoder: the engine's threads own the cores, and more OpenMP teams
         # would only spin against them. The pool starts its threads after the engine's warm-up.
+        self.explainer = Explainer(model, meta)
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="reslab-decode",
                                        initializer=torch.set_num_threads, initargs=(1,))
 
+    def load(self, name: str | None, data: bytes) -> Image.Image:
+        """Image bytes -> decoded image; ReslabError naming the upload if they are not a safe image."""
+        return load_image(io.BytesIO(data), mode=self.mode, name=name or "request body")
+
     def decode(self, name: str | None, data: bytes) -> Tensor:
-        """Image bytes -> preprocessed (C, H, W); ReslabError naming the upload if they are not a safe image."""
-        img = load_image(io.BytesIO(data), mode=self.mode, name=name or "request body")
-        return preprocess_image(img, self.pre)
+        """Image bytes -> preprocessed (C, H, W)."""
+        return preprocess_image(self.load(name, data), self.pre)
+
+    def explain(self, name: str | None, data: bytes, class_text: str | None) -> tuple[bytes, str, float]:
+        """Image bytes -> (CAM overlay PNG, class name, probability)."""
+        return self.explainer(self.load(name, data), class_text)
 
     def answer(self, names: list[str | None], rows: list[Tensor], topk: int) -> dict:
         """The JSON of one request: `reslab predict --json`'s rows, with the model and the path."""
@@ -203,31 +214,55 @@ async def _infer(request: Request, batcher: Batcher, tensors: list[Tensor]) -> l
     return None
 
 
-async def _predict(request: Request) -> Response:
-    s: _State = request.app.state.serve
+@asynccontextmanager
+async def _admitted(request: Request, s: _State):
+    """Admission for the routes that take an image: 503 while warming up or full, then counted in flight."""
     if not s.batcher.ready.is_set():
         raise _busy("the model is still warming up")
     if s.in_flight >= s.config.queue:
         raise _busy(f"the queue is full ({s.config.queue} requests)")
-    topk = _topk(request.query_params.get("topk"))
     body = _Body(request, s)
     s.in_flight += 1
     try:
-        images = await _read_images(request, body)
-        loop = asyncio.get_running_loop()
-        try:
-            tensors = await asyncio.gather(*(loop.run_in_executor(s.pool, s.decode, n, d) for n, d in images))
-        except ReslabError as e:
-            raise HTTPException(400, str(e).splitlines()[0]) from e
-        rows = await _infer(request, s.batcher, list(tensors))
-    except ClientDisconnect:
-        rows = None
+        yield body
     finally:
         s.in_flight -= 1
         body.release()
+
+
+async def _in_pool(s: _State, fn: Callable, calls: list[tuple]) -> list:
+    """`fn(*args)` for each args in the decode pool; a ReslabError (a bad image) is the request's 400."""
+    loop = asyncio.get_running_loop()
+    try:
+        return list(await asyncio.gather(*(loop.run_in_executor(s.pool, fn, *args) for args in calls)))
+    except ReslabError as e:
+        raise HTTPException(400, str(e).splitlines()[0]) from e
+
+
+async def _predict(request: Request) -> Response:
+    s: _State = request.app.state.serve
+    topk = _topk(request.query_params.get("topk"))
+    try:
+        async with _admitted(request, s) as body:
+            images = await _read_images(request, body)
+            rows = await _infer(request, s.batcher, await _in_pool(s, s.decode, images))
+    except ClientDisconnect:
+        rows = None
     if rows is None:
         return Response(status_code=CLIENT_GONE)
     return JSONResponse(s.answer([n for n, _ in images], rows, topk))
+
+
+async def _explain(request: Request) -> Response:
+    """The CAM overlay of the first image as PNG; the class (`?class=`, default the top-1) in X-Class."""
+    s: _State = request.app.state.serve
+    try:
+        async with _admitted(request, s) as body:
+            name, data = (await _read_images(request, body))[0]
+            [(png, name, prob)] = await _in_pool(s, s.explain, [(name, data, request.query_params.get("class"))])
+    except ClientDisconnect:
+        return Response(status_code=CLIENT_GONE)
+    return Response(png, media_type="image/png", headers={"X-Class": quote(name), "X-Probability": f"{prob:.6g}"})
 
 
 # ---------------------------------------------------------------------------- the other routes
@@ -297,7 +332,7 @@ def create_app(config: ServeConfig, model: nn.Module, meta: dict) -> Starlette:
         state.pool.shutdown()
 
     routes = [Route("/", index), Route("/healthz", _healthz), Route("/readyz", _readyz), Route("/metrics", _metrics),
-              Route("/v1/predict", _predict, methods=["POST"])]
+              Route("/v1/predict", _predict, methods=["POST"]), Route("/v1/explain", _explain, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error},
                     middleware=[Middleware(_Observe, metrics=state.metrics)])
     app.state.serve = state

@@ -1,0 +1,51 @@
+"""POST /v1/explain: where the network looks, as a PNG (reslab.explain's CAM over the model's view)."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from reslab.deploy.images import preprocess_image
+from reslab.errors import ReslabError
+from reslab.explain import cam
+from reslab.explain.overlay import heat_overlay, model_view
+
+
+class Explainer:
+    """CAM overlays from the server's eval model, one image at a time (decode threads call it).
+
+    CAM is exact for the GAP + linear head of every ResNet: one forward for the class
+    probabilities, one for the map of the class asked for (default: the top-1).
+    """
+
+    def __init__(self, model: nn.Module, meta: dict) -> None:
+        self.model, self.meta = model, meta
+        self._lock = threading.Lock()  # one explanation at a time: each is a whole eager forward pass
+
+    def class_index(self, text: str | None, probs: Tensor) -> int:
+        """`text` (a class name of model.json, or an index) -> index; None -> the top-1 of `probs` (K,)."""
+        classes = self.meta["classes"]
+        if text is None:
+            return int(probs.argmax())
+        if text in classes:
+            return classes.index(text)
+        if text.isdigit() and int(text) < probs.shape[0]:
+            return int(text)
+        raise ReslabError(f"unknown class. Received: class={text!r}; give a class name from model.json or an "
+                          f"index below {probs.shape[0]}")
+
+    def __call__(self, img: Image.Image, class_text: str | None) -> tuple[bytes, str, float]:
+        """(PNG bytes of the overlay, class name, its probability) for one decoded image."""
+        pre, classes = self.meta["preprocess"], self.meta["classes"]
+        x = preprocess_image(img, pre)[None]  # (1, C, H, W)
+        with self._lock, torch.no_grad():
+            probs = self.model(x).float().softmax(dim=1)[0]
+            c = self.class_index(class_text, probs)
+            heat = cam(self.model, x, [c])[0, 0].numpy()  # (H, W) in [0, 1]
+        buf = io.BytesIO()
+        heat_overlay(model_view(img, pre), heat).save(buf, "PNG")
+        return buf.getvalue(), classes[c] if c < len(classes) else str(c), float(probs[c])
