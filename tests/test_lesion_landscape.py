@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -193,6 +194,9 @@ def test_roughness_measures():
     saddle = [[a * a - b * b for b in axis] for a in axis]
     assert max(v for row in nonconvexity(bowl, h) for v in row) == pytest.approx(0)
     assert min(v for row in nonconvexity(saddle, h) for v in row) == pytest.approx(1)
+    plateau = [[a * a if a < 0 else 1e-9 * (-1) ** (i + j) for j, _ in enumerate(axis)] for i, a in enumerate(axis)]
+    flat = nonconvexity(plateau, h)[-3:]  # the noisy plateau (alpha > 0) is left out
+    assert all(math.isnan(v) for row in flat for v in row)
 
 
 def test_landscape_claims_both_ways():

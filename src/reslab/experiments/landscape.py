@@ -7,11 +7,12 @@ the mean cross-entropy over a fixed subset of the net's own training split. Roug
 two ways: the local minima along 1-D slices (a dip counts when it is deeper than 1% of the slice's
 range, so float noise on a plateau does not), and the non-convexity of the 2-D grid, the mean over
 interior points of max(0, -l_min) / |l_max| for the eigenvalues of the finite-difference Hessian
-(Section 6 maps |l_min / l_max| of the full Hessian; 0 is locally convex).
+(Section 6 maps |l_min / l_max| of the full Hessian; 0 is locally convex), flat points left out.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -36,6 +37,7 @@ from reslab.train.distributed import Dist
 from reslab.train.loop import pick_device
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
+FLAT = 1e-3  # a grid point whose curvature is below this share of the grid's largest is flat (left out)
 
 Direction = list[Tensor]  # one tensor per parameter of the model, in `model.parameters()` order
 
@@ -130,15 +132,18 @@ def local_minima(curve: Sequence[float], depth: float = MINIMUM_DEPTH) -> int:
 
 def nonconvexity(grid: Sequence[Sequence[float]], h: float) -> list[list[float]]:
     """max(0, -l_min) / |l_max| (capped at 1) of the 2x2 finite-difference Hessian at each interior point
-    of a grid with spacing `h`; (n-2) x (n-2). 0 where the surface is locally convex."""
+    of a grid with spacing `h`; (n-2) x (n-2). 0 where the surface is locally convex; NaN where it is flat
+    (both eigenvalues below FLAT x the grid's largest)."""
     g = torch.tensor(grid, dtype=torch.float64)
     xx = (g[2:, 1:-1] - 2 * g[1:-1, 1:-1] + g[:-2, 1:-1]) / h**2
     yy = (g[1:-1, 2:] - 2 * g[1:-1, 1:-1] + g[1:-1, :-2]) / h**2
     xy = (g[2:, 2:] - g[2:, :-2] - g[:-2, 2:] + g[:-2, :-2]) / (4 * h**2)
     mid, rad = (xx + yy) / 2, (((xx - yy) / 2) ** 2 + xy**2).sqrt()
     lo, hi = mid - rad, mid + rad
-    ratio = (-lo).clamp_min(0) / hi.abs().clamp_min(1e-12)
-    return ratio.clamp(max=1).tolist()
+    ratio = ((-lo).clamp_min(0) / hi.abs().clamp_min(1e-300)).clamp(max=1)
+    size = torch.maximum(lo.abs(), hi.abs())
+    # A plateau's curvature is float noise, and its ratio anything: such points are left out (NaN).
+    return ratio.masked_fill(size < FLAT * size.max(), math.nan).tolist()
 
 
 def measure_surface(model: nn.Module, x: Tensor, y: Tensor, cfg: LandscapeConfig, *, label: str) -> Surface:
@@ -168,8 +173,9 @@ def minima_per_slice(s: Surface) -> list[int]:
 
 
 def mean_nonconvexity(s: Surface) -> float:
-    h = s.axis[1] - s.axis[0]
-    return statistics.fmean(v for row in nonconvexity(s.loss_2d, h) for v in row)
+    """The mean non-convexity over the grid's interior points that are not flat."""
+    values = [v for row in nonconvexity(s.loss_2d, s.axis[1] - s.axis[0]) for v in row if not math.isnan(v)]
+    return statistics.fmean(values) if values else 0.0
 
 
 def landscape_claims(minima: dict[str, Sequence[int]], nonconvex: dict[str, float], depth: int) -> list[Claim]:
@@ -284,7 +290,8 @@ def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
     values = sorted(v for s in surfaces.values() for row in s.loss_2d for v in row)
     top = values[int(0.9 * (len(values) - 1))]  # the highest tenth is left out: it would crowd the levels
     levels = torch.linspace(values[0], top, 25).tolist()
-    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.6), squeeze=False,
+                             layout="constrained")
     for ax, (lab, s) in zip(axes[0], surfaces.items(), strict=True):
         z = torch.tensor(s.loss_2d).T.tolist()  # rows: b, columns: a
         filled = ax.contourf(s.axis, s.axis, z, levels=levels, cmap="viridis", extend="max")
@@ -322,5 +329,5 @@ def plot_roughness(surfaces: dict[str, Surface], path: Path) -> Path:
     axes[0].set_ylabel(f"local minima (deeper than {100 * MINIMUM_DEPTH:g}% of the range)")
     axes[0].set_title("local minima per slice")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Roughness of the loss surface (blue: locally convex)")
+    fig.suptitle("Roughness of the loss surface (blue: locally convex; white: flat, left out)")
     return save_figure(fig, path)
