@@ -110,12 +110,15 @@ def test_global_batchnorm_matches_batchnorm_on_the_whole_batch(tmp_path):
     torch.multiprocessing.spawn(_global_bn_worker, args=(2, str(tmp_path / "store")), nprocs=2, join=True)
 
 
-def _torchrun(args: list[str], env_extra: dict[str, str] | None = None, restarts: int = 0,
+def _torchrun(args: list[str], kill: tuple[int, int] | None = None, restarts: int = 0,
               timeout: int = 240) -> subprocess.CompletedProcess:
     # --standalone: torchrun runs its own rendezvous on a free port (localhost:0), so parallel runs never clash.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # kill (iteration, rank): killdriver.py, `reslab train` whose rank SIGKILLs itself after that iteration.
+    entry = ["-m", "reslab", "train"] if kill is None else [str(Path(__file__).with_name("killdriver.py")),
+                                                            *map(str, kill)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           f"--max-restarts={restarts}", "-m", "reslab", "train", *args]
+           f"--max-restarts={restarts}", *entry, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -161,7 +164,7 @@ def test_only_rank_zero_writes(runs):
     assert iters == [4, 8, 12, 16, 20, 24]  # each window logged once, not once per rank
     assert sum(r.startswith("test,") for r in rows) == 1
     config = json.loads((run / "config.json").read_text())
-    assert config["resolved"]["world_size"] == 2 and config["model_kwargs"] == {"sync_bn": True}
+    assert config["resolved"]["world_size"] == 2 and config["sync_bn"] is True and config["model_kwargs"] == {}
     assert "sync_bn" not in json.loads((run / "model.json").read_text()).get("model_kwargs", {})
 
 
@@ -182,7 +185,7 @@ def test_killed_rank_restarts_and_resumes_to_the_same_weights(runs):
     out = runs["root"] / "killed"
     # Rank 1 SIGKILLs itself after iteration 18 (mid-epoch; last checkpoint at 16) on the first attempt only.
     res = _torchrun(["--data-dir", str(runs["data"]), *ARGS, "--sync-bn", "--out", str(out)], restarts=1,
-                    env_extra={"RESLAB_TEST_KILL_AT_ITER": "18", "RESLAB_TEST_KILL_RANK": "1"})
+                    kill=(18, 1))
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"exitcode: -{int(signal.SIGKILL)}" in res.stderr  # the kill happened and torchrun restarted the group
     for name in ("model.safetensors",):

@@ -19,9 +19,7 @@ from reslab.errors import ReslabError
 from reslab.evaluate import metrics_from_probs, tensor_batches
 from reslab.train import TrainingDiverged, resolve_config, train
 from reslab.train.checkpoint import load_checkpoint, save_checkpoint
-from reslab.train.config import scaled_schedule
-from reslab.train.loop import WarmupRule
-from reslab.train.schedule import Plateau, step_lr
+from reslab.train.schedule import Plateau, Schedule, WarmupRule, step_lr
 
 from fakedata import write_learnable_mnist
 
@@ -102,8 +100,8 @@ def test_imagenet_paper_recipe():
 
 def test_epochs_keep_milestone_fractions():
     cfg = resolve_config("cifar-paper", epochs=10)
-    total, miles, warm = scaled_schedule(cfg, steps_per_epoch=429)
-    assert total == 4290 and miles == (2145, 3218) and warm == 0
+    s = Schedule.from_config(cfg, steps_per_epoch=429)
+    assert s.total == 4290 and s.milestones == (2145, 3218) and s.warmup_iters == 0
     cfg = resolve_config("cifar-paper", iterations=6400)
     assert cfg.milestones == (3200, 4800)
 
@@ -194,11 +192,15 @@ def test_evaluate_refuses_other_classes(fmnist_dir, tmp_path, capsys):
     assert "classes" in err and "c0" in err and len(err.strip().splitlines()) == 1
 
 
-def _run_cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+KILL_DRIVER = str(Path(__file__).with_name("killdriver.py"))
+
+
+def _run_cli(args: list[str], kill_after: int | None = None) -> subprocess.CompletedProcess:
     # One thread per process: bit identity does not depend on it, and it keeps the test fast on busy cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "reslab", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # killdriver.py: `reslab train` that SIGKILLs itself after iteration `kill_after` (train's on_iteration_end).
+    cmd = ["-m", "reslab", *args] if kill_after is None else [KILL_DRIVER, str(kill_after), "-1", *args[1:]]
+    return subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("warmup", [[], ["--warmup-iters", "20", "--warmup-below", "0.6"]], ids=["plain", "warmup"])
@@ -207,7 +209,7 @@ def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path, warmup):
             "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cpu", "--quiet", *warmup]
     full = _run_cli([*args, "--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
-    killed = _run_cli([*args, "--out", str(tmp_path / "killed")], {"RESLAB_TEST_KILL_AT_ITER": "18"})
+    killed = _run_cli([*args, "--out", str(tmp_path / "killed")], kill_after=18)
     assert killed.returncode == -signal.SIGKILL  # died mid-epoch (13 iterations per epoch), after iteration 18
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["iteration"] == 16
     resumed = _run_cli(["train", "--resume", str(tmp_path / "killed"), "--quiet"])

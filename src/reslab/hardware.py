@@ -9,6 +9,8 @@ from functools import cache
 
 import torch
 
+from reslab.errors import ReslabError
+
 
 @cache
 def cpu_model() -> str:
@@ -83,3 +85,23 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int
         sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device `name` asks for (auto | cpu | cuda | cuda:N), checked to exist here. Under torchrun
+    (`local_rank` given) CUDA means this process's own GPU, cuda:<local_rank>."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ReslabError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+        return torch.device("cuda", local_rank) if local_rank is not None else torch.device(name)
+    if name != "cpu":
+        raise ReslabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is a speed-up on `device`: CUDA, or a CPU with bf16 instructions (AVX512-BF16
+    or AMX); measured figures in docs/benchmarks.md. Weights, optimiser and loss stay fp32 either way."""
+    return device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())

@@ -4,6 +4,11 @@ In-memory datasets: batch `it` is a pure function of (seed, it): the epoch's per
 is seeded by the epoch and the augmentation draws by the iteration. Resuming at any
 iteration therefore replays exactly the batches an uninterrupted run would see, and in
 multi-process training each rank takes its own slice of the same global batch.
+
+No host sync per batch on CUDA: the training images are normalised once, on their device (the
+same element-wise arithmetic as normalising each batch, so the same bits); the epoch's
+permutation moves to the device once per epoch; the augmentation draws, made on the CPU from
+the seeded generator, travel through pinned memory without blocking.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from reslab.data.augment import BatchAugment, crop_flip
+from reslab.data.augment import BatchAugment, CropFlip, crop_flip
 from reslab.data.datasets import InMemoryDataset
+from reslab.errors import ReslabError
 
 
 def _seed(*parts: int) -> int:
@@ -31,13 +37,16 @@ class InMemoryBatches:
     def __init__(self, data: InMemoryDataset, aug: BatchAugment, *, batch_size: int, seed: int,
                  augment: bool = True, rank: int = 0, world: int = 1) -> None:
         if batch_size % world:
-            raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
+            raise ReslabError(f"batch size {batch_size} is not divisible by the {world} processes; pass a "
+                              f"--batch-size that is a multiple of {world}. Received: --batch-size {batch_size}")
         self.data, self.aug, self.augment = data, aug, augment
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.steps_per_epoch = len(data) // batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the training set has {len(data)} images, fewer than one batch of {batch_size}; "
-                             "lower --batch-size")
+            raise ReslabError(f"the training set has {len(data)} images, fewer than one batch; lower --batch-size. "
+                              f"Received: --batch-size {batch_size}")
+        self.device = data.labels.device
+        self.images = aug.normalize(data.images)  # (N, C, H, W) float32 on the data's device
         self._perm_epoch, self._perm = -1, torch.empty(0)
 
     def indices(self, it: int) -> Tensor:
@@ -45,24 +54,31 @@ class InMemoryBatches:
         epoch, step = divmod(it, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(_seed(self.seed, epoch))
-            self._perm, self._perm_epoch = torch.randperm(len(self.data), generator=g), epoch
+            self._perm, self._perm_epoch = _to(torch.randperm(len(self.data), generator=g), self.device), epoch
         local = self.batch_size // self.world
         start = step * self.batch_size + self.rank * local
         return self._perm[start:start + local]
 
     def batch(self, it: int) -> tuple[Tensor, Tensor]:
-        idx = self.indices(it).to(self.data.labels.device)
-        x, y = self.data.images[idx], self.data.labels[idx]
-        x = self.aug.normalize(x)
+        """This rank's share of global batch `it`: images (b, C, H, W) float32, labels (b,) int64."""
+        idx = self.indices(it)
+        x, y = self.images[idx], self.data.labels[idx]
         if self.augment:
             # Draw for the whole global batch, then take this rank's rows: every world size sees
             # the same augmented global batch.
             g = torch.Generator().manual_seed(_seed(self.seed, it, 1))
             params = self.aug.sample(self.batch_size, g)
             local = self.batch_size // self.world
-            params = type(params)(*(p[self.rank * local:(self.rank + 1) * local] for p in params))
+            params = CropFlip(*(_to(p[self.rank * local:(self.rank + 1) * local], self.device) for p in params))
             x = crop_flip(x, self.aug.pad, params)
         return x, y
+
+
+def _to(t: Tensor, device: torch.device) -> Tensor:
+    """`t` (on the CPU) on `device`; to a GPU through pinned memory, so the host does not wait."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class LoaderBatches:

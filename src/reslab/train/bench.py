@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ReslabError
-from reslab.hardware import matmul_gflops
+from reslab.hardware import matmul_gflops, native_bf16, pick_device
 from reslab.plotting import save_figure
 
 SMOOTH = 20  # iterations in the moving average of the loss curves
@@ -138,8 +138,9 @@ def bench_train(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> di
     from reslab.models.registry import create_model
     from reslab.train.batches import InMemoryBatches
     from reslab.train.config import resolve_config
+    from reslab.train.data import prepare_data
     from reslab.train.distributed import Dist
-    from reslab.train.loop import native_bf16, pick_device, prepare_data, train_step
+    from reslab.train.step import train_step
 
     if cfg.data not in _TV_CLASS:
         raise ReslabError(f"bench train compares against torchvision's IDX datasets; use fashion-mnist or mnist. "
@@ -148,7 +149,7 @@ def bench_train(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> di
         raise ReslabError(f"need rounds >= 1, iterations >= rounds, curve_iters >= {2 * SMOOTH} and some workers. "
                           f"Received: rounds={cfg.rounds}, iterations={cfg.iterations}, "
                           f"curve_iters={cfg.curve_iters}, workers={cfg.workers}")
-    device = pick_device(cfg.device, Dist())
+    device = pick_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     amp = native_bf16(device)

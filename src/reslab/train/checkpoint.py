@@ -7,13 +7,18 @@ torch.load(weights_only=True): a checkpoint never runs code.
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write
+from reslab.train.schedule import Schedule
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -29,3 +34,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as e:
         raise ReslabError(f"{path} is not a readable reslab checkpoint ({type(e).__name__}); "
                           "it may be truncated or not from reslab") from e
+
+
+class TrainingDiverged(ReslabError):
+    """The loss or the weights became non-finite; the message names the iteration and the last good checkpoint."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: iterations done, best validation error, and training seconds (resumed runs
+    add the seconds of their earlier attempts)."""
+
+    iteration: int = 0
+    best_val: float = math.inf
+    elapsed0: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t0
+
+
+def save_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
+                          state: TrainState, steps_per_epoch: int, config: dict[str, Any], last: Path) -> None:
+    """Everything a resumed run needs to continue bit for bit; refuses non-finite weights, so that `last`
+    (the last good checkpoint, named in the error) is never overwritten by a diverged state."""
+    weights = model.state_dict()
+    floats = [v for v in weights.values() if v.is_floating_point()]
+    if floats and not torch.stack([torch.isfinite(v).all() for v in floats]).all():
+        raise TrainingDiverged(f"weights became non-finite by iteration {state.iteration}; the last good "
+                               f"checkpoint is {last}")
+    save_checkpoint(path, {"model": weights, "optimizer": opt.state_dict(), "iteration": state.iteration,
+                           "epoch": state.iteration / steps_per_epoch, "best_val_err": state.best_val,
+                           **schedule.state_dict(), "rng_cpu": torch.get_rng_state(),
+                           "elapsed_s": state.elapsed(), "config": config})
+
+
+def load_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
+                          schedule: Schedule) -> TrainState:
+    """Load `path` into the model, optimiser, schedule and CPU generator; the state to continue from.
+    The schedule's state sits at the top level ("warmup", "plateau"), as before the Schedule existed."""
+    ckpt = load_checkpoint(path)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt)
+    torch.set_rng_state(ckpt["rng_cpu"])
+    return TrainState(ckpt["iteration"], ckpt["best_val_err"], ckpt["elapsed_s"])

@@ -55,13 +55,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt-every", type=int, help="iterations between checkpoints (default: each evaluation)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"))
     p.add_argument("--channels-last", choices=("auto", "on", "off"))
-    p.add_argument("--compile", action="store_true", default=None)
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=("off", "default", "max-autotune", "reduce-overhead"),
+                   help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
+                        "reduce-overhead (CUDA graphs); see docs/gpu.md")
     p.add_argument("--ten-crop", action="store_true", default=None, help="final test with 10 views")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.pt")
     p.set_defaults(func=cmd_train)
 
 
-MODEL_FLAGS = ("variant", "shortcut", "zero_init_last", "sync_bn")
+MODEL_FLAGS = ("variant", "shortcut", "zero_init_last")
 
 
 def config_from_args(args: argparse.Namespace):

@@ -1,7 +1,8 @@
 """Typed training configuration: dataclass defaults, then a recipe, then flags.
 
-A recipe's schedule is defined in iterations, as the paper states it; `epochs` rescales
-the whole schedule so that milestones keep their fractions of the run.
+A recipe's schedule is defined in iterations, as the paper states it; `iterations` and `epochs`
+rescale it by one rule (train/schedule.py): milestones keep their fractions of the run, the
+warm-up its length in iterations.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reslab.errors import ReslabError
+from reslab.models.registry import model_entry
+from reslab.train.schedule import rescale_milestones
 
 
 @dataclass
@@ -39,7 +42,7 @@ class TrainConfig:
     warmup_below: float | None = None  # ... this set, only until the training error is below it (the cap)
     warmup_lr: float = 0.01
     plateau_patience: int = 3  # evaluations without improvement before lr /= 10 (plateau schedule)
-    epochs: float | None = None  # rescale the schedule to this many epochs
+    epochs: float | None = None  # rescale the schedule to this many epochs (train/schedule.py's rule)
     # Data pipeline.
     normalize: str = "pixel-mean"  # pixel-mean (paper) | channel
     augment: bool = True
@@ -54,7 +57,8 @@ class TrainConfig:
     ckpt_every: int = 0  # iterations between last.pt writes; 0: at each evaluation
     amp: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs | bf16 | off (fp32, the paper's)
     channels_last: str = "auto"  # auto (= on) | on | off
-    compile: bool = False
+    compile: str = "off"  # off | default | max-autotune | reduce-overhead (CUDA graphs): torch.compile's mode
+    sync_bn: bool = False  # under torchrun: batch statistics over the global batch (SyncBatchNorm)
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False
 
@@ -63,8 +67,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A saved config; older ones kept sync_bn in model_kwargs and compile as a bool."""
         known = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        kwargs = dict(d.get("model_kwargs") or {})
+        d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
+        d["model_kwargs"] = kwargs
+        if isinstance(d.get("compile"), bool):
+            d["compile"] = "default" if d["compile"] else "off"
+        cfg = cls(**d)
         cfg.milestones = tuple(cfg.milestones)
         return cfg
 
@@ -84,8 +95,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 WARMUP_DEPTH = 110
 WARMUP_BELOW = 0.8
 WARMUP_CAP = 400
-WARMUP_WINDOW = 10
 SCHEDULES = ("step", "plateau", "cosine")
+COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 
 
 def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
@@ -103,12 +114,9 @@ def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
     if "iterations" in given and "milestones" not in given:  # keep the recipe's fractions
         ref = RECIPES[recipe].get("iterations", TrainConfig.iterations)
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
-        values["milestones"] = tuple(sorted({max(1, round(m * values["iterations"] / ref)) for m in ms}
-                                            - {values["iterations"]}))
+        values["milestones"] = rescale_milestones(ms, ref, values["iterations"])
     cfg = TrainConfig(**values)
     if "warmup_iters" not in flags or flags["warmup_iters"] is None:
-        from reslab.models.registry import model_entry
-
         entry = model_entry(cfg.model)
         if recipe == "cifar-paper" and entry.family == "cifar" and entry.depth >= WARMUP_DEPTH:
             cfg.warmup_iters = WARMUP_CAP
@@ -142,6 +150,8 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("amp", "must be auto, bf16 or off")
     if cfg.channels_last not in ("auto", "on", "off"):
         raise bad("channels_last", "must be auto, on or off")
+    if cfg.compile not in COMPILE_MODES:
+        raise bad("compile", f"must be one of {', '.join(COMPILE_MODES)}")
     if any(m <= 0 or m >= cfg.iterations for m in cfg.milestones) or list(cfg.milestones) != sorted(cfg.milestones):
         raise bad("milestones", f"must be increasing iterations inside (0, {cfg.iterations})")
     if cfg.warmup_below is not None:
@@ -153,16 +163,3 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.warmup_iters < 0 or cfg.eval_every < 0 or cfg.ckpt_every < 0 or cfg.workers < 0:
         raise ReslabError("warmup_iters, eval_every, ckpt_every and workers must be >= 0. "
                           f"Received: {cfg.warmup_iters}, {cfg.eval_every}, {cfg.ckpt_every}, {cfg.workers}")
-
-
-def scaled_schedule(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...], int]:
-    """(total iterations, milestones, warm-up iterations) after `--epochs` rescaling.
-
-    Milestones keep their fraction of the run; the warm-up keeps its length in iterations
-    (it exists to get past the first iterations, not a fraction of training).
-    """
-    if cfg.epochs is None:
-        return cfg.iterations, tuple(cfg.milestones), cfg.warmup_iters
-    total = max(1, round(cfg.epochs * steps_per_epoch))
-    miles = tuple(sorted({max(1, round(m / cfg.iterations * total)) for m in cfg.milestones} - {total}))
-    return total, miles, min(cfg.warmup_iters, total // 10)

@@ -77,6 +77,15 @@ def broadcast_flag(dist: Dist, flag: bool) -> bool:
     return bool(t.item())
 
 
+def broadcast_float(dist: Dist, value: float) -> float:
+    """Rank 0's number, on every rank (e.g. the plateau rule's lr)."""
+    if not dist.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    tdist.broadcast(t, 0)
+    return float(t)
+
+
 def mean_over_ranks(dist: Dist, t: Tensor) -> Tensor:
     """The element-wise mean of `t` over all ranks (a copy; `t` itself on one process)."""
     if not dist.enabled:

@@ -35,6 +35,19 @@ class RunDir:
     def best_ckpt(self) -> Path:
         return self.path / "checkpoints" / "best.pt"
 
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if one was opened (a later row opens a new one)."""
+        writer = getattr(self, "_tb", None)
+        if writer is not None and writer is not False:
+            writer.close()
+        self._tb = False
+
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config_path, json.dumps(config, indent=2, default=list) + "\n")
 

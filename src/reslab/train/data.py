@@ -1,0 +1,100 @@
+"""A run's data: this rank's training batches and the validation / test evaluators of `cfg.data`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from reslab.data.augment import BatchAugment
+from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
+from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
+from reslab.errors import ReslabError
+from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, tensor_batches
+from reslab.train.batches import InMemoryBatches, LoaderBatches
+from reslab.train.config import TrainConfig
+from reslab.train.distributed import Dist
+
+Evaluator = Callable[[nn.Module], EvalResult]
+
+
+@dataclass
+class TrainData:
+    batches: InMemoryBatches | LoaderBatches
+    evaluate_val: Evaluator
+    evaluate_test: Evaluator
+    classes: list[str]
+    in_chans: int
+    preprocess: dict[str, Any]  # what model.json records so that predict prepares images the same way
+
+
+def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
+    """The training batches (this rank's share) and the validation / test evaluators of `cfg.data`."""
+    if cfg.data == "folder":
+        return _prepare_folder(cfg, device, dist, amp)
+    spec = dataset_spec(cfg.data)
+    common = dict(data_dir=cfg.data_dir, download=cfg.download and dist.main, seed=cfg.seed)
+    train = load_dataset(cfg.data, "train", val_size=cfg.val_size, **common)
+    val = load_dataset(cfg.data, "val", val_size=cfg.val_size, **common)
+    test = load_dataset(cfg.data, "test", **common)
+    mean_image = per_pixel_mean(train.images)  # the paper subtracts the training set's per-pixel mean
+    aug = BatchAugment(std=spec.std, mode=cfg.normalize, pixel_mean=mean_image.to(device), mean=spec.mean,
+                       pad=4, hflip=spec.hflip)
+    train, val, test = train.to(device), val.to(device), test.to(device)
+    batches = InMemoryBatches(train, aug, batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
+                              rank=dist.rank, world=dist.world)
+    preprocess = {"image_size": spec.image_size, "in_chans": spec.in_chans, "mode": cfg.normalize,
+                  "mean": list(spec.mean), "std": list(spec.std), "resize": None, "crop": spec.image_size,
+                  "dataset": cfg.data, "mean_image": mean_image.cpu()}
+    return TrainData(batches, _tensor_evaluator(val, aug, device, amp, False),
+                     _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess)
+
+
+def _tensor_evaluator(split: InMemoryDataset, aug: BatchAugment, device: torch.device, amp: bool,
+                      ten_crop: bool) -> Evaluator:
+    def run(model: nn.Module) -> EvalResult:
+        if len(split) == 0:
+            return EvalResult(math.nan, math.nan, math.nan, 0, [], torch.zeros(0))
+        views = tensor_batches(split.images, split.labels, aug.normalize, ten_crop_pad=4 if ten_crop else None)
+        probs, labels = predict_probs(model, views, device=device, amp=amp)
+        return metrics_from_probs(probs, labels, len(split.classes))
+    return run
+
+
+def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
+    root = find_data_dir("folder", cfg.data_dir)
+    train = folder_dataset(root, "train", train=True)
+    per_rank = cfg.batch_size // dist.world
+
+    def make_loader(epoch: int) -> DataLoader:
+        sampler = DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        g = torch.Generator().manual_seed(cfg.seed + epoch)
+        return DataLoader(train, per_rank, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+                          pin_memory=device.type == "cuda", generator=g, persistent_workers=False)
+
+    steps = len(train) // cfg.batch_size
+    if steps < 1:
+        raise ReslabError(f"{root}/train has {len(train)} images, fewer than one batch; lower --batch-size. "
+                          f"Received: --batch-size {cfg.batch_size}")
+    classes = list(train.classes)
+    preprocess = {"image_size": 224, "in_chans": 3, "mode": "channel", "mean": list(IMAGENET_MEAN),
+                  "std": list(IMAGENET_STD), "resize": 256, "crop": 224, "dataset": "folder"}
+    # Folders have no separate test split: val/ is the test set, as for ImageNet.
+    return TrainData(LoaderBatches(make_loader, steps), _folder_evaluator(root, cfg, device, amp, False, classes),
+                     _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes), classes, 3, preprocess)
+
+
+def _folder_evaluator(root: Path, cfg: TrainConfig, device: torch.device, amp: bool, ten_crop: bool,
+                      classes: list[str]) -> Evaluator:
+    def run(model: nn.Module) -> EvalResult:
+        ds = folder_dataset(root, "val", train=False, ten_crop=ten_crop)
+        probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
+        return metrics_from_probs(probs, labels, len(classes))
+    return run

@@ -1,0 +1,120 @@
+"""One training step and what it runs on: the model, the optimiser, torch.compile, the loss window.
+
+The CUDA step has no host sync: the batch is already on the device (train/batches.py), the loss
+and error stay there (`Window`), and the optimiser is fused SGD (one kernel per step, with the lr
+passed as a number). The CPU step is the same code; its optimiser is the for-loop SGD, which
+measured faster on CPU than foreach (docs/gpu.md) and gives the same bits.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reslab.models.registry import create_model
+from reslab.train.config import TrainConfig
+from reslab.train.distributed import Dist, convert_sync_batchnorm, mean_over_ranks
+
+AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary losses join the main loss with weight 0.3 (Szegedy et al. 2015, Sec. 5)
+
+
+def model_kwargs(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
+    """The architecture's arguments: what model.json records and `create_model` receives."""
+    return {"num_classes": num_classes, "in_chans": in_chans, **cfg.model_kwargs}
+
+
+def build_model(cfg: TrainConfig, kwargs: dict, device: torch.device, channels_last: bool) -> nn.Module:
+    model = create_model(cfg.model, **kwargs).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """SGD with momentum and weight decay (Section 3.4): fused on CUDA; the for-loop kernel on CPU."""
+    cuda = device.type == "cuda"
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov, fused=cuda or None, foreach=None if cuda else False)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def step_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.device) -> nn.Module:
+    """What the step calls: the model, under DDP with several processes (with --sync-bn the batch
+    statistics of the global batch), compiled with `cfg.compile`'s mode. Evaluation uses `model`."""
+    if dist.enabled:
+        if cfg.sync_bn:
+            model = convert_sync_batchnorm(model, device)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None)
+    return compile_model(model, cfg.compile)
+
+
+def compile_model(model: nn.Module, mode: str) -> nn.Module:
+    """torch.compile with `mode` (default | max-autotune | reduce-overhead, the last with CUDA graphs),
+    or the eager model for "off" or where compiling fails (with a warning)."""
+    if mode == "off":
+        return model
+    try:
+        return torch.compile(model, mode=None if mode == "default" else mode)
+    except Exception as e:
+        warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training in eager mode", stacklevel=2)
+        return model
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, *, amp: bool,
+               channels_last: bool, label_smoothing: float = 0.0, cuda_graphs: bool = False) -> tuple[Tensor, Tensor]:
+    """One SGD step on a batch x (N, C, H, W) float, y (N,) int64, both on the model's device: forward
+    under bf16 autocast when `amp` (weights, optimiser and loss stay fp32), backward, update.
+
+    A model that returns a tuple in training (GoogLeNet with aux_logits: main, aux1, aux2) trains on the
+    main loss plus AUX_WEIGHT times each auxiliary loss; its error is the main logits'. Returns the loss
+    () and the batch's top-1 error () as device tensors; nothing waits for the device. `cuda_graphs`:
+    the model was compiled with mode reduce-overhead, whose graphs need a step boundary marked.
+    """
+    if cuda_graphs:
+        torch.compiler.cudagraph_mark_step_begin()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(x)
+        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        for a in aux:
+            loss = loss + AUX_WEIGHT * F.cross_entropy(a, y, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach().float(), (logits.detach().argmax(1) != y).float().mean()
+
+
+class Window:
+    """Each iteration's loss and error since the last log line, kept on the device: the host reads
+    them once per line (`read`), not once per step."""
+
+    def __init__(self, size: int, device: torch.device, start: int) -> None:
+        self.losses = torch.zeros(size, device=device)
+        self.errs = torch.zeros(size, device=device)
+        self.start, self.n, self.t0 = start, 0, time.perf_counter()
+
+    def add(self, loss: Tensor, err: Tensor) -> None:
+        self.losses[self.n] = loss
+        self.errs[self.n] = err
+        self.n += 1
+
+    def last_err(self, dist: Dist) -> float:
+        """The latest iteration's error, the mean over ranks (a host sync: for the warm-up rule only)."""
+        return mean_over_ranks(dist, self.errs[self.n - 1]).item()
+
+    def read(self, dist: Dist) -> tuple[Tensor, Tensor, float]:
+        """(losses (n,), errors (n,)) of the global batch (means over ranks) on the CPU, and the seconds
+        since the window opened; then a new window opens."""
+        losses, errs = mean_over_ranks(dist, torch.stack([self.losses[:self.n], self.errs[:self.n]])).cpu()
+        now = time.perf_counter()
+        seconds, self.start, self.n, self.t0 = now - self.t0, self.start + self.n, 0, now
+        return losses, errs, seconds
