@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -224,15 +225,15 @@ def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path, warmup):
 
 def test_divergence_stops_with_iteration_and_keeps_checkpoint(fmnist_dir, tmp_path):
     out = tmp_path / "run"
+    # Four sane warm-up iterations (each checkpointed), then an lr that blows the weights up.
     cfg = resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=40, lr=1e12, milestones=(),
-                         ckpt_every=1, out=str(out), **TINY)
+                         warmup_iters=4, warmup_lr=0.01, ckpt_every=1, out=str(out), **TINY)
     with pytest.raises(TrainingDiverged, match=r"iteration \d+") as e:
         train(cfg)
     assert "last.pt" in str(e.value)
-    last = out / "checkpoints" / "last.pt"
-    if last.exists():  # whatever was saved is a good (finite) state
-        state = load_checkpoint(last)["model"]
-        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")  # the last good state is kept, and it is finite
+    assert 4 <= ckpt["iteration"] < 40
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_missing_data_is_one_clear_line(tmp_path, monkeypatch, capsys):
@@ -251,30 +252,85 @@ def test_resume_needs_a_run_dir(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_metrics_go_to_tensorboard_when_installed(tmp_path, monkeypatch):
+class _FakeWriter:
+    calls: ClassVar[list] = []
+
+    def __init__(self, logdir):
+        self.calls.append(("init", logdir))
+
+    def add_scalar(self, tag, value, step):
+        self.calls.append((tag, value, step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+@pytest.fixture
+def tensorboard_calls(monkeypatch) -> list:
     import types
 
+    monkeypatch.setattr(_FakeWriter, "calls", [])
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=_FakeWriter))
+    return _FakeWriter.calls
+
+
+def test_metrics_go_to_tensorboard_when_installed(tmp_path, tensorboard_calls):
     from reslab.train.rundir import RunDir
 
-    calls = []
-
-    class FakeWriter:
-        def __init__(self, logdir):
-            calls.append(("init", logdir))
-
-        def add_scalar(self, tag, value, step):
-            calls.append((tag, value, step))
-
-        def flush(self):
-            pass
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    calls = tensorboard_calls
     run = RunDir(tmp_path)
     run.append_metrics({"kind": "iter", "iteration": 50, "lr": 0.1, "train_loss": 1.5, "train_err": 0.4})
     run.append_metrics({"kind": "eval", "iteration": 50, "val_err": 0.3})
     assert calls[0] == ("init", str(tmp_path / "tensorboard"))
     assert ("iter/train_err", 0.4, 50) in calls and ("eval/val_err", 0.3, 50) in calls
     assert len(run.read_metrics()) == 2
+
+
+def test_a_run_closes_its_tensorboard_writer(fmnist_dir, tmp_path, tensorboard_calls):
+    train(resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=2, out=str(tmp_path / "r"), **TINY))
+    assert tensorboard_calls[0][0] == "init" and tensorboard_calls[-1] == ("close",)
+
+
+def test_a_plateau_run_that_stops_early_reports_its_real_length(fmnist_dir, tmp_path, monkeypatch):
+    def divide(self, val_error):  # every evaluation a plateau: the run stops at its 4th evaluation
+        self.lr *= self.gamma
+        return self.lr
+
+    monkeypatch.setattr(Plateau, "step", divide)
+    out = tmp_path / "run"
+    cfg = resolve_config("imagenet-paper", data_dir=str(fmnist_dir), iterations=40, eval_every=1, out=str(out),
+                         **TINY)
+    result = train(cfg)
+    assert result.iterations == 4
+    test_row = next(r for r in (out / "metrics.csv").read_text().splitlines() if r.startswith("test,"))
+    assert test_row.split(",")[1] == "4"
+    assert "for 4 iterations" in (out / "report.md").read_text()
+    assert load_checkpoint(out / "checkpoints" / "best.pt")["iteration"] <= 4
+
+
+def test_googlenet_aux_logits_train_with_the_papers_weight(tmp_path):
+    import copy
+
+    import torch.nn.functional as F
+
+    from reslab.models import create_model
+    from reslab.train.step import train_step
+
+    torch.manual_seed(0)
+    model = create_model("googlenet_small", num_classes=10, aux_logits=True)
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    torch.manual_seed(1)  # the same dropout draws in both forwards
+    loss, err = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), x, y, amp=False, channels_last=False)
+    torch.manual_seed(1)
+    main_logits, aux1, aux2 = ref(x)
+    expected = F.cross_entropy(main_logits, y) + 0.3 * (F.cross_entropy(aux1, y) + F.cross_entropy(aux2, y))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert err.item() == (main_logits.argmax(1) != y).float().mean().item()
+    assert isinstance(model.eval()(x), torch.Tensor)  # evaluation sees the main logits only
 
 
 def test_multiscale_test_on_image_folders(tmp_path, capsys):
@@ -300,3 +356,110 @@ def test_multiscale_test_on_image_folders(tmp_path, capsys):
     assert classes == ["cat", "dog"] and res.n == 6 and png.is_file() and math.isfinite(res.loss)
     assert main(["evaluate", str(tmp_path / "w"), "--data", "fashion-mnist", "--multiscale"]) == 2
     assert "multi-scale" in capsys.readouterr().err
+
+
+def _tiny_batches(batch_size: int = 10, world: int = 1):
+    from reslab.data.augment import BatchAugment
+    from reslab.data.datasets import InMemoryDataset, per_pixel_mean
+    from reslab.train.batches import InMemoryBatches
+
+    g = torch.Generator().manual_seed(0)
+    data = InMemoryDataset(torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8, generator=g),
+                           torch.arange(50) % 10, [str(i) for i in range(10)])
+    aug = BatchAugment(std=(0.3,), mode="pixel-mean", pixel_mean=per_pixel_mean(data.images), pad=2)
+    return data, aug, InMemoryBatches(data, aug, batch_size=batch_size, seed=3, world=world)
+
+
+def test_batches_normalised_once_have_the_bits_of_per_batch_normalising():
+    from reslab.data.augment import crop_flip
+    from reslab.train.batches import _seed
+
+    data, aug, batches = _tiny_batches()
+    for it in (0, 7):
+        x, y = batches.batch(it)
+        idx = batches.indices(it)
+        expected = crop_flip(aug.normalize(data.images[idx]), 2, aug.sample(10, torch.Generator().manual_seed(
+            _seed(3, it, 1))))
+        assert torch.equal(x, expected) and torch.equal(y, data.labels[idx])
+
+
+def test_a_batch_the_processes_cannot_share_is_a_user_error():
+    with pytest.raises(ReslabError, match="--batch-size 10"):
+        _tiny_batches(batch_size=10, world=3)
+    with pytest.raises(ReslabError, match="--batch-size 60"):
+        _tiny_batches(batch_size=60)
+
+
+def test_schedule_state_round_trips_and_old_checkpoints_load():
+    cfg = resolve_config("cifar-paper", model="resnet110", iterations=6400)
+    s = Schedule.from_config(cfg, steps_per_epoch=429)
+    assert [s.lr(it) for it in (0, 399, 400, 3199, 3200, 4800)] == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
+    for it in range(5):
+        if s.observing(it):
+            s.observe(it, 0.5)  # below 80% from the start: the warm-up ends after 1 iteration
+    assert s.warmup_iters == 1 and s.lr(1) == 0.1
+    again = Schedule.from_config(cfg, steps_per_epoch=429)
+    again.load_state_dict({"warmup": s.warmup.state(), "plateau": None})  # the checkpoint keys of before
+    assert again.warmup_iters == 1 and again.state_dict() == s.state_dict()
+
+
+def test_epochs_and_iterations_rescale_by_one_rule():
+    # The warm-up keeps its length in iterations under either (no cap at a tenth of the run).
+    by_iters = Schedule.from_config(resolve_config("cifar-paper", model="resnet110", iterations=1287), 429)
+    by_epochs = Schedule.from_config(resolve_config("cifar-paper", model="resnet110", epochs=3), 429)
+    assert by_iters.total == by_epochs.total == 1287
+    assert by_iters.milestones == by_epochs.milestones == (644, 965)
+    assert by_iters.warmup_iters == by_epochs.warmup_iters == 400
+
+
+@pytest.mark.slow
+def test_a_compiled_step_follows_the_eager_step():
+    """torch.compile (mode default) on CPU: the same losses as eager, within float tolerance (about
+    two minutes of compiling on the busy project machine)."""
+    import copy
+
+    from torch import nn
+
+    from reslab.train.step import compile_model, train_step
+
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10))
+    model = copy.deepcopy(eager)
+    compiled = compile_model(model, "default")
+    assert compiled is not model
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, eager)]
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        a, _ = train_step(compiled, opts[0], x, y, amp=False, channels_last=False)
+        b, _ = train_step(eager, opts[1], x, y, amp=False, channels_last=False)
+        assert a.item() == pytest.approx(b.item(), rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_runs_without_host_syncs(fmnist_dir, tmp_path):
+    """On CUDA: a short run trains (fused SGD, bf16, channels_last), and the steps between log lines
+    make no host sync (torch.cuda.set_sync_debug_mode raises on one)."""
+    from reslab.models import create_model
+    from reslab.train.batches import InMemoryBatches
+    from reslab.train.distributed import Dist
+    from reslab.train.step import Window, make_optimizer, train_step
+
+    cfg = resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=20, out=str(tmp_path / "r"),
+                         **{**TINY, "device": "cuda"})
+    assert train(cfg).test is not None
+    dev = torch.device("cuda")
+    data, aug, _ = _tiny_batches()
+    aug.pixel_mean = aug.pixel_mean.to(dev)
+    batches = InMemoryBatches(data.to(dev), aug, batch_size=10, seed=3)
+    model = create_model("resnet20", in_chans=1).to(dev).to(memory_format=torch.channels_last)
+    opt, window = make_optimizer(model, cfg, dev), Window(4, dev, 0)
+    train_step(model, opt, *batches.batch(0), amp=True, channels_last=True)  # first call: allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for it in range(1, 5):
+            window.add(*train_step(model, opt, *batches.batch(it), amp=True, channels_last=True))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(window.read(Dist())[0]).all()

@@ -55,14 +55,18 @@ class TrainState:
 
 
 def save_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
-                          state: TrainState, steps_per_epoch: int, config: dict[str, Any], last: Path) -> None:
+                          state: TrainState, steps_per_epoch: int, config: dict[str, Any], last: Path,
+                          write: bool = True) -> None:
     """Everything a resumed run needs to continue bit for bit; refuses non-finite weights, so that `last`
-    (the last good checkpoint, named in the error) is never overwritten by a diverged state."""
+    (the last good checkpoint, named in the error) is never overwritten by a diverged state. Every rank
+    checks its weights; only the one with `write` (rank 0) writes."""
     weights = model.state_dict()
     floats = [v for v in weights.values() if v.is_floating_point()]
     if floats and not torch.stack([torch.isfinite(v).all() for v in floats]).all():
         raise TrainingDiverged(f"weights became non-finite by iteration {state.iteration}; the last good "
                                f"checkpoint is {last}")
+    if not write:
+        return
     save_checkpoint(path, {"model": weights, "optimizer": opt.state_dict(), "iteration": state.iteration,
                            "epoch": state.iteration / steps_per_epoch, "best_val_err": state.best_val,
                            **schedule.state_dict(), "rng_cpu": torch.get_rng_state(),

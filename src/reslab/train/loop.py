@@ -98,7 +98,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
 
     def checkpoint(path: Path) -> None:
         save_train_checkpoint(path, model=model, opt=opt, schedule=schedule, state=state, config=cfg.to_dict(),
-                              steps_per_epoch=steps_per_epoch, last=run.last_ckpt)
+                              steps_per_epoch=steps_per_epoch, last=run.last_ckpt, write=dist.main)
 
     # Iterate: step, log, evaluate, checkpoint.
     window = Window(cfg.log_every, device, state.iteration)
