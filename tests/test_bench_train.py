@@ -15,7 +15,15 @@ from reslab.cli import main
 from reslab.data.formats import read_mnist
 from reslab.errors import ReslabError
 from reslab.models.registry import create_model
-from reslab.train.bench import TrainBenchConfig, bench_train, curve_agreement, moving_average, torchvision_root
+from reslab.train.bench import (
+    TrainBenchConfig,
+    bench_train,
+    curve_agreement,
+    moving_average,
+    print_report,
+    synthetic_images,
+    torchvision_root,
+)
 
 from fakedata import write_learnable_mnist
 
@@ -86,3 +94,32 @@ def test_bench_train_end_to_end(fmnist_dir, tmp_path, capsys):
     assert curves["reference"][0] == pytest.approx(math.log(10), rel=0.5)  # both start near chance
     assert curves["reslab"][0] == pytest.approx(math.log(10), rel=0.5)
     assert report["reference_workers"] == 0 and report["matmul_gflops"]["fp32"] > 0
+
+
+def test_bench_train_gpu_parts_run_tiny_on_cpu(fmnist_dir, capsys):
+    """The CUDA benchmark's three parts, at tiny sizes on CPU: structure and printed hardware, not timings."""
+    cfg = TrainBenchConfig(data="synthetic", synthetic_images=64, data_dir=str(fmnist_dir), batch_size=8, iterations=2,
+                           rounds=2, warmup=1, curve_iters=40, workers=(0,), device="cpu", threads=1, resnet50_iters=2,
+                           resnet50_batch=2, resnet50_size=32, full_schedule=3)
+    report = bench_train(cfg, log=lambda s: None)
+    assert report["config"]["data"] == "synthetic" and report["model_macs"] == count_macs(create_model("resnet20"),
+                                                                                            (3, 32, 32))
+    assert [r["name"] for r in report["rows"]] == ["reference", "reslab"]
+    assert "fp32" in report["rows"][0]["detail"]  # on CPU the reference stays fp32; on CUDA it uses bf16 autocast
+    r50 = report["resnet50"]
+    assert (r50["batch"], r50["image_size"]) == (2, 32) and set(r50["images_per_s"]) == {"reslab", "torchvision"}
+    assert all(len(b) == 2 for b in r50["blocks"].values()) and r50["speedup"] > 0
+    full = report["full_schedule"]
+    assert full["iterations"] == 3 and full["data"] == "fashion-mnist" and full["wall_s"] >= full["loop_s"] > 0
+    print_report(report)
+    text = capsys.readouterr().out
+    assert "hardware:" in text and "resnet50, batch 2 of 32x32" in text and "full schedule: resnet20" in text
+
+
+def test_synthetic_images_are_cifar_shaped_and_learnable():
+    ds = synthetic_images(200, seed=0)
+    assert ds.images.shape == (200, 3, 32, 32) and ds.images.dtype == torch.uint8 and len(ds.classes) == 10
+    red = ds.images[:, 0].float().mean((1, 2))
+    assert red[ds.labels == 9].mean() > red[ds.labels == 0].mean() + 40  # the class signal
+    with pytest.raises(ReslabError, match="Received: --data cifar10"):
+        bench_train(TrainBenchConfig(data="cifar10", device="cpu"))
