@@ -53,7 +53,7 @@ from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir
 from reslab.errors import ReslabError
 from reslab.hardware import describe, describe_line, matmul_gflops, native_bf16, pick_device
 from reslab.models.registry import create_model
-from reslab.plotting import save_figure
+from reslab.plotting import pyplot, save_figure
 from reslab.train.batches import InMemoryBatches
 from reslab.train.config import resolve_config
 from reslab.train.data import prepare_data
@@ -490,11 +490,7 @@ def save_report(report: dict[str, Any], path: str | Path | None) -> Path:
     out = Path(path or f"bench-train-{report['config']['model']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cv = report["curves"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for key, label, color in (("reference", "reference (torchvision + PIL, fp32 NCHW)", "tab:gray"),

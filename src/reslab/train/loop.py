@@ -66,14 +66,15 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | 
     try:
         run, resume = _run_dir(cfg, dist, resume)
         with run:  # closes its TensorBoard writer
-            return _train(cfg, dist, run, resume, command or " ".join(["reslab", *sys.argv[1:]]), on_iteration_end)
+            return _train(cfg, dist, run, resume, command or " ".join(["reslab", *sys.argv[1:]]),
+                          on_iteration_end or (lambda done: None))
     finally:
         shutdown(dist)
 
 
 def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, command: str,
-           on_iteration_end: Callable[[int], None] | None) -> TrainResult:
-    # Build: device, run directory, data, schedule, model, optimiser.
+           on_iteration_end: Callable[[int], None]) -> TrainResult:
+    # Build: device, data, schedule, model, optimiser.
     device = pick_device(cfg.device, dist.local_rank if dist.enabled else None)
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
     channels_last = cfg.channels_last in ("on", "auto")  # measured faster on CUDA and on oneDNN CPUs
@@ -84,9 +85,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
     opt = make_optimizer(model, cfg, device)
     # Resume, or start the run directory.
-    state = TrainState()
-    if resume:
-        state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule)
+    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule) if resume else TrainState()
     if dist.main:
         _start_run(run, cfg, schedule, steps_per_epoch, state.iteration if resume else None, dist,
                    resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
@@ -115,8 +114,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
         if schedule.observing(it) and schedule.observe(it, window.last_err(dist)):
             progress.note(_warmup_ended(schedule, cfg))
         state.iteration = done = it + 1
-        if on_iteration_end is not None:
-            on_iteration_end(done)
+        on_iteration_end(done)
         if window.n == cfg.log_every or done % eval_every == 0 or done % ckpt_every == 0 or done == schedule.total:
             _log(window, dist, run, progress, state, lr=lr, batch_size=cfg.batch_size, epoch_len=steps_per_epoch)
         if done % eval_every == 0 or done == schedule.total:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.fileio import atomic_write_text
-from reslab.plotting import save_figure
+from reslab.plotting import pyplot, save_figure
 
 METRIC_FIELDS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
                  "images_per_s", "elapsed_s")
@@ -104,10 +104,7 @@ def _fmt(v: Any) -> str:
 
 def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     """Fig. 6 style: training error thin, validation error bold, against iterations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def series(kind: str, key: str) -> tuple[list[int], list[float]]:
         pts = [(int(r["iteration"]), 100 * float(r[key])) for r in rows if r["kind"] == kind and r[key]]
