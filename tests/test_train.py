@@ -463,3 +463,13 @@ def test_cuda_step_runs_without_host_syncs(fmnist_dir, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(window.read(Dist())[0]).all()
+
+
+def test_old_configs_load_with_sync_bn_and_compile_moved():
+    from reslab.train.config import TrainConfig
+
+    old = TrainConfig.from_dict({"model_kwargs": {"sync_bn": True, "shortcut": "B"}, "compile": True})
+    assert old.sync_bn is True and old.model_kwargs == {"shortcut": "B"} and old.compile == "default"
+    assert resolve_config("cifar-paper", compile=False).compile == "off"
+    with pytest.raises(ReslabError, match="compile='fast'"):
+        resolve_config("cifar-paper", compile="fast")

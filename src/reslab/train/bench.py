@@ -90,6 +90,10 @@ class TrainBenchConfig:
     resnet50_size: int = 224
     full_schedule: int = 0  # iterations of a timed `train` run of `model` (64000: the paper's schedule); 0: off
 
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # a bare --compile switch means mode "default"
+            self.compile = "default" if self.compile else "off"
+
 
 @dataclass
 class _Bench:

@@ -62,19 +62,21 @@ class TrainConfig:
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # a bare switch (and configs saved before the modes): True is "default"
+            self.compile = "default" if self.compile else "off"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A saved config; older ones kept sync_bn in model_kwargs and compile as a bool."""
+        """A saved config; older ones kept sync_bn in model_kwargs (and compile as a bool: `__post_init__`)."""
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         kwargs = dict(d.get("model_kwargs") or {})
         d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
         d["model_kwargs"] = kwargs
-        if isinstance(d.get("compile"), bool):
-            d["compile"] = "default" if d["compile"] else "off"
         cfg = cls(**d)
         cfg.milestones = tuple(cfg.milestones)
         return cfg
