@@ -5,10 +5,10 @@ import torch
 import torchvision
 from torch import nn
 
-from reslab.analysis import count_params
+from reslab.analysis import count_params, inception_arithmetic
 from reslab.errors import ReslabError
 from reslab.models import create_model, list_models, model_entry
-from reslab.models.classic import GoogLeNet, GoogLeNetOutputs, Inception, inception_arithmetic
+from reslab.models.googlenet import GoogLeNet, GoogLeNetOutputs, Inception
 
 CLASSIC = list_models(family="classic")
 SMALL = [n for n in CLASSIC if n.endswith("_small")]

@@ -3,14 +3,21 @@
 The paper's "FLOPs" (Table 1) are multiply-adds of the conv and fc layers; BN, ReLU,
 pooling and the shortcut additions are not counted. `count_macs` follows that rule and
 agrees with `torch.utils.flop_counter` (which reports 2 FLOPs per multiply-add).
+`inception_arithmetic` measures what GoogLeNet's 1x1 reductions save.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from reslab.errors import ReslabError
+from reslab.models.googlenet import BasicConv2d, Inception
 
 COUNTED = (nn.Conv2d, nn.Linear)
 
@@ -106,3 +113,109 @@ def flop_counter_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+# ---------------------------------------------------------------------------- Inception arithmetic
+class _NaiveInception(nn.Module):
+    """Figure 2a of Szegedy et al.: the same branches without 1x1 reductions or pool projection."""
+
+    def __init__(self, m: Inception) -> None:
+        super().__init__()
+        c = m.in_chs
+        k5 = m.branch3[1].conv.kernel_size[0]
+        self.branch1 = BasicConv2d(c, m.branch1.conv.out_channels, 1)
+        self.branch2 = BasicConv2d(c, m.branch2[1].conv.out_channels, 3, padding=1)
+        self.branch3 = BasicConv2d(c, m.branch3[1].conv.out_channels, k5, padding=k5 // 2)
+        self.branch4 = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+def _describe(branch: nn.Module) -> str:
+    units = []
+    for m in branch.modules():
+        if isinstance(m, nn.Conv2d):
+            units.append(f"{m.kernel_size[0]}x{m.kernel_size[1]} {m.out_channels}")
+        elif isinstance(m, nn.MaxPool2d):
+            units.append("pool 3x3")
+    return " -> ".join(units)
+
+
+def _branch_costs(module: nn.Module, shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    stats = layer_stats(module, shape)
+    rows = []
+    for i in range(1, 5):
+        branch = getattr(module, f"branch{i}")
+        mine = [s for s in stats if s.name == f"branch{i}" or s.name.startswith(f"branch{i}.")]
+        rows.append({
+            "layers": _describe(branch),
+            "params": sum(p.numel() for p in branch.parameters()),
+            "macs": sum(s.macs for s in mine),
+            "out_channels": mine[-1].out_shape[0],
+        })
+    return rows
+
+
+def inception_arithmetic(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
+    """What the 1x1 reductions save: each Inception module against its naive form.
+
+    The naive module (Szegedy et al. 2014, Figure 2a) applies the 3x3 and 5x5 convs
+    directly to the module's input and passes the max pool through unprojected. Both
+    forms use the model's conv unit (conv + BN), so params count BN too; MACs are
+    conv multiply-adds per image at the module's input resolution (the paper's rule,
+    see `reslab.analysis`).
+
+    Args:
+        model: a GoogLeNet (any module holding `Inception` children).
+        input_size: (C, H, W) fed to the model; default (in_chans, 224, 224), or 32 px
+            for the small stem.
+
+    Returns one row per (module, branch), and after each module's four branches a row
+    with branch "total": module, branch, in_channels, height, width, layers,
+    naive_layers, out_channels, naive_out_channels, params, naive_params, macs,
+    naive_macs.
+    """
+    modules = [(n, m) for n, m in model.named_modules() if isinstance(m, Inception)]
+    if not modules:
+        raise ReslabError(f"inception_arithmetic needs a model with Inception modules. "
+                          f"Received: {type(model).__name__}")
+    if input_size is None:
+        side = 32 if isinstance(getattr(model, "maxpool1", None), nn.Identity) else 224
+        input_size = (getattr(model, "in_chans", 3), side, side)
+
+    # Shapes are all this needs: run a copy on the meta device, which computes none.
+    probe = copy.deepcopy(model).to("meta").eval()
+    shapes: dict[str, tuple[int, int, int]] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+            shapes[name] = tuple(inp[0].shape[1:])
+        return hook
+
+    probe_modules = dict(probe.named_modules())
+    for name, _ in modules:
+        probe_modules[name].register_forward_pre_hook(record(name))
+    with torch.no_grad():
+        probe(torch.zeros(1, *input_size, device="meta"))
+
+    rows: list[dict[str, Any]] = []
+    for name, m in modules:
+        c, h, w = shapes[name]
+        reduced = _branch_costs(probe_modules[name], (c, h, w))
+        with torch.device("meta"):
+            naive = _branch_costs(_NaiveInception(m), (c, h, w))
+        module_rows = []
+        for i, (r, v) in enumerate(zip(reduced, naive, strict=True), start=1):
+            module_rows.append({
+                "module": name, "branch": f"branch{i}", "in_channels": c, "height": h, "width": w,
+                "layers": r["layers"], "naive_layers": v["layers"],
+                "out_channels": r["out_channels"], "naive_out_channels": v["out_channels"],
+                "params": r["params"], "naive_params": v["params"], "macs": r["macs"], "naive_macs": v["macs"],
+            })
+        total = {"module": name, "branch": "total", "in_channels": c, "height": h, "width": w,
+                 "layers": "", "naive_layers": ""}
+        for key in ("out_channels", "naive_out_channels", "params", "naive_params", "macs", "naive_macs"):
+            total[key] = sum(r[key] for r in module_rows)
+        rows += [*module_rows, total]
+    return rows

@@ -75,7 +75,7 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
 
 def inception_table(model: Any, input_size: tuple[int, int, int], *, title: str) -> Table:
     """What the 1x1 reductions save (the survey's point): each Inception branch against the naive module."""
-    from reslab.models.classic import inception_arithmetic
+    from reslab.analysis import inception_arithmetic
 
     def saving(real: int, naive: int) -> str:
         return f"{100 * (1 - real / naive):.0f}%" if naive else "-"

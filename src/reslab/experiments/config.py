@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
-from reslab.models.registry import CIFAR_DEPTHS, PLAIN_CIFAR
+from reslab.models.resnet import CIFAR_DEPTHS, PLAIN_CIFAR
 
 # Iterations per run unless --budget says otherwise. The paper trains 64k iterations (Section 4.2).
 # 3,000 at batch 128 (7 epochs of Fashion-MNIST's 55k training images) is the longest budget whose

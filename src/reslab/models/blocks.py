@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.errors import ReslabError
+
 Shortcut = Literal["A", "B", "C", "plain"]
 Variant = Literal["v1", "v1.5"]
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C", "plain")
@@ -37,7 +39,7 @@ class PadShortcut(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
         super().__init__()
         if out_chs < in_chs:
-            raise ValueError(f"option A cannot reduce channels. Received: {in_chs} -> {out_chs}")
+            raise ReslabError(f"option A cannot reduce channels. Received: {in_chs} -> {out_chs}; use option B or C")
         self.extra, self.stride = out_chs - in_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,10 +65,26 @@ def make_shortcut(option: str, in_chs: int, out_chs: int, stride: int) -> nn.Mod
         return PadShortcut(in_chs, out_chs, stride)
     if option in ("B", "C"):
         return nn.Sequential(conv1x1(in_chs, out_chs, stride), nn.BatchNorm2d(out_chs))
-    raise ValueError(f"unknown shortcut option. Received: shortcut={option!r}; expected one of {SHORTCUTS}")
+    raise ReslabError(f"unknown shortcut option. Received: shortcut={option!r}; expected one of {', '.join(SHORTCUTS)}")
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What both blocks share: the shortcut chosen by option, and y = ReLU(F(x) + shortcut(x))."""
+
+    relu: nn.Module
+
+    def _add_shortcut(self, option: str, in_chs: int, out_chs: int, stride: int) -> None:
+        self.downsample = make_shortcut(option, in_chs, out_chs, stride)
+        self.residual = option != "plain"
+
+    def _merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(F(x) + shortcut(x)); the plain nets drop the addition."""
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR nets). (N, in_chs, H, W) -> (N, planes, H/s, W/s)."""
 
     expansion = 1
@@ -80,8 +98,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = make_shortcut(shortcut, in_chs, planes, stride)
-        self.residual = shortcut != "plain"
+        self._add_shortcut(shortcut, in_chs, planes, stride)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -89,12 +106,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return self._merge(out, x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand x4 (ResNet-50/101/152, Section 4.1 "Deeper Bottleneck").
 
     `variant="v1"` strides the first 1x1, as the paper and its Caffe models do;
@@ -109,7 +124,8 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"unknown bottleneck variant. Received: variant={variant!r}; expected one of {VARIANTS}")
+            raise ReslabError(f"unknown bottleneck variant. Received: variant={variant!r}; expected one of "
+                              f"{', '.join(VARIANTS)}")
         out_chs = planes * self.expansion
         s1, s3 = (stride, 1) if variant == "v1" else (1, stride)
         self.conv1 = conv1x1(in_chs, planes, s1)
@@ -119,8 +135,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_chs)
         self.bn3 = nn.BatchNorm2d(out_chs)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_chs, out_chs, stride)
-        self.residual = shortcut != "plain"
+        self._add_shortcut(shortcut, in_chs, out_chs, stride)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3
@@ -129,9 +144,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return self._merge(out, x)
 
 
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}

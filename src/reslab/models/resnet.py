@@ -1,20 +1,23 @@
 """One ResNet class: stem, a body of stages built by `make_stage`, and a head.
 
-Every network of the paper is a row of data passed to this class (see registry.py):
+Every network of the paper is a row of data passed to this class:
 the ImageNet nets of Table 1, the CIFAR 6n+2 nets of Section 4.2 and their plain
-counterparts. Parameter names follow torchvision (conv1, bn1, layer1..4, downsample,
-fc) so torchvision and timm checkpoints load with strict=True.
+counterparts, registered at the end of this file. Parameter names follow torchvision
+(conv1, bn1, layer1..4, downsample, fc) so torchvision and timm checkpoints load with strict=True.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
+from reslab.errors import ReslabError
 from reslab.models.blocks import BLOCKS, SHORTCUTS, VARIANTS, Shortcut, Variant
+from reslab.models.registry import register_model
 
 Stem = Literal["imagenet", "cifar"]
 
@@ -70,11 +73,11 @@ class ResNet(nn.Module):
         _check("shortcut", shortcut, SHORTCUTS)
         _check("variant", variant, VARIANTS)
         if len(layers) != len(widths) or not layers or min(layers) < 1:
-            raise ValueError(f"layers and widths must be equally long, each stage >= 1 block. "
-                             f"Received: layers={tuple(layers)}, widths={tuple(widths)}")
+            raise ReslabError(f"layers and widths must be equally long, each stage >= 1 block. "
+                              f"Received: layers={tuple(layers)}, widths={tuple(widths)}; give one width per stage")
         for name, value in (("num_classes", num_classes), ("in_chans", in_chans)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+                raise ReslabError(f"{name} must be a positive integer. Received: {name}={value!r}")
         block_cls = BLOCKS[block]
         self.num_classes, self.in_chans, self.shortcut, self.variant = num_classes, in_chans, shortcut, variant
 
@@ -149,11 +152,54 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the fc layer by a freshly initialised one with `num_classes` outputs."""
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
+            raise ReslabError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def _check(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {name}. Received: {name}={value!r}; expected one of {', '.join(allowed)}")
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ReslabError(f"unknown {name}. Received: {name}={value!r}{hint}; expected one of {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------------------- rows
+# Table 1: blocks per stage of the ImageNet nets.
+IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+# Section 4.2: 6n+2 layers, n blocks per stage.
+CIFAR_DEPTHS: dict[int, int] = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}
+PLAIN_IMAGENET = (18, 34)
+PLAIN_CIFAR = (20, 32, 44, 56, 110)
+
+
+def _register() -> None:
+    for depth, (block, layers) in IMAGENET_DEPTHS.items():
+        # Option B is the paper's choice for the bottleneck nets and torchvision's layout.
+        register_model(f"resnet{depth}", ResNet, family="imagenet", input_size=224, depth=depth,
+                       description=f"ResNet-{depth} (Table 1), {block} blocks, option B",
+                       block=block, layers=layers, shortcut="B")
+    for depth, n in CIFAR_DEPTHS.items():
+        register_model(f"resnet{depth}", ResNet, family="cifar", input_size=32, depth=depth,
+                       description=f"CIFAR ResNet-{depth} (Section 4.2, n={n}), option A",
+                       block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
+                       stem_width=16, num_classes=10, shortcut="A")
+    for depth in PLAIN_IMAGENET:
+        register_model(f"plain{depth}", ResNet, family="imagenet", input_size=224, depth=depth,
+                       description=f"plain-{depth} (Section 4.1): ResNet-{depth} without shortcuts",
+                       block="basic", layers=IMAGENET_DEPTHS[depth][1], shortcut="plain")
+    for depth in PLAIN_CIFAR:
+        n = CIFAR_DEPTHS[depth]
+        register_model(f"plain{depth}", ResNet, family="cifar", input_size=32, depth=depth,
+                       description=f"CIFAR plain-{depth} (Section 4.2): ResNet-{depth} without shortcuts",
+                       block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
+                       stem_width=16, num_classes=10, shortcut="plain")
+
+
+_register()
