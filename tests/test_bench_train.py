@@ -73,9 +73,9 @@ def test_refuses_datasets_without_a_torchvision_twin():
 def test_bench_train_end_to_end(fmnist_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "train", "--data-dir", str(fmnist_dir), "--batch-size", "8", "--iterations", "4",
-               "--rounds", "2", "--warmup", "1", "--curve-iters", "40", "--workers", "0", "--device", "cpu",
+               "--rounds", "2", "--untimed", "1", "--curve-iters", "40", "--ref-workers", "0", "--device", "cpu",
                "--threads", "1",  # 2 threads on 2 busy cores can run 5x slower than 1
-               "--json", str(out)])
+               "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "reslab / reference" in text and "same model" in text and "hardware:" in text

@@ -1,9 +1,16 @@
 """The thin CLI: models and summary print tables; bad input is one line, exit 2."""
 
+import argparse
 import subprocess
 import sys
 
-from reslab.cli import main
+import pytest
+import torch
+
+from reslab import cli, cli_types
+from reslab.cli import build_parser, main
+from reslab.errors import ReslabError
+from reslab.hardware import check_device
 
 
 def test_models_lists_registered_nets(capsys):
@@ -19,7 +26,7 @@ def test_summary_totals(capsys):
 
 
 def test_summary_fashion_mnist(capsys):
-    assert main(["summary", "resnet20", "--in-chans", "1", "--input-size", "28", "--stages"]) == 0
+    assert main(["summary", "resnet20", "--in-chans", "1", "--image-size", "28", "--stages"]) == 0
     assert "1x28x28" in capsys.readouterr().out
 
 
@@ -33,3 +40,89 @@ def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "reslab", "models", "plain1*"], capture_output=True, text=True,
                          check=True).stdout
     assert "plain110" in out
+
+
+def test_reslab_error_from_a_command_is_one_line(monkeypatch, capsys):
+    def fails(args):
+        raise ReslabError("bad value. Received: x=1; pass x=2")
+
+    monkeypatch.setattr(cli, "_cmd_models", fails)
+    assert main(["models"]) == 2
+    assert capsys.readouterr().err.strip() == "reslab models: error: bad value. Received: x=1; pass x=2"
+
+
+def test_plain_value_error_is_a_bug_with_a_traceback(monkeypatch):
+    def buggy(args):
+        raise ValueError("a bug, not a user's mistake")
+
+    monkeypatch.setattr(cli, "_cmd_models", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["models"])
+
+
+def test_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing" in err
+
+
+def test_unknown_or_absent_device_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name, needle in (("tpu", "expected auto, cpu, cuda"), ("cuda", "CUDA is not available"),
+                         ("cuda:x", "expected auto")):
+        try:
+            check_device(name)
+        except ReslabError as e:
+            assert needle in str(e) and name in str(e)
+        else:
+            raise AssertionError(name)
+    assert check_device("auto").type == "cpu" and check_device("cpu").type == "cpu"
+
+
+def _flags(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.Action]:
+    """Every option of every (sub-)command, as 'command --flag' -> action."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _flags(sub, f"{prefix}{name} ")
+        for opt in action.option_strings:
+            found[prefix + opt] = action
+    return found
+
+
+def test_one_vocabulary_across_commands():
+    flags = _flags(build_parser())
+    for key, action in flags.items():
+        if key.startswith(("experiment ", "compare ")):  # reslab.experiments.commands: checked with its own tests
+            continue
+        flag = key.split()[-1]
+        if flag == "--json":  # a switch printing JSON to stdout, never a path
+            assert action.nargs == 0, key
+        if flag == "--workers":  # a count
+            assert action.type is cli_types.nonneg_int, key
+        if flag in ("--input-size", "--warmup"):
+            raise AssertionError(f"{key}: use --image-size, --untimed or --warmup-iters")
+        if action.type is int or getattr(action.type, "__name__", "") == "<lambda>":
+            raise AssertionError(f"{key}: use a reslab.cli_types type")
+    assert "bench train --ref-workers" in flags and "bench infer --out" in flags and "summary --image-size" in flags
+
+
+def test_bench_train_data_choices_match_the_library():
+    from reslab.train.bench import _TV_CLASS
+
+    assert set(_flags(build_parser())["bench train --data"].choices) == {*_TV_CLASS, "synthetic"}
+
+
+def test_bad_numeric_flag_is_argparse_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--batch-size", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--batch-size" in err and "'0'" in err
+
+
+def test_train_help_groups_its_flags():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for group in ("model:", "data:", "schedule:", "optimiser:", "warm-up", "precision and speed:", "run:"):
+        assert group in help_text

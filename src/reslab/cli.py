@@ -1,8 +1,9 @@
 """The `reslab` command: thin parsers over library functions.
 
 Each sub-command parses its flags, builds a typed config and calls one function.
-User errors (ReslabError, bad values) print one line, not a traceback; set
-RESLAB_DEBUG=1 to see the traceback.
+User errors (`ReslabError`, and a file that is missing or cannot be read) print one line and
+exit 2; set RESLAB_DEBUG=1 to see their traceback. Anything else is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -13,21 +14,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from reslab import cli_types
 from reslab.errors import ReslabError
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
+# Errors a person can fix without reading code: one line, exit 2.
+USER_ERRORS = (ReslabError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
                     "reslab.deploy.commands", "reslab.serve.commands", "reslab.explain.commands")
-
-
-def _input_size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, e.g. 224 or 32x32. Received: {text!r}")
-    return (parts[0], parts[-1])
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -42,7 +36,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans),
                                    ("variant", args.variant), ("shortcut", args.shortcut)) if v is not None}
-    print_summary(args.model, input_size=args.input_size, stages_only=args.stages, **overrides)
+    print_summary(args.model, input_size=args.image_size, stages_only=args.stages, **overrides)
     return 0
 
 
@@ -57,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer table: output shape, parameters, multiply-adds")
     p.add_argument("model")
-    p.add_argument("--input-size", type=_input_size, help="HxW or SIZE (default: the model's own)")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--in-chans", type=int)
+    p.add_argument("--image-size", type=cli_types.image_size, help="SIZE or HxW (default: the model's own)")
+    p.add_argument("--num-classes", type=cli_types.positive_int)
+    p.add_argument("--in-chans", type=cli_types.positive_int)
     p.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
     p.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
     p.add_argument("--stages", action="store_true", help="only the per-stage totals")
@@ -84,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args) or 0
-    except (ReslabError, FileNotFoundError, ValueError) as e:
+    except USER_ERRORS as e:
         if os.environ.get("RESLAB_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -105,3 +105,16 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast is a speed-up on `device`: CUDA, or a CPU with bf16 instructions (AVX512-BF16
     or AMX); measured figures in docs/benchmarks.md. Weights, optimiser and loss stay fp32 either way."""
     return device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
+
+
+def check_device(name: str) -> torch.device:
+    """The device a `--device` flag names (auto | cpu | cuda | cuda:N), as `pick_device`, with the
+    name's form checked first and a cuda:N this machine lacks refused: each a one-line ReslabError."""
+    kind, _, index = name.partition(":")
+    if name != "auto" and (kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index)):
+        raise ReslabError(f"unknown device. Received: --device {name}; expected auto, cpu, cuda or cuda:N")
+    device = pick_device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ReslabError(f"device {name} is not available: this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s). Received: --device {name}; use --device cpu or auto")
+    return device

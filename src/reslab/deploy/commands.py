@@ -7,30 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+from reslab import cli_types
 from reslab.errors import ReslabError
 
 # reslab.deploy.fast.PATHS, spelled out so that `reslab --help` need not import torch (a test keeps them equal)
 _PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
-    return value
-
-
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files or folders with reslab weights")
     p.add_argument("weights", help="run or weights directory, or model.safetensors")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--topk", type=_positive, default=5)
+    p.add_argument("--topk", type=cli_types.positive_int, default=5)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
-    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--batch-size", type=cli_types.positive_int, default=32)
     p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path (default: auto)")
     p.set_defaults(func=_cmd_predict)
 
@@ -38,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("checkpoint", help=".safetensors, .pth, .pt or .bin state dict")
     p.add_argument("--model", required=True, help="registered model name, e.g. resnet50")
     p.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
-    p.add_argument("--num-classes", type=_positive)
+    p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--finetune", action="store_true", help="keep a fresh classifier when the head's shape differs")
     p.add_argument("--classes", help="text file with one class name per line")
     p.set_defaults(func=_cmd_convert)
@@ -53,13 +44,15 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
 
     p = bench_sub.add_parser("infer", help="CPU inference paths vs torchvision eager and onnxruntime")
     p.add_argument("--model", default="resnet50")
-    p.add_argument("--batch-size", type=_positive, default=16)
-    p.add_argument("--repeats", type=_positive, default=10, help="timed rounds (latency: 3x as many)")
-    p.add_argument("--image-size", type=_positive, help="default: the model's design resolution")
-    p.add_argument("--threads", type=_positive, help="default: physical cores")
+    p.add_argument("--batch-size", type=cli_types.positive_int, default=16)
+    p.add_argument("--repeats", type=cli_types.positive_int, default=10, help="timed rounds (latency: 3x as many)")
+    p.add_argument("--image-size", type=cli_types.image_size,
+                   help="SIZE (square inputs; default: the model's design resolution)")
+    p.add_argument("--threads", type=cli_types.positive_int, help="default: physical cores")
     p.add_argument("--paths", help="comma-separated reslab paths (default: all)")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
-    p.add_argument("--json", help="where to save the report (default: bench-infer-MODEL.json)")
+    p.add_argument("--out", help="where to save the report (default: bench-infer-MODEL.json)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=_cmd_bench_infer)
 
 
@@ -135,11 +128,20 @@ def _cmd_bench_infer(args: argparse.Namespace) -> int:
     from reslab.deploy.fast import PATHS
 
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
-    report = bench_infer(args.model, batch_size=args.batch_size, repeats=args.repeats, image_size=args.image_size,
+    side = None
+    if args.image_size is not None:
+        side, width = args.image_size
+        if side != width:
+            raise ReslabError(f"bench infer times square inputs. Received: --image-size {side}x{width}; "
+                              f"pass one side, e.g. --image-size {side}")
+    report = bench_infer(args.model, batch_size=args.batch_size, repeats=args.repeats, image_size=side,
                          threads=args.threads, paths=paths, malloc=not args.no_malloc_tuning,
                          log=lambda s: _stderr(f"reslab bench infer: {s}"))
     report["args"] = {k: v for k, v in vars(args).items() if k != "func"}
-    print_report(report)
-    out = save_report(report, args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    out = save_report(report, args.out)
     _stderr(f"reslab bench infer: saved {out}")
     return 0

@@ -23,7 +23,6 @@ Evidence and numbers: docs/benchmarks.md ("Training throughput").
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gzip
 import json
@@ -31,7 +30,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -511,63 +509,3 @@ def save_report(report: dict[str, Any], path: str | Path | None) -> Path:
     ax.legend()
     save_figure(fig, out.with_suffix(".png"))
     return out
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
-    return v
-
-
-def _workers(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        vals = ()
-    if not vals or min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"expected worker counts like 0,1,2. Received: {text!r}")
-    return vals
-
-
-def add_bench_parser(bench_sub: argparse._SubParsersAction) -> None:
-    p = bench_sub.add_parser("train", help="end-to-end training images/s vs the common torchvision recipe",
-                             description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="resnet20")
-    p.add_argument("--data", choices=(*_TV_CLASS, "synthetic"),
-                   help="fashion-mnist (default on CPU), mnist, or synthetic 32x32x3 images (default on CUDA)")
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=_positive, default=128)
-    p.add_argument("--iterations", type=_positive, default=100, help="timed iterations per side")
-    p.add_argument("--rounds", type=_positive, default=5, help="interleaved blocks per side")
-    p.add_argument("--warmup", type=_positive, default=10)
-    p.add_argument("--curve-iters", type=_positive, default=200, help="iterations of the loss-curve check")
-    p.add_argument("--workers", type=_workers, default=(0, 1, 2), help="reference DataLoader workers to try")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=_positive, help="torch threads for both sides (default: torch's, the cores)")
-    p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
-                   choices=("off", "default", "max-autotune", "reduce-overhead"),
-                   help="torch.compile reslab's model with this mode (bare --compile: default)")
-    p.add_argument("--resnet50-iters", type=int, help="timed iterations per side of reslab's vs torchvision's "
-                   "ResNet-50 on synthetic batches (default: 50 on CUDA, 0 = skip on CPU)")
-    p.add_argument("--resnet50-batch", type=_positive, default=256)
-    p.add_argument("--resnet50-size", type=_positive, default=224, help="image side of the ResNet-50 batches")
-    p.add_argument("--full-schedule", nargs="?", type=_positive, const=64_000, default=0, metavar="ITERS",
-                   help="also time a `reslab train` run of the model's schedule at ITERS iterations (bare: the "
-                        "paper's 64000)")
-    p.add_argument("--json", help="where to save the report (default: bench-train-MODEL.json; PNG beside it)")
-    p.set_defaults(func=_cmd_bench_train)
-
-
-def _cmd_bench_train(args: argparse.Namespace) -> int:
-    cfg = TrainBenchConfig(model=args.model, data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
-                           iterations=args.iterations, rounds=args.rounds, warmup=args.warmup,
-                           curve_iters=args.curve_iters, workers=args.workers, device=args.device, threads=args.threads,
-                           compile=args.compile, resnet50_iters=args.resnet50_iters, resnet50_batch=args.resnet50_batch,
-                           resnet50_size=args.resnet50_size, full_schedule=args.full_schedule)
-    report = bench_train(cfg, log=lambda s: print(f"reslab bench train: {s}", file=sys.stderr))
-    report["command"] = " ".join(["reslab", *sys.argv[1:]])
-    print_report(report)
-    out = save_report(report, args.json)
-    print(f"reslab bench train: saved {out} and {out.with_suffix('.png')}", file=sys.stderr)
-    return 0

@@ -4,63 +4,94 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any, Protocol
 
+from reslab import cli_types
 from reslab.errors import ReslabError
 
+# reslab.train.bench's data choices, spelled out so that `reslab --help` need not import torch
+# (a test keeps them equal)
+BENCH_DATA = ("fashion-mnist", "mnist", "synthetic")
 
-def add_train_flags(p: argparse.ArgumentParser, *, model_default: str | None = "resnet20") -> None:
-    """Flags shared by `train` and the experiments. None means 'not given' (the recipe decides)."""
+
+class _Adder(Protocol):
+    """An ArgumentParser or one of its argument groups."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def add_data_flags(p: _Adder) -> None:
+    """Dataset, batch and loader flags (shared by `train` and the experiments)."""
     p.add_argument("--data", default=None, help="fashion-mnist (default), mnist, cifar10, cifar100, folder")
     p.add_argument("--data-dir", help="dataset folder (else $RESLAB_DATA, else /usr/share/datasets/<name>)")
     p.add_argument("--download", action="store_true", default=None, help="fetch with torchvision if missing")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--batch-size", type=cli_types.positive_int)
+    p.add_argument("--workers", type=cli_types.nonneg_int, help="DataLoader workers for folder datasets")
+
+
+def add_run_flags(p: _Adder) -> None:
+    """Where the run goes and how it reports (shared by `train` and the experiments)."""
+    p.add_argument("--out", help="output folder (train: default runs/<model>-<data>-<time>; an experiment: "
+                                 "experiments/<name>-<time>)")
     p.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="DataLoader workers for folder datasets")
+    p.add_argument("--seed", type=cli_types.nonneg_int)
     p.add_argument("--quiet", action="store_true", default=None, help="log lines instead of progress bars")
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `train` and the experiments. None means 'not given' (the recipe decides)."""
+    add_data_flags(p)
+    add_run_flags(p)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model with the paper's recipe",
                        description="Train with a recipe (cifar-paper: Section 4.2; imagenet-paper: Section 3.4). "
                                    "Every hyper-parameter can be overridden; the resolved config is saved.")
-    p.add_argument("--model", default=None, help="registered model (default resnet20)")
-    p.add_argument("--recipe", default="cifar-paper", help="cifar-paper (default) or imagenet-paper")
-    add_train_flags(p)
-    p.add_argument("--epochs", type=float, help="rescale the recipe's schedule to N epochs")
-    p.add_argument("--iterations", type=int, help="total iterations of the schedule (paper: 64000)")
-    p.add_argument("--milestones", type=lambda s: tuple(int(v) for v in s.split(",") if v),
-                   help="lr /10 at these iterations, e.g. 32000,48000")
-    p.add_argument("--schedule", choices=("step", "plateau", "cosine"))
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-iters", type=int, help="iterations at --warmup-lr before the schedule (with "
-                   "--warmup-below: the most); default 400 for CIFAR nets of depth >= 110 (Section 4.2), else 0")
-    p.add_argument("--warmup-below", type=float, help="end the warm-up once the training error is below this "
-                   "(Section 4.2: 0.8, the default for depth >= 110)")
-    p.add_argument("--warmup-lr", type=float, help="warm-up learning rate (default 0.01)")
-    p.add_argument("--val-size", type=int, help="images held out of the training set for validation")
-    p.add_argument("--normalize", choices=("pixel-mean", "channel"))
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
-    p.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
-    p.add_argument("--zero-init-last", action="store_true", default=None)
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
-    p.add_argument("--eval-every", type=int, help="iterations between validation passes (default: each epoch)")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--ckpt-every", type=int, help="iterations between checkpoints (default: each evaluation)")
-    p.add_argument("--amp", choices=("auto", "bf16", "off"))
-    p.add_argument("--channels-last", choices=("auto", "on", "off"))
-    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, help="registered model (default resnet20; `reslab models` lists them)")
+    g.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
+    g.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
+    g.add_argument("--zero-init-last", action="store_true", default=None)
+    add_data_flags(g := p.add_argument_group("data"))
+    g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
+    g.add_argument("--normalize", choices=("pixel-mean", "channel"))
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    g = p.add_argument_group("schedule")
+    g.add_argument("--recipe", default="cifar-paper", help="cifar-paper (default) or imagenet-paper")
+    g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
+    g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
+    g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
+    g.add_argument("--schedule", choices=("step", "plateau", "cosine"))
+    g = p.add_argument_group("optimiser")
+    g.add_argument("--lr", type=cli_types.positive_float)
+    g.add_argument("--momentum", type=cli_types.fraction)
+    g.add_argument("--weight-decay", type=cli_types.nonneg_float)
+    g.add_argument("--label-smoothing", type=cli_types.fraction)
+    g = p.add_argument_group("warm-up (Section 4.2)")
+    g.add_argument("--warmup-iters", type=cli_types.nonneg_int, help="iterations at --warmup-lr before the schedule "
+                   "(with --warmup-below: the most); default 400 for CIFAR nets of depth >= 110, else 0")
+    g.add_argument("--warmup-below", type=cli_types.fraction, help="end the warm-up once the training error is "
+                   "below this (Section 4.2: 0.8, the default for depth >= 110)")
+    g.add_argument("--warmup-lr", type=cli_types.positive_float, help="warm-up learning rate (default 0.01)")
+    g = p.add_argument_group("precision and speed")
+    g.add_argument("--amp", choices=("auto", "bf16", "off"))
+    g.add_argument("--channels-last", choices=("auto", "on", "off"))
+    g.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                    choices=("off", "default", "max-autotune", "reduce-overhead"),
                    help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
                         "reduce-overhead (CUDA graphs); see docs/gpu.md")
-    p.add_argument("--ten-crop", action="store_true", default=None, help="final test with 10 views")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.pt")
+    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
+    add_run_flags(g := p.add_argument_group("run"))
+    g.add_argument("--eval-every", type=cli_types.nonneg_int,
+                   help="iterations between validation passes (default: each epoch)")
+    g.add_argument("--log-every", type=cli_types.positive_int)
+    g.add_argument("--ckpt-every", type=cli_types.nonneg_int,
+                   help="iterations between checkpoints (default: each evaluation)")
+    g.add_argument("--ten-crop", action="store_true", default=None, help="final test with 10 views")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.pt")
     p.set_defaults(func=cmd_train)
 
 
@@ -108,15 +139,22 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--ten-crop", action="store_true")
-    p.add_argument("--multiscale", nargs="?", const="224,256,384,480,640", default=None, metavar="SCALES",
-                   type=lambda t: tuple(int(v) for v in t.split(",") if v),
+    p.add_argument("--multiscale", nargs="?", const=(224, 256, 384, 480, 640), default=None, metavar="SCALES",
+                   type=_scales,
                    help="folder data: fully-convolutional test averaged over shorter sides (default: the "
                         "paper's 224,256,384,480,640)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=cli_types.positive_int, default=500)
     p.add_argument("--out", help="where to write confusion-<split>.png and metrics JSON (default: beside weights)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    scales = cli_types.int_list(text)
+    if min(scales) < 1:
+        raise argparse.ArgumentTypeError(f"expected shorter sides >= 1, e.g. 224,256,384. Received: {text!r}")
+    return scales
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -145,9 +183,65 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_train(bench_sub: argparse._SubParsersAction) -> None:
+    p = bench_sub.add_parser("train", help="end-to-end training images/s vs the common torchvision recipe",
+                             description="End-to-end training throughput, reslab vs the common PyTorch recipe, "
+                                         "in one process (see reslab.train.bench).")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", choices=BENCH_DATA,
+                   help="fashion-mnist (default on CPU), mnist, or synthetic 32x32x3 images (default on CUDA)")
+    p.add_argument("--data-dir")
+    p.add_argument("--batch-size", type=cli_types.positive_int, default=128)
+    p.add_argument("--iterations", type=cli_types.positive_int, default=100, help="timed iterations per side")
+    p.add_argument("--rounds", type=cli_types.positive_int, default=5, help="interleaved blocks per side")
+    p.add_argument("--untimed", type=cli_types.positive_int, default=10,
+                   help="untimed iterations per side before the timed rounds")
+    p.add_argument("--curve-iters", type=cli_types.positive_int, default=200,
+                   help="iterations of the loss-curve check")
+    p.add_argument("--ref-workers", type=cli_types.int_list, default=(0, 1, 2),
+                   help="the reference's DataLoader worker counts to try; the fastest is used (default 0,1,2)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=cli_types.positive_int,
+                   help="torch threads for both sides (default: torch's, the cores)")
+    p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
+                   choices=("off", "default", "max-autotune", "reduce-overhead"),
+                   help="torch.compile reslab's model with this mode (bare --compile: default)")
+    p.add_argument("--resnet50-iters", type=cli_types.nonneg_int, help="timed iterations per side of reslab's vs "
+                   "torchvision's ResNet-50 on synthetic batches (default: 50 on CUDA, 0 = skip on CPU)")
+    p.add_argument("--resnet50-batch", type=cli_types.positive_int, default=256)
+    p.add_argument("--resnet50-size", type=cli_types.positive_int, default=224,
+                   help="image side of the ResNet-50 batches")
+    p.add_argument("--full-schedule", nargs="?", type=cli_types.positive_int, const=64_000, default=0,
+                   metavar="ITERS", help="also time a `reslab train` run of the model's schedule at ITERS "
+                                         "iterations (bare: the paper's 64000)")
+    p.add_argument("--out", help="where to save the report (default: bench-train-MODEL.json; PNG beside it)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.set_defaults(func=_cmd_bench_train)
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    from reslab.hardware import check_device
+    from reslab.train.bench import TrainBenchConfig, bench_train, print_report, save_report
+
+    check_device(args.device)
+    cfg = TrainBenchConfig(model=args.model, data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
+                           iterations=args.iterations, rounds=args.rounds, warmup=args.untimed,
+                           curve_iters=args.curve_iters, workers=args.ref_workers, device=args.device,
+                           threads=args.threads, compile=args.compile, resnet50_iters=args.resnet50_iters,
+                           resnet50_batch=args.resnet50_batch, resnet50_size=args.resnet50_size,
+                           full_schedule=args.full_schedule)
+    report = bench_train(cfg, log=lambda s: print(f"reslab bench train: {s}", file=sys.stderr))
+    report["command"] = " ".join(["reslab", *sys.argv[1:]])
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    out = save_report(report, args.out)
+    print(f"reslab bench train: saved {out} and {out.with_suffix('.png')}", file=sys.stderr)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_evaluate(sub)
-    from reslab.train.bench import add_bench_parser
-
-    add_bench_parser(bench_sub)
+    _add_bench_train(bench_sub)
