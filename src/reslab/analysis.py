@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.errors import ReslabError
 from reslab.models.googlenet import BasicConv2d, Inception
+from reslab.modes import eval_mode
 
 COUNTED = (nn.Conv2d, nn.Linear)
 
@@ -68,16 +70,13 @@ def layer_stats(model: nn.Module, input_size: tuple[int, ...]) -> list[LayerStat
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
     try:
-        model.eval()
         device = next(iter(model.parameters()), torch.empty(0)).device
-        with torch.no_grad():
+        with eval_mode(model):
             model(torch.zeros(1, *input_size, device=device))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return stats
 
 
@@ -102,16 +101,9 @@ def stage_totals(stats: list[LayerStat]) -> dict[str, tuple[int, int]]:
 
 def flop_counter_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Multiply-adds as torch.utils.flop_counter reports them (its FLOPs / 2), one image."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with counter, eval_mode(model):
+        model(torch.zeros(1, *input_size))
     return counter.get_total_flops() // 2
 
 

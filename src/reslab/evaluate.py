@@ -9,13 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
 
-from reslab.data.augment import ten_crop
-from reslab.plotting import save_figure
+from reslab.data.augment import normalize, ten_crop
+from reslab.data.datasets import find_data_dir, load_dataset
+from reslab.data.folder import folder_dataset, multiscale_views
+from reslab.errors import ReslabError
+from reslab.hardware import check_device
+from reslab.modes import eval_mode
+from reslab.plotting import pyplot, save_figure
+from reslab.weights import load_weights, resolve_weights
+
+SPLITS = ("test", "val")  # image folders have no public test labels: both mean root/val there (Section 3.4)
 
 
 @dataclass
@@ -47,15 +59,12 @@ def metrics_from_probs(probs: Tensor, labels: Tensor, num_classes: int) -> EvalR
     return EvalResult(top1, top5, loss, len(labels), per_class, confusion)
 
 
-@torch.no_grad()
 def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
                   amp: bool = False, ten_crop_views: bool = False) -> tuple[Tensor, Tensor]:
     """Softmax scores over `batches` of normalised images (N, C, H, W), or 10-crop views
     (N, 10, C, H, W) averaged per image. Returns (probs (N, K), labels (N,)) on the CPU."""
-    was_training = model.training
-    model.eval()
     all_probs, all_labels = [], []
-    try:
+    with eval_mode(model):
         for x, y in batches:
             x = x.to(device, non_blocking=True)
             views = x.shape[1] if x.dim() == 5 else 1
@@ -66,28 +75,19 @@ def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *,
             p = logits.float().softmax(1)
             all_probs.append(p.view(-1, views, p.shape[1]).mean(1).cpu())
             all_labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(all_probs), torch.cat(all_labels)
 
 
-@torch.no_grad()
 def multiscale_probs(model: nn.Module, images: Iterable[tuple[Tensor, int]], scales: tuple[int, ...], *,
                      device: torch.device) -> tuple[Tensor, Tensor]:
     """Section 3.4's fully-convolutional test: each normalised image (C, H, W) resized so its shorter
     side is each of `scales`, softmax scores averaged over the scales (global pooling takes any size)."""
-    from reslab.data.folder import multiscale_views
-
-    was_training = model.training
-    model.eval()
     probs, labels = [], []
-    try:
+    with eval_mode(model):
         for img, y in images:
             views = multiscale_views(img, scales)
             probs.append(torch.stack([model(v[None].to(device)).float().softmax(1)[0].cpu() for v in views]).mean(0))
             labels.append(int(y))
-    finally:
-        model.train(was_training)
     return torch.stack(probs), torch.tensor(labels)
 
 
@@ -105,11 +105,7 @@ def tensor_batches(images: Tensor, labels: Tensor, normalize: Callable[[Tensor],
 
 def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, *, title: str = "") -> Path:
     """A row-normalised confusion matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     k = len(classes)
     norm = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
     size = max(4.0, 0.45 * k + 2)
@@ -134,19 +130,15 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
                      split: str = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
                      out: str | Path | None = None,
                      multiscale: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
-    """Evaluate saved reslab weights on a dataset split; writes confusion-<split>.png.
+    """Evaluate saved reslab weights on a dataset split (test or val); writes confusion-<split>.png.
 
     Refuses when the dataset's classes differ from the model's. `multiscale` (folder datasets): the
     fully-convolutional test averaged over these shorter-side scales (the paper's 224..640).
     Returns (result, classes, png path).
     """
-    from reslab.data.augment import normalize
-    from reslab.data.datasets import load_dataset
-    from reslab.errors import ReslabError
-    from reslab.weights import load_weights, resolve_weights
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
+    if split not in SPLITS:
+        raise ReslabError(f"unknown split. Received: split={split!r}; expected test or val")
+    dev = check_device(device)
     model, meta = load_weights(weights, device=dev)
     pre = meta["preprocess"]
     name = data or pre.get("dataset")
@@ -156,30 +148,10 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         raise ReslabError(f"the multi-scale test is for image-folder datasets (full-size images); received "
                           f"data={name!r}: use --ten-crop for small images")
     if name == "folder":
-        from torch.utils.data import DataLoader
-        from torchvision.datasets import ImageFolder
-        from torchvision.transforms import v2
-
-        from reslab.data.datasets import find_data_dir
-        from reslab.data.folder import folder_dataset
-
-        root = find_data_dir("folder", data_dir)
-        ds = folder_dataset(root, "val", train=False, ten_crop=ten_crop)
-        classes, batches = list(ds.classes), DataLoader(ds, 64, num_workers=2)
-        if multiscale:  # whole images, normalised but neither resized nor cropped
-            tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                             v2.Normalize(pre["mean"], pre["std"])])
-            batches = ImageFolder(str(root / "val"), transform=tf)
+        classes, batches = _folder_split(find_data_dir("folder", data_dir), split, pre, ten_crop=ten_crop,
+                                         whole_images=bool(multiscale))
     else:
-        ds = load_dataset(name, "test" if split == "test" else "val", data_dir=data_dir)
-        mean_image = pre.get("mean_image")
-
-        def norm(x: Tensor) -> Tensor:
-            return normalize(x, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=mean_image)
-
-        classes = ds.classes
-        batches = tensor_batches(ds.images, ds.labels, norm, batch_size=batch_size,
-                                 ten_crop_pad=4 if ten_crop else None)
+        classes, batches = _tensor_split(name, split, data_dir, pre, batch_size=batch_size, ten_crop=ten_crop)
     if list(classes) != list(meta["classes"]):
         raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
                           f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
@@ -193,6 +165,30 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     png = save_confusion_png(res.confusion, list(classes), folder / f"confusion-{split}.png",
                              title=f"{meta['model']} on {name} {split}: {100 * (1 - res.top1_err):.2f}% top-1")
     return res, list(classes), png
+
+
+def _folder_split(root: Path, split: str, pre: dict[str, Any], *, ten_crop: bool,
+                  whole_images: bool) -> tuple[list[str], Iterable[Any]]:
+    """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
+    normalised but neither resized nor cropped, for the multi-scale test."""
+    if whole_images:
+        tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
+        images = ImageFolder(str(root / "val"), transform=tf)
+        return list(images.classes), images
+    ds = folder_dataset(root, split, train=False, ten_crop=ten_crop)
+    return list(ds.classes), DataLoader(ds, 64, num_workers=2)
+
+
+def _tensor_split(name: str, split: str, data_dir: str | None, pre: dict[str, Any], *, batch_size: int,
+                  ten_crop: bool) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
+    """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4)."""
+    ds = load_dataset(name, split, data_dir=data_dir)
+
+    def norm(x: Tensor) -> Tensor:
+        return normalize(x, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))
+
+    return list(ds.classes), tensor_batches(ds.images, ds.labels, norm, batch_size=batch_size,
+                                            ten_crop_pad=4 if ten_crop else None)
 
 
 def _short(classes: list[str]) -> str:

@@ -1,0 +1,68 @@
+"""evaluate_weights: the split, multi-scale and device arguments mean what they say."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reslab import evaluate as evaluate_mod
+from reslab.cli import main
+from reslab.data.datasets import SPECS
+from reslab.errors import ReslabError
+from reslab.evaluate import evaluate_weights
+from reslab.models import create_model
+from reslab.weights import IMAGENET_PREPROCESS, save_weights
+
+from fakedata import write_mnist
+
+
+@pytest.fixture(scope="module")
+def mnist_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mnist")
+    write_mnist(folder, n_train=40, n_test=6)
+    pre = {"dataset": "mnist", "image_size": 28, "in_chans": 1, "mode": "channel", "mean": [0.5], "std": [0.25]}
+    w = save_weights(create_model("resnet20", in_chans=1).eval(), folder / "w", model_name="resnet20",
+                     model_kwargs={"in_chans": 1}, classes=list(SPECS["mnist"].classes), preprocess=pre)
+    return w, folder
+
+
+@pytest.fixture(scope="module")
+def folder_weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / "data" / split / c).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(root / "data" / split / c / "0.png")
+    save_weights(create_model("resnet20", num_classes=2).eval(), root / "w", model_name="resnet20",
+                 model_kwargs={"num_classes": 2}, classes=["cat", "dog"],
+                 preprocess={**IMAGENET_PREPROCESS, "dataset": "folder"})
+    return root / "w", root / "data"
+
+
+def test_split_is_test_or_val_never_a_silent_val(mnist_weights):
+    w, folder = mnist_weights
+    res, _, png = evaluate_weights(w, data_dir=str(folder), split="test")
+    assert res.n == 6 and png.name == "confusion-test.png"
+    with pytest.raises(ReslabError, match="split='tset'; expected test or val"):
+        evaluate_weights(w, data_dir=str(folder), split="tset")
+
+
+def test_multiscale_builds_no_crop_loader(folder_weights, monkeypatch):
+    w, data = folder_weights
+
+    def no_crops(*args, **kwargs):
+        raise AssertionError("the multi-scale test takes whole images; no crop dataset is needed")
+
+    monkeypatch.setattr(evaluate_mod, "folder_dataset", no_crops)
+    res, classes, _ = evaluate_weights(w, data_dir=str(data), multiscale=(32, 40))
+    assert classes == ["cat", "dog"] and res.n == 2
+
+
+def test_absent_cuda_is_a_one_line_error(mnist_weights, monkeypatch, capsys):
+    w, folder = mnist_weights
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ReslabError, match="CUDA is not available"):
+        evaluate_weights(w, data_dir=str(folder), device="cuda")
+    assert main(["evaluate", str(w), "--data-dir", str(folder), "--device", "tpu"]) == 2
+    assert "Received: --device tpu" in capsys.readouterr().err
