@@ -435,3 +435,12 @@ def test_bench_infer_has_torchvision_baselines():
         assert r["vs_torchvision_eager"] == pytest.approx(r["images_per_s"] / eager)
         assert r["vs_onnxruntime"] == pytest.approx(r["images_per_s"] / ort)
     assert rows["reslab channels-last"]["max_abs_diff"] < 1e-3
+
+
+def test_one_cpu_info_reader(monkeypatch):
+    import reslab.deploy.bench as bench_mod
+
+    monkeypatch.setattr(bench_mod, "cpu_model", lambda: "Test CPU 9000")
+    monkeypatch.setattr(bench_mod, "cpu_flags", lambda: ["avx2", "fma"])
+    info = bench_mod.hardware_info(threads=1)
+    assert info["cpu"] == "Test CPU 9000" and info["flags"] == ["avx2", "fma"]

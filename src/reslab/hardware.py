@@ -26,7 +26,7 @@ def cpu_model() -> str:
 
 @cache
 def cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

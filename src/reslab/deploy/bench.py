@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_session, physical_cores
+from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_runner, ort_session, physical_cores
 from reslab.errors import ReslabError
-from reslab.hardware import matmul_gflops, native_bf16_cpu
+from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu
 
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
 
 
@@ -71,25 +70,15 @@ def tune_malloc() -> bool:
 
 def hardware_info(threads: int) -> dict:
     """CPU model, cores, SIMD flags, library versions and load average."""
-    name, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
     try:
         import onnxruntime
 
         ort_version = onnxruntime.__version__
     except ModuleNotFoundError:
         ort_version = None
-    return {"cpu": name or platform.processor() or "unknown", "logical_cpus": os.cpu_count(),
+    return {"cpu": cpu_model() or "unknown", "logical_cpus": os.cpu_count(),
             "physical_cores": physical_cores(), "threads": threads,
-            "flags": [f for f in FLAGS if f in flags], "torch": torch.__version__, "onnxruntime": ort_version,
+            "flags": list(cpu_flags()), "torch": torch.__version__, "onnxruntime": ort_version,
             "python": platform.python_version(), "loadavg": list(os.getloadavg())}
 
 
@@ -165,7 +154,7 @@ def bench_infer(
 
     if tv is not None:
         add(TV_EAGER, lambda: (_torch_fn(tv),) * 2)
-        add(TV_ORT, lambda: (_run_ort(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
+        add(TV_ORT, lambda: (ort_runner(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
     for p in paths:
         if p == "compiled":  # fixed-shape compile: one per batch size
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x), build_engine(net, p, x1)))
@@ -220,11 +209,6 @@ def bench_infer(
 def row_precision(name: str) -> str:
     """The arithmetic a bench row computes in: "int8", "bf16" or "fp32"."""
     return next((p for p in ("int8", "bf16") if name.endswith(p)), "fp32")
-
-
-def _run_ort(session) -> Callable[[Tensor], Tensor]:
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
 def print_report(report: dict) -> None:

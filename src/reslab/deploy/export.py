@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_session, quantize_onnx
+from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_runner, ort_session, quantize_onnx
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import expand_inputs
 from reslab.errors import ReslabError
@@ -123,13 +123,12 @@ def _export_onnx(net: nn.Module, x: Tensor, out: Path, meta: dict, calib: Tensor
     entry = proto.metadata_props.add()
     entry.key, entry.value = "reslab", json.dumps(public)
     out.write_bytes(proto.SerializeToString())
-    session = ort_session(out)
-    name = session.get_inputs()[0].name
+    run = ort_runner(ort_session(out))
     for n in (1, 3):  # the batch dimension is dynamic
-        got = session.run(None, {name: x[:1].expand(n, *x.shape[1:]).contiguous().numpy()})[0]
+        got = run(x[:1].expand(n, *x.shape[1:]))
         if got.shape[0] != n:
             raise ReslabError(f"{out}: onnxruntime returned batch {got.shape[0]} for an input of batch {n}")
-    return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
+    return run(x)
 
 
 def _export_torchscript(net: nn.Module, x: Tensor, out: Path) -> Tensor:

@@ -170,7 +170,8 @@ def _import_ort():
     return onnxruntime
 
 
-def _ort_runner(session) -> Callable[[Tensor], Tensor]:
+def ort_runner(session) -> Callable[[Tensor], Tensor]:
+    """Run an onnxruntime session as a function: (N, C, H, W) float32 -> (N, K) logits."""
     name = session.get_inputs()[0].name
 
     def run(x: Tensor) -> Tensor:
@@ -296,12 +297,12 @@ def build_engine(
             return InferenceEngine("channels-last (compile failed)", _torch_runner(folded, channels_last=True),
                                    build_s=time.perf_counter() - start)
     elif path == "onnxruntime":
-        run = _ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))
+        run = ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))
     else:  # int8
         if calib is None:
             raise ReslabError("the int8 path needs calibration images (calib=...)")
         quantized = quantize_onnx(onnx_bytes(model, example_input), calib)
-        run = _ort_runner(ort_session(quantized, threads=threads))
+        run = ort_runner(ort_session(quantized, threads=threads))
     return InferenceEngine(path, run, build_s=time.perf_counter() - start)
 
 
