@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from reslab.analysis import count_params, layer_stats, stage_totals
+from reslab.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
+from reslab.costs import model_costs
 from reslab.models.registry import create_model, list_models, model_entry
 
 _HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}
@@ -24,11 +25,9 @@ def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for name in list_models(pattern, family=family):
         e = model_entry(name)
-        model = create_model(name)
-        chans = getattr(model, "in_chans", 3)
-        macs = sum(s.macs for s in layer_stats(model, (chans, e.input_size, e.input_size)))
-        table.add_row(name, e.family, str(e.depth), f"{e.input_size}", f"{count_params(model):,}",
-                      f"{macs / 1e9:.3f}", e.description)
+        params, macs = model_costs(name)
+        table.add_row(name, e.family, str(e.depth), f"{e.input_size}", f"{params:,}", f"{macs / 1e9:.3f}",
+                      e.description)
     return table
 
 
@@ -75,8 +74,6 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
 
 def inception_table(model: Any, input_size: tuple[int, int, int], *, title: str) -> Table:
     """What the 1x1 reductions save (the survey's point): each Inception branch against the naive module."""
-    from reslab.analysis import inception_arithmetic
-
     def saving(real: int, naive: int) -> str:
         return f"{100 * (1 - real / naive):.0f}%" if naive else "-"
 
