@@ -34,6 +34,7 @@ test-slow: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

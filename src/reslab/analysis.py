@@ -114,14 +114,18 @@ class _NaiveInception(nn.Module):
     def __init__(self, m: Inception) -> None:
         super().__init__()
         c = m.in_chs
-        k5 = m.branch3[1].conv.kernel_size[0]
-        self.branch1 = BasicConv2d(c, m.branch1.conv.out_channels, 1)
-        self.branch2 = BasicConv2d(c, m.branch2[1].conv.out_channels, 3, padding=1)
-        self.branch3 = BasicConv2d(c, m.branch3[1].conv.out_channels, k5, padding=k5 // 2)
+        k5 = _last_conv(m.branch3).kernel_size[0]
+        self.branch1 = BasicConv2d(c, _last_conv(m.branch1).out_channels, 1)
+        self.branch2 = BasicConv2d(c, _last_conv(m.branch2).out_channels, 3, padding=1)
+        self.branch3 = BasicConv2d(c, _last_conv(m.branch3).out_channels, k5, padding=k5 // 2)
         self.branch4 = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+def _last_conv(branch: nn.Module) -> nn.Conv2d:
+    return [m for m in branch.modules() if isinstance(m, nn.Conv2d)][-1]
 
 
 def _describe(branch: nn.Module) -> str:
@@ -178,7 +182,7 @@ def inception_arithmetic(model: nn.Module, input_size: tuple[int, int, int] | No
 
     # Shapes are all this needs: run a copy on the meta device, which computes none.
     probe = copy.deepcopy(model).to("meta").eval()
-    shapes: dict[str, tuple[int, int, int]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name: str) -> Callable[..., None]:
         def hook(_mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:

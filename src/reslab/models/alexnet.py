@@ -89,7 +89,8 @@ class AlexNet(MLPHead, ClassicNet):
         ones = {convs[1], convs[3], convs[4], fcs[0], fcs[1]}
         for m in convs + fcs:
             nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.constant_(m.bias, 1.0 if m in ones else 0.0)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 1.0 if m in ones else 0.0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, widths[-1], h, w); 6x6 at 224 px."""

@@ -68,10 +68,14 @@ def make_shortcut(option: str, in_chs: int, out_chs: int, stride: int) -> nn.Mod
     raise ReslabError(f"unknown shortcut option. Received: shortcut={option!r}; expected one of {', '.join(SHORTCUTS)}")
 
 
-class _ResidualBlock(nn.Module):
+class ResidualBlock(nn.Module):
     """What both blocks share: the shortcut chosen by option, and y = ReLU(F(x) + shortcut(x))."""
 
+    expansion: int  # output channels / planes
     relu: nn.Module
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        raise NotImplementedError
 
     def _add_shortcut(self, option: str, in_chs: int, out_chs: int, stride: int) -> None:
         self.downsample = make_shortcut(option, in_chs, out_chs, stride)
@@ -84,7 +88,7 @@ class _ResidualBlock(nn.Module):
         return self.relu(out)
 
 
-class BasicBlock(_ResidualBlock):
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR nets). (N, in_chs, H, W) -> (N, planes, H/s, W/s)."""
 
     expansion = 1
@@ -109,7 +113,7 @@ class BasicBlock(_ResidualBlock):
         return self._merge(out, x)
 
 
-class Bottleneck(_ResidualBlock):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand x4 (ResNet-50/101/152, Section 4.1 "Deeper Bottleneck").
 
     `variant="v1"` strides the first 1x1, as the paper and its Caffe models do;
@@ -147,4 +151,4 @@ class Bottleneck(_ResidualBlock):
         return self._merge(out, x)
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCKS: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}

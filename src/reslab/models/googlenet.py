@@ -118,6 +118,19 @@ class GoogLeNet(ClassicNet):
     Input (N, in_chans, H, W) -> logits (N, num_classes).
     """
 
+    # Added by name in __init__ (one per row of INCEPTION_CFGS and the pools between stages).
+    inception3a: Inception
+    inception3b: Inception
+    inception4a: Inception
+    inception4b: Inception
+    inception4c: Inception
+    inception4d: Inception
+    inception4e: Inception
+    inception5a: Inception
+    inception5b: Inception
+    maxpool3: nn.MaxPool2d
+    maxpool4: nn.MaxPool2d
+
     def __init__(
         self,
         *,

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from reslab.errors import ReslabError
-from reslab.models.blocks import BLOCKS, SHORTCUTS, VARIANTS, Shortcut, Variant
+from reslab.models.blocks import BLOCKS, SHORTCUTS, VARIANTS, ResidualBlock, Shortcut, Variant
 from reslab.models.registry import register_model
 
 Stem = Literal["imagenet", "cifar"]
 
 
 def make_stage(
-    block: type[nn.Module], in_chs: int, planes: int, blocks: int, *, stride: int, shortcut: str, variant: str
+    block: type[ResidualBlock], in_chs: int, planes: int, blocks: int, *, stride: int, shortcut: str, variant: str
 ) -> tuple[nn.Sequential, int]:
     """A stage of `blocks` blocks; only the first may change resolution or width.
 
@@ -116,7 +116,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_last:
             for m in self.modules():
-                if hasattr(m, "last_bn"):
+                if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.last_bn().weight)
 
     def stages(self) -> list[nn.Sequential]:

@@ -12,10 +12,9 @@ from reslab.errors import ReslabError
 from reslab.models.base import ClassicNet, MLPHead, mlp_head
 from reslab.models.registry import register_model
 
-Cfg = Sequence[int | Literal["M"]]
-
 # Table 1 of Simonyan & Zisserman (2015): columns A, B, D, E; "M" is a 2x2/2 max pool.
-VGG_CFGS: dict[int, tuple[int | str, ...]] = {
+Cfg = Sequence[int | Literal["M"]]
+VGG_CFGS: dict[int, tuple[int | Literal["M"], ...]] = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
@@ -74,7 +73,8 @@ class VGG(MLPHead, ClassicNet):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
