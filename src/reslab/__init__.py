@@ -4,10 +4,46 @@
 >>> model = reslab.create_model("resnet50", variant="v1")
 >>> reslab.count_params(model), reslab.count_macs(model, (3, 224, 224))
 (25557032, 3858...)
+
+The rest of the API is imported on first use, so `import reslab` stays cheap:
+`reslab.train(config)`, `reslab.TrainConfig`, `reslab.resolve_config(recipe, **flags)`,
+`reslab.evaluate(weights, ...)`, `reslab.predict(weights, images, features=...)` and
+`reslab.export(weights, format=...)`. See README.md, "Python API".
 """
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from reslab.analysis import count_macs, count_params, layer_stats
 from reslab.models import ResNet, create_model, list_models
 
-__version__ = "0.1.0"
-__all__ = ["ResNet", "count_macs", "count_params", "create_model", "layer_stats", "list_models"]
+try:
+    __version__ = version("reslab")
+except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
+    __version__ = "0+unknown"
+
+# name -> (module, attribute); attribute None: the module itself (callable, see reslab.api)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "train": ("reslab.train", None),
+    "TrainConfig": ("reslab.train.config", "TrainConfig"),
+    "resolve_config": ("reslab.train.config", "resolve_config"),
+    "evaluate": ("reslab.evaluate", None),
+    "predict": ("reslab.deploy.predict", "predict"),
+    "export": ("reslab.deploy.export", "export"),
+}
+
+__all__ = ["ResNet", "TrainConfig", "count_macs", "count_params", "create_model", "evaluate", "export",
+           "layer_stats", "list_models", "predict", "resolve_config", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'reslab' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from reslab.api import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import folder_dataset, multiscale_views
@@ -27,6 +28,7 @@ from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights, resolve_weights
 
+Split = Literal["test", "val"]
 SPLITS = ("test", "val")  # image folders have no public test labels: both mean root/val there (Section 3.4)
 
 
@@ -122,12 +124,11 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: str | None = None,
-                     split: str = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
+                     split: Split = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
                      out: str | Path | None = None,
                      multiscale: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
     """Evaluate saved reslab weights on a dataset split (test or val); writes confusion-<split>.png.
@@ -179,7 +180,7 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], *, ten_crop: bool
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 
-def _tensor_split(name: str, split: str, data_dir: str | None, pre: dict[str, Any], *, batch_size: int,
+def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], *, batch_size: int,
                   ten_crop: bool) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
     """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4)."""
     ds = load_dataset(name, split, data_dir=data_dir)
@@ -193,3 +194,6 @@ def _tensor_split(name: str, split: str, data_dir: str | None, pre: dict[str, An
 
 def _short(classes: list[str]) -> str:
     return f"{len(classes)} classes [{', '.join(map(str, classes[:3]))}{', ...' if len(classes) > 3 else ''}]"
+
+
+make_callable(__name__, evaluate_weights)  # reslab.evaluate(weights, ...) is evaluate_weights
