@@ -153,6 +153,28 @@ def _branch_costs(module: nn.Module, shape: tuple[int, int, int]) -> list[dict[s
     return rows
 
 
+def _input_shapes(model: nn.Module, names: list[str], input_size: tuple[int, ...]
+                  ) -> tuple[dict[str, nn.Module], dict[str, tuple[int, ...]]]:
+    """A meta-device copy's modules by name, and the (C, H, W) input of each module in `names`.
+
+    Shapes are all this needs: the copy on the meta device computes nothing.
+    """
+    probe = copy.deepcopy(model).to("meta").eval()
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+            shapes[name] = tuple(inp[0].shape[1:])
+        return hook
+
+    probe_modules = dict(probe.named_modules())
+    for name in names:
+        probe_modules[name].register_forward_pre_hook(record(name))
+    with torch.no_grad():
+        probe(torch.zeros(1, *input_size, device="meta"))
+    return probe_modules, shapes
+
+
 def inception_arithmetic(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> list[dict[str, Any]]:
     """What the 1x1 reductions save: each Inception module against its naive form.
 
@@ -180,21 +202,7 @@ def inception_arithmetic(model: nn.Module, input_size: tuple[int, int, int] | No
         side = 32 if isinstance(getattr(model, "maxpool1", None), nn.Identity) else 224
         input_size = (getattr(model, "in_chans", 3), side, side)
 
-    # Shapes are all this needs: run a copy on the meta device, which computes none.
-    probe = copy.deepcopy(model).to("meta").eval()
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(_mod: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
-            shapes[name] = tuple(inp[0].shape[1:])
-        return hook
-
-    probe_modules = dict(probe.named_modules())
-    for name, _ in modules:
-        probe_modules[name].register_forward_pre_hook(record(name))
-    with torch.no_grad():
-        probe(torch.zeros(1, *input_size, device="meta"))
-
+    probe_modules, shapes = _input_shapes(model, [n for n, _ in modules], input_size)
     rows: list[dict[str, Any]] = []
     for name, m in modules:
         c, h, w = shapes[name]

@@ -7,16 +7,25 @@ bubble area growing with depth.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
 from torch import nn
 
+from reslab.analysis import count_params, layer_stats
 from reslab.errors import ReslabError
-from reslab.plotting import save_figure
+from reslab.experiments.tables import markdown_table
+from reslab.fileio import atomic_write_text
+from reslab.models.registry import create_model, model_entry
+from reslab.plotting import pyplot, save_figure
+from reslab.train.rundir import RunDir
+from reslab.weights import read_metadata
 
 COUNTED_LAYERS = ("Conv2d", "Linear")
 
@@ -41,8 +50,6 @@ class CompareRow:
 
 def measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int, int]:
     """(parameters, MACs, weighted layers executed) of `model` on one (C, H, W) image."""
-    from reslab.analysis import count_params, layer_stats
-
     stats = layer_stats(model, input_size)
     return count_params(model), sum(s.macs for s in stats), sum(s.kind in COUNTED_LAYERS for s in stats)
 
@@ -50,8 +57,6 @@ def measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, in
 def model_row(name: str, *, input_size: int | None = None, model_kwargs: dict[str, Any] | None = None,
               label: str | None = None) -> CompareRow:
     """A registered net at `input_size` (default: the resolution it was designed for)."""
-    from reslab.models.registry import create_model, model_entry
-
     entry = model_entry(name)
     model = create_model(name, **(model_kwargs or {}))
     side = input_size or entry.input_size
@@ -62,9 +67,6 @@ def model_row(name: str, *, input_size: int | None = None, model_kwargs: dict[st
 
 def run_row(run_dir: str | Path, *, input_size: int | None = None) -> CompareRow:
     """A trained run (or weights) directory: the net as trained, and its test error when metrics.csv has one."""
-    from reslab.train.rundir import RunDir
-    from reslab.weights import read_metadata
-
     path = Path(run_dir)
     meta = read_metadata(path)
     kwargs = dict(meta["model_kwargs"])
@@ -110,10 +112,8 @@ def _si(n: float) -> str:
     return f"{n:g}"
 
 
-def compare_table(rows: Sequence[CompareRow]):
+def compare_table(rows: Sequence[CompareRow]) -> Table:
     """A rich Table of the rows."""
-    from rich.table import Table
-
     t = Table(title="reslab compare: depth, parameters, multiply-adds", title_justify="left")
     for h in _headers():
         t.add_column(h, justify="left" if h in ("net", "family", "input") else "right")
@@ -124,12 +124,6 @@ def compare_table(rows: Sequence[CompareRow]):
 
 def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> Path:
     """compare.md, compare.csv (raw numbers) and compare.png in `out` (default experiments/compare-<time>)."""
-    import csv
-    import io
-
-    from reslab.experiments.tables import markdown_table
-    from reslab.fileio import atomic_write_text
-
     folder = Path(out) if out else Path("experiments") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "compare.md", markdown_table(_headers(), [_cells(r) for r in rows]) + "\n")
@@ -148,8 +142,6 @@ def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> 
 
 def plot_compare(rows: Sequence[CompareRow], path: Path) -> Path:
     """Parameters (y, log) against MACs (x, log); bubble area grows with depth; one colour per family."""
-    from reslab.plotting import pyplot
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     colors = dict(zip(("cifar", "imagenet", "classic"), ("tab:blue", "tab:green", "tab:orange"), strict=True))
