@@ -134,14 +134,14 @@ class GoogLeNet(ClassicNet):
     def __init__(
         self,
         *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
         stem: Literal["imagenet", "small"] = "imagenet",
         aux_logits: bool = False,
         transform_input: bool = False,
         kernel5: int = 3,
         dropout: float = 0.4,
         dropout_aux: float = 0.7,
+        num_classes: int = 1000,
+        in_chans: int = 3,
     ) -> None:
         super().__init__()
         self._setup(num_classes, in_chans)
