@@ -32,9 +32,8 @@ from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
+from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
-from reslab.train.distributed import Dist
-from reslab.train.loop import pick_device
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
 FLAT = 1e-3  # a grid point whose curvature is below this share of the grid's largest is flat (left out)
@@ -223,7 +222,7 @@ def run_landscape(cfg: LandscapeConfig) -> ExperimentResult:
     surfaces = {}
     for kind in ("plain", "resnet"):
         r = next(r for r in records if r.label == f"{kind}{cfg.depth}")
-        model, meta = load_weights(r.run_dir, device=pick_device(cfg.device or "auto", Dist()))
+        model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
         x, y = dataset_tensors(meta, "train", cfg.images, data_dir=cfg.data_dir, seed=r.seed)
         surfaces[r.label] = measure_surface(model, x, y, cfg, label=r.label)
     minima = {lab: minima_per_slice(s) for lab, s in surfaces.items()}

@@ -30,9 +30,8 @@ from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
+from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
-from reslab.train.distributed import Dist
-from reslab.train.loop import pick_device
 
 # Veit et al. (Fig. 3): single deletions from ResNet-110 move its CIFAR-10 error by about a point, the
 # downsampling blocks a little more; 5 points is a margin well beyond that and far below a collapse.
@@ -181,7 +180,7 @@ def run_lesion(cfg: LesionConfig) -> ExperimentResult:
     for r in sorted(records, key=lambda r: (r.label.startswith("resnet"), int(re.sub(r"\D", "", r.label) or 0))):
         if r.label in lesions:
             continue  # one seed per net: a lesion curve is not averaged over differently trained nets
-        model, meta = load_weights(r.run_dir, device=pick_device(cfg.device or "auto", Dist()))
+        model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
         x, y = dataset_tensors(meta, "test", cfg.images, data_dir=cfg.data_dir)
         classes = len(meta["classes"])
         lesions[r.label] = measure_lesion(model, x, y, label=r.label, draws=cfg.draws, seed=cfg.draw_seed)

@@ -24,9 +24,8 @@ from reslab.errors import ReslabError
 from reslab.explain.cam import METHODS, cam, default_layer
 from reslab.explain.overlay import GridRow, heat_overlay, model_view, write_grid
 from reslab.fileio import atomic_write_text
+from reslab.hardware import check_device
 from reslab.modes import eval_mode
-from reslab.train.distributed import Dist
-from reslab.train.loop import pick_device
 from reslab.weights import load_weights
 
 GRID_MAX_ROWS = 24  # a taller grid is unreadable; every image still gets its own PNGs
@@ -104,7 +103,7 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     if cfg.topk < 1 or cfg.batch_size < 1:
         raise ReslabError(f"topk and batch_size must be >= 1. Received: topk={cfg.topk}, "
                           f"batch_size={cfg.batch_size}")
-    model, meta = load_weights(cfg.weights, device=pick_device(cfg.device, Dist()))
+    model, meta = load_weights(cfg.weights, device=check_device(cfg.device))
     files = expand_inputs(cfg.inputs)
     folder = Path(cfg.out) if cfg.out else Path("explain") / f"{_slug(cfg.method)}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
