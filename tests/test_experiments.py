@@ -17,8 +17,9 @@ from reslab.experiments.config import ExperimentConfig, parse_seeds
 from reslab.experiments.degradation import degradation_claims
 from reslab.experiments.depth import depth_claims, paper_params_match
 from reslab.experiments.responses import layer_response_stds, response_layers, responses_claims
-from reslab.experiments.runs import final_train_error, read_manifest
+from reslab.experiments.runs import RunRecord, final_train_error, read_manifest
 from reslab.experiments.shortcuts import shortcuts_claims
+from reslab.experiments.summary import training_lines
 from reslab.models.registry import create_model
 
 from fakedata import write_learnable_mnist
@@ -110,6 +111,40 @@ def test_degradation_claims_both_ways():
     claims = degradation_claims(swapped, swapped, 20, 56)
     assert [c.held for c in claims] == [False] * 5
     assert claims[0].verdict == "NOT held"
+
+
+def test_summary_describes_the_runs_as_they_were_trained(degradation_dir):
+    text = (degradation_dir / "summary.md").read_text()
+    run = json.loads((degradation_dir / "runs" / "resnet20-s0" / "config.json").read_text())
+    first, second = run["resolved"]["milestones"]
+    assert f"{run['resolved']['iterations']:,} iterations per run" in text and f"batch {run['batch_size']}," in text
+    assert f"lr {run['lr']:g} divided by 10 at iterations {first} and {second}," in text
+    assert "50% and 75%" not in text and "batch 128" not in text
+
+
+def _record(label: str, config: dict) -> RunRecord:
+    return RunRecord(label, label, 0, Path(label), {}, 0, 0.1, 0.1, 0.1, 1.0, config=config)
+
+
+def test_training_lines_name_each_setup_as_run():
+    base = {"data": "fashion-mnist", "iterations": 64_000, "milestones": [32_000, 48_000], "batch_size": 64,
+            "lr": 0.05, "gamma": 0.1, "schedule": "step", "weight_decay": 1e-4, "momentum": 0.9, "warmup_lr": 0.01,
+            "warmup_below": None, "resolved": {"iterations": 3000, "milestones": [1500, 2250], "warmup_iters": 0}}
+    deep = {**base, "warmup_below": 0.8, "resolved": {**base["resolved"], "warmup_iters": 400}}
+    setup = ("3,000 iterations per run (the paper: 64,000), batch 64, lr 0.05 divided by 10 at iterations 1,500 "
+             "and 2,250, weight decay 0.0001, momentum 0.9")
+    assert training_lines([_record("resnet20", base), _record("resnet32", base)]) == [f"- training: {setup}"]
+    assert training_lines([_record("resnet20", base), _record("resnet110", deep)]) == [
+        f"- training of resnet20: {setup}",
+        f"- training of resnet110: {setup}, warm-up at lr 0.01 for at most 400 iterations, until the training "
+        "error is below 80%"]
+
+
+def test_experiment_help_says_out_is_the_experiment_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", "degradation", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--out OUT the experiment folder" in out and "<model>" not in out
 
 
 def test_rerun_with_same_out_reuses_finished_runs(degradation_dir, fmnist_dir):

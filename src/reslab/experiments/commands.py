@@ -26,8 +26,10 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
                                    "experiments/<name>-<time>/ (--out); rerun with the same --out to continue.")
     exp_sub = p.add_subparsers(dest="experiment", required=True, metavar="NAME")
     for name, text in _HELP.items():
-        q = exp_sub.add_parser(name, help=text, description=text)
+        q = exp_sub.add_parser(name, help=text, description=text, conflict_handler="resolve")
         add_train_flags(q)
+        q.add_argument("--out", help="the experiment folder: runs/, tables, figures and summary.md (default "
+                                     "experiments/<name>-<time>); an existing one is continued")
         if name in _DEPTHS:
             q.add_argument("--depths", help=f"comma-separated depths (default {_DEPTHS[name]})")
         if name == "shortcuts":

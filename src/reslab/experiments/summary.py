@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reslab.experiments.claims import Claim, claims_table
 from reslab.experiments.config import ExperimentConfig
@@ -32,9 +32,9 @@ def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: 
     """summary.md: the setup, the claims table (verdicts from `report.claims`), the results table and the figures."""
     held = sum(c.held for c in report.claims)
     minutes = sum(r.seconds for r in records) / 60
-    head = [f"- data: {cfg.data}; {cfg.budget:,} iterations per run (the paper: 64,000), batch "
-            f"{cfg.batch_size or 128}, lr 0.1 divided by 10 at 50% and 75% of the run (Section 4.2's schedule "
-            f"scaled); seeds {', '.join(map(str, cfg.seeds))}",
+    data = sorted({r.config.get("data", cfg.data) for r in records}) or [cfg.data]
+    head = [f"- data: {', '.join(data)}; seeds {', '.join(map(str, sorted({r.seed for r in records})))}",
+            *training_lines(records),
             f"- hardware: {describe_line(_run_device(records))}",
             f"- finished {time.strftime('%Y-%m-%d %H:%M:%S')}; {len(records)} runs, {minutes:.1f} min of training",
             f"- claims held: {held} of {len(report.claims)}"]
@@ -45,6 +45,47 @@ def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: 
                       *([*notes, ""] if notes else []), "## Results", "", report.table, "",
                       *[f"![{Path(f).stem}]({f})\n" for f in report.figures]])
     return atomic_write_text(folder / "summary.md", text.rstrip() + "\n")
+
+
+def training_lines(records: Sequence[RunRecord]) -> list[str]:
+    """How the runs were trained, read from their resolved config.json: one line per distinct setup."""
+    groups: dict[str, list[str]] = {}
+    for r in records:
+        names = groups.setdefault(describe_training(r.config), [])
+        if r.label not in names:
+            names.append(r.label)
+    if len(groups) == 1:
+        return [f"- training: {setup}" for setup in groups]
+    return [f"- training of {', '.join(names)}: {setup}" for setup, names in groups.items()]
+
+
+def describe_training(config: dict[str, Any]) -> str:
+    """One run's schedule and optimiser as run, from its config.json (the `resolved` part wins)."""
+    if not config:
+        return "unknown (the run has no config.json)"
+    resolved = config.get("resolved", {})
+    iterations = resolved.get("iterations", config["iterations"])
+    parts = [f"{iterations:,} iterations per run (the paper: 64,000)", f"batch {config['batch_size']}",
+             _schedule(config, resolved.get("milestones", config["milestones"])),
+             f"weight decay {config['weight_decay']:g}, momentum {config['momentum']:g}"]
+    warmup = resolved.get("warmup_iters", config.get("warmup_iters", 0))
+    if warmup:
+        until = config.get("warmup_below")
+        parts.append(f"warm-up at lr {config['warmup_lr']:g} for at most {warmup:,} iterations"
+                     + (f", until the training error is below {100 * until:g}%" if until else ""))
+    return ", ".join(parts)
+
+
+def _schedule(config: dict[str, Any], milestones: Sequence[int]) -> str:
+    lr, gamma = config["lr"], config.get("gamma", 0.1)
+    if config.get("schedule") == "plateau":
+        return f"lr {lr:g} divided by 10 when the validation error plateaus"
+    if config.get("schedule") == "cosine":
+        return f"lr {lr:g} on a cosine to 0"
+    if not milestones:
+        return f"lr {lr:g} throughout"
+    at = ", ".join(f"{m:,}" for m in milestones[:-1]) + (" and " if len(milestones) > 1 else "") + f"{milestones[-1]:,}"
+    return f"lr {lr:g} {'divided by 10' if gamma == 0.1 else f'times {gamma:g}'} at iterations {at}"
 
 
 def _run_device(records: Sequence[RunRecord]) -> str | None:
