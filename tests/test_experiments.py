@@ -155,6 +155,58 @@ def test_rerun_with_same_out_reuses_finished_runs(degradation_dir, fmnist_dir):
     assert weights.stat().st_mtime_ns == before
 
 
+# ---------------------------------------------------------------------------- --jobs
+TIMING = ("images_per_s", "elapsed_s")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if "logs" not in p.relative_to(folder).parts)
+
+
+def test_jobs_2_trains_two_runs_at_once_as_jobs_1_does(fmnist_dir, tmp_path, capsys):
+    args = ["experiment", "depth", "--data-dir", str(fmnist_dir), "--depths", "20,32", *TINY]
+    threads = torch.get_num_threads()
+    try:  # the same CPU thread count per run: 1 here, 2 // 2 = 1 in each of the two processes
+        torch.set_num_threads(1)
+        assert main([*args, "--out", str(tmp_path / "one")]) == 0
+        torch.set_num_threads(2)
+        assert main([*args, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    for name in ("resnet20-s0", "resnet32-s0"):
+        assert f"start {name} (log: {tmp_path / 'two' / 'logs' / name}.log)" in out
+        assert re.search(rf"done {name} in [\d.]+ min: test error", out)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _files(one) == _files(two) and (two / "logs" / "resnet32-s0.log").is_file()
+    for name in ("resnet20-s0", "resnet32-s0"):
+        rows = [[{k: v for k, v in r.items() if k not in TIMING} for r in _csv(d / "runs" / name / "metrics.csv")]
+                for d in (one, two)]
+        assert rows[0] == rows[1] and len(rows[0]) > 3
+    assert _csv(one / "table.csv") == _csv(two / "table.csv")
+
+
+def test_jobs_report_a_failed_run_and_finish_the_others(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "depth"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "resnet32-s0").write_text("not a run directory")  # makes that run fail
+    args = ["experiment", "depth", "--data-dir", str(fmnist_dir), "--depths", "20,32", *TINY, "--jobs", "2",
+            "--out", str(out)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    log = out / "logs" / "resnet32-s0.log"
+    assert "FAILED resnet32-s0 (exit code 1)" in captured.out and "Traceback" in log.read_text()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "1 of 2 runs failed: resnet32-s0" in err and str(log) in err
+    weights = out / "runs" / "resnet20-s0" / "model.safetensors"
+    assert weights.is_file()  # the other run finished
+    before = weights.stat().st_mtime_ns
+    (out / "runs" / "resnet32-s0").unlink()
+    assert main(args) == 0  # the same command again: the finished run is skipped, the failed one trained
+    assert "skip resnet20-s0: finished already" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == before and (out / "summary.md").is_file()
+
+
 # ---------------------------------------------------------------------------- responses
 @pytest.mark.parametrize("name, count", [("resnet20", 19), ("plain20", 19), ("resnet56", 55), ("resnet18", 16),
                                          ("resnet50", 16)])

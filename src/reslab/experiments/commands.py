@@ -43,6 +43,9 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
                             "milestones stay at 50%% and 75%%")
         q.add_argument("--seeds", default="1", help="a count (3: --seed, --seed+1, ...) or a list (0,4,7); "
                                                     "means ± std when more than one")
+        q.add_argument("--jobs", type=positive_int, default=1,
+                       help="training runs at once, each in its own process on the one device (default 1); "
+                            "their output goes to <out>/logs/")
         q.add_argument("--eval-every", type=int, help="iterations between validation passes (default budget/10)")
         q.add_argument("--log-every", type=int, help="iterations per training-error log row (default budget/40)")
         q.set_defaults(func=cmd_experiment)
@@ -62,7 +65,7 @@ def config_from_args(args: argparse.Namespace):
     from reslab.experiments.config import ExperimentConfig, parse_depths, parse_seeds
 
     given = {k: getattr(args, k, None) for k in ("data", "data_dir", "download", "batch_size", "out", "device",
-                                                  "workers", "quiet", "eval_every", "log_every")}
+                                                  "workers", "quiet", "eval_every", "log_every", "jobs")}
     cfg = ExperimentConfig(name=args.experiment, budget=args.budget,
                            seeds=parse_seeds(args.seeds, base=args.seed or 0),
                            **{k: v for k, v in given.items() if v is not None})

@@ -39,6 +39,7 @@ class ExperimentConfig:
     quiet: bool | None = None
     from_dir: str | None = None  # responses: reuse the nets of a degradation experiment folder
     images: int = 1000  # responses: test images the response statistics are measured on
+    jobs: int = 1  # training runs at once, each in its own process (one device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +53,7 @@ class ExperimentConfig:
 
 
 def validate_experiment(cfg: ExperimentConfig) -> None:
-    for name in ("budget", "images"):
+    for name in ("budget", "images", "jobs"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             raise ReslabError(f"{name} must be a positive integer. Received: {name}={value!r}")

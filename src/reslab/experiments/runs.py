@@ -16,15 +16,19 @@ import json
 import math
 import re
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from reslab.analysis import count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
 from reslab.experiments.config import ExperimentConfig, experiment_dir, validate_experiment
+from reslab.experiments.parallel import Call, run_calls, say
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
 from reslab.train import resolve_config, train
@@ -158,16 +162,66 @@ def open_folder(cfg: ExperimentConfig) -> Path:
 
 
 def run_jobs(cfg: ExperimentConfig, jobs: Sequence[Job], report: ReportFn) -> ExperimentResult:
-    """Train every job for every seed in the experiment folder, keeping experiment.json current after
-    each run (an interrupted experiment resumes with the same --out), then write the report."""
+    """Train every job for every seed in the experiment folder, then measure and judge (`report`)."""
     folder = open_folder(cfg)
-    records: list[RunRecord] = []
-    write_manifest(folder, cfg, records)
-    for model, label, model_kwargs in jobs:
-        for seed in cfg.seeds:
-            records.append(train_run(cfg, folder, model, label=label, seed=seed, model_kwargs=model_kwargs))
-            write_manifest(folder, cfg, records)
-    return finish(folder, cfg, records, report)
+    return finish(folder, cfg, train_all(cfg, folder, jobs), report)
+
+
+def train_all(cfg: ExperimentConfig, folder: Path, jobs: Sequence[Job]) -> list[RunRecord]:
+    """Every job for every seed, `cfg.jobs` at once, records in job order.
+
+    Finished runs are read back, half-done ones resume from their checkpoints, and experiment.json
+    is rewritten after each run: an interrupted experiment continues when called with the same --out.
+    """
+    plan = [(model, label, kwargs, seed) for model, label, kwargs in jobs for seed in cfg.seeds]
+    records: dict[int, RunRecord] = {}
+
+    def keep(i: int) -> str:
+        _, label, _, seed = plan[i]
+        records[i] = read_record(run_dir_of(folder, label, seed), label=label, seed=seed)
+        write_manifest(folder, cfg, [records[k] for k in sorted(records)])
+        return f"test error {100 * records[i].test_err:.2f}%"
+
+    write_manifest(folder, cfg, [])
+    todo = []
+    for i, (_, label, _, seed) in enumerate(plan):
+        if finished(run_dir_of(folder, label, seed)):
+            say(f"skip {label}-s{seed}: finished already ({keep(i)})")
+        else:
+            todo.append(i)
+    if cfg.jobs == 1:
+        for i in todo:
+            model, label, kwargs, seed = plan[i]
+            say(f"start {label}-s{seed}")
+            start = time.monotonic()
+            train_run(cfg, folder, model, label=label, seed=seed, model_kwargs=kwargs)
+            say(f"done {label}-s{seed} in {(time.monotonic() - start) / 60:.1f} min: {keep(i)}")
+    else:
+        _train_in_processes(cfg, folder, [(i, *plan[i]) for i in todo], keep)
+    return [records[i] for i in range(len(plan))]
+
+
+def _train_in_processes(cfg: ExperimentConfig, folder: Path, todo: Sequence[tuple[int, str, str, Any, int]],
+                        keep: Callable[[int], str]) -> None:
+    """Train `todo` ((index, model, label, model_kwargs, seed)) in up to `cfg.jobs` processes at once."""
+    calls, index = [], {}
+    for i, model, label, kwargs, seed in todo:
+        name = f"{label}-s{seed}"
+        calls.append(Call(name, folder / "logs" / f"{name}.log", _train_job, (cfg, folder, model, label, seed, kwargs)))
+        index[name] = i
+    # Each process gets its share of this process's CPU threads, so N of them do not oversubscribe the cores.
+    failed = run_calls(calls, at_once=cfg.jobs, threads=max(1, torch.get_num_threads() // cfg.jobs),
+                       on_done=lambda call: keep(index[call.name]))
+    if failed:
+        raise ReslabError(f"{len(failed)} of {len(calls)} runs failed: "
+                          + ", ".join(f"{c.name} (log: {c.log})" for c in failed)
+                          + "; the finished runs are kept: fix the cause and re-run the same command to continue")
+
+
+def _train_job(cfg: ExperimentConfig, folder: Path, model: str, label: str, seed: int,
+               model_kwargs: dict[str, Any] | None) -> None:
+    """One run in a child process (an importable function: the spawn start method pickles it by name)."""
+    train_run(cfg, folder, model, label=label, seed=seed, model_kwargs=model_kwargs)
 
 
 def finish(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], report: ReportFn) -> ExperimentResult:
