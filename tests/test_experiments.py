@@ -12,8 +12,8 @@ import torch
 
 from reslab.cli import main
 from reslab.errors import ReslabError
-from reslab.experiments.claims import Stat, by_label
-from reslab.experiments.config import ExperimentConfig, parse_seeds
+from reslab.experiments.claims import Claim, Stat, by_label
+from reslab.experiments.config import ExperimentConfig, budget_warning, parse_seeds, short_budget
 from reslab.experiments.degradation import degradation_claims
 from reslab.experiments.depth import depth_claims, paper_params_match
 from reslab.experiments.responses import layer_response_stds, response_layers, responses_claims
@@ -42,7 +42,8 @@ def degradation_dir(fmnist_dir, tmp_path_factory) -> Path:
 
 def _verdicts(summary: Path) -> list[bool]:
     """The verdict column of summary.md's claims table, in order."""
-    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)\*\* \|", summary.read_text())]
+    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)(?: \(short-budget\))?\*\* \|",
+                                            summary.read_text())]
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -147,6 +148,28 @@ def test_experiment_help_says_out_is_the_experiment_folder(capsys):
     assert "--out OUT the experiment folder" in out and "<model>" not in out
 
 
+def test_short_budget_verdicts_are_labelled(degradation_dir):
+    text = (degradation_dir / "summary.md").read_text()
+    assert "- **short budget**: 6 iterations per run is far below the paper's 64,000 (under 16,000)" in text
+    table = text.split("## Claims")[1].split("## Results")[0]
+    verdicts = re.findall(r"\| \*\*([^*]+)\*\* \|", table)
+    assert len(verdicts) == 5 and all(v.endswith(" (short-budget)") for v in verdicts)
+
+
+def test_a_verdict_is_short_budget_below_a_quarter_of_the_paper():
+    assert not short_budget(16_000) and short_budget(15_999) and budget_warning(64_000) is None
+    assert Claim("c", "p", "o", True, short_budget=True).verdict == "held (short-budget)"
+    assert Claim("c", "p", "o", False).verdict == "NOT held"
+
+
+def test_a_data_dir_that_does_not_exist_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert main(["experiment", "depth", "--data-dir", str(missing), *TINY, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err and "does not exist" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_rerun_with_same_out_reuses_finished_runs(degradation_dir, fmnist_dir):
     weights = degradation_dir / "runs" / "resnet20-s0" / "model.safetensors"
     before = weights.stat().st_mtime_ns
@@ -196,8 +219,8 @@ def test_jobs_report_a_failed_run_and_finish_the_others(fmnist_dir, tmp_path, ca
     captured = capsys.readouterr()
     log = out / "logs" / "resnet32-s0.log"
     assert "FAILED resnet32-s0 (exit code 1)" in captured.out and "Traceback" in log.read_text()
-    err = captured.err.strip()
-    assert len(err.splitlines()) == 1 and "1 of 2 runs failed: resnet32-s0" in err and str(log) in err
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "1 of 2 runs failed: resnet32-s0" in errors[0] and str(log) in errors[0]
     weights = out / "runs" / "resnet20-s0" / "model.safetensors"
     assert weights.is_file()  # the other run finished
     before = weights.stat().st_mtime_ns
@@ -272,9 +295,12 @@ def test_responses_from_a_folder_that_is_not_an_experiment(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- shortcuts
-def test_shortcuts_end_to_end(fmnist_dir, tmp_path):
+def test_shortcuts_end_to_end(fmnist_dir, tmp_path, capsys):
     out = tmp_path / "shortcuts"
     assert main(["experiment", "shortcuts", "--data-dir", str(fmnist_dir), *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "warning: 6 iterations per run is far below the paper's 64,000" in printed.err
+    assert "held (short-budget)" in printed.out  # the terminal's verdicts are labelled too
     table = {r["shortcut"]: r for r in _csv(out / "table.csv")}
     assert list(table) == ["plain", "A", "B", "C"]
     params = {k: int(v["params"].replace(",", "")) for k, v in table.items()}

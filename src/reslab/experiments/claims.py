@@ -65,10 +65,11 @@ class Claim:
     paper: str
     ours: str
     held: bool
+    short_budget: bool = False  # judged on runs far shorter than the paper's (config.SHORT_BUDGET)
 
     @property
     def verdict(self) -> str:
-        return "held" if self.held else "NOT held"
+        return ("held" if self.held else "NOT held") + (" (short-budget)" if self.short_budget else "")
 
 
 def less(a: Stat, b: Stat, *, scale: float = 100, unit: str = " pp") -> tuple[bool, str]:

@@ -86,7 +86,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     result = run_experiment(config_from_args(args))
     t = Table(title=f"{args.experiment}: claims", title_justify="left", show_lines=True)
     for col in ("claim", "paper", "ours", "verdict"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "verdict")  # "NOT held (short-budget)" reads as one verdict
     for c in result.claims:
         t.add_row(c.claim, c.paper, c.ours, f"[{'green' if c.held else 'red'}]{c.verdict}[/]")
     Console(soft_wrap=False).print(t)

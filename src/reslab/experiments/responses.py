@@ -21,7 +21,7 @@ from reslab.data.augment import normalize
 from reslab.data.datasets import load_dataset
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim, Stat, less, stat
-from reslab.experiments.config import ExperimentConfig, resolve_depths
+from reslab.experiments.config import ExperimentConfig, check_data_dir, resolve_depths
 from reslab.experiments.degradation import DEFAULT_DEPTHS, degradation_jobs
 from reslab.experiments.runs import (
     ExperimentResult,
@@ -139,6 +139,7 @@ def run_responses(cfg: ExperimentConfig) -> ExperimentResult:
     for key in ("data", "budget", "seeds", "batch_size"):  # the summary describes the nets' training
         setattr(cfg, key, getattr(src, key))
     cfg.data_dir = cfg.data_dir or src.data_dir
+    check_data_dir(cfg)
     cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
                                if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
     write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))

@@ -16,9 +16,10 @@ import json
 import math
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ import torch
 from reslab.analysis import count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
-from reslab.experiments.config import ExperimentConfig, experiment_dir, validate_experiment
+from reslab.experiments.config import (
+    ExperimentConfig,
+    budget_warning,
+    experiment_dir,
+    short_budget,
+    validate_experiment,
+)
 from reslab.experiments.parallel import Call, run_calls, say
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
@@ -164,6 +171,7 @@ def open_folder(cfg: ExperimentConfig) -> Path:
 def run_jobs(cfg: ExperimentConfig, jobs: Sequence[Job], report: ReportFn) -> ExperimentResult:
     """Train every job for every seed in the experiment folder, then measure and judge (`report`)."""
     folder = open_folder(cfg)
+    warn_budget(cfg)
     return finish(folder, cfg, train_all(cfg, folder, jobs), report)
 
 
@@ -225,10 +233,18 @@ def _train_job(cfg: ExperimentConfig, folder: Path, model: str, label: str, seed
 
 
 def finish(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], report: ReportFn) -> ExperimentResult:
-    """Measure and judge (`report`), then write summary.md from what it found."""
+    """Measure and judge (`report`), label the verdicts of a short budget, then write summary.md."""
     found = report(folder, cfg, records)
+    if short_budget(cfg.budget):
+        found.claims = [replace(c, short_budget=True) for c in found.claims]
+        warn_budget(cfg)
     write_summary(folder, cfg, found, records)
     return ExperimentResult(folder, found.claims, list(records))
+
+
+def warn_budget(cfg: ExperimentConfig) -> None:
+    if (text := budget_warning(cfg.budget)) is not None:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def write_manifest(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], **extra: Any) -> Path:

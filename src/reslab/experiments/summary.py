@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reslab.experiments.claims import Claim, claims_table
-from reslab.experiments.config import ExperimentConfig
+from reslab.experiments.config import ExperimentConfig, budget_warning
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
 
@@ -33,8 +33,9 @@ def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: 
     held = sum(c.held for c in report.claims)
     minutes = sum(r.seconds for r in records) / 60
     data = sorted({r.config.get("data", cfg.data) for r in records}) or [cfg.data]
+    warning = budget_warning(cfg.budget)
     head = [f"- data: {', '.join(data)}; seeds {', '.join(map(str, sorted({r.seed for r in records})))}",
-            *training_lines(records),
+            *training_lines(records), *([f"- **short budget**: {warning}"] if warning else []),
             f"- hardware: {describe_line(_run_device(records))}",
             f"- finished {time.strftime('%Y-%m-%d %H:%M:%S')}; {len(records)} runs, {minutes:.1f} min of training",
             f"- claims held: {held} of {len(report.claims)}"]
