@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,13 +24,6 @@ from reslab.train.bench import (
     torchvision_root,
 )
 
-from fakedata import write_learnable_mnist
-
-
-@pytest.fixture(scope="module")
-def fmnist_dir(tmp_path_factory) -> Path:
-    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=96, n_test=20)
-
 
 def test_torchvision_reads_the_same_images(fmnist_dir, tmp_path):
     import torchvision
@@ -39,7 +31,7 @@ def test_torchvision_reads_the_same_images(fmnist_dir, tmp_path):
     root = torchvision_root("fashion-mnist", fmnist_dir, tmp_path)
     ds = torchvision.datasets.FashionMNIST(str(root), train=True)
     images, labels = read_mnist(fmnist_dir, True)
-    assert len(ds) == len(images) == 96
+    assert len(ds) == len(images) == 240
     torch.testing.assert_close(ds.data, images[:, 0])  # (N, 28, 28) uint8, the same bytes
     torch.testing.assert_close(ds.targets, labels)
 

@@ -22,8 +22,6 @@ from reslab.train.batches import InMemoryBatches
 from reslab.train.checkpoint import load_checkpoint
 from reslab.train.distributed import GlobalBatchNorm2d, convert_sync_batchnorm
 
-from fakedata import write_learnable_mnist
-
 # 240 training images (216 after the 10% validation split), batch 16: 13 iterations per epoch. lr 0.02 (not
 # 0.1) keeps 24 iterations of batch 16 out of the chaotic regime where float rounding alone decides the curve.
 ARGS = ["--iterations", "24", "--batch-size", "16", "--lr", "0.02", "--eval-every", "12", "--ckpt-every", "4",
@@ -128,10 +126,10 @@ def _losses(run: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, fmnist_dir) -> dict[str, Path]:
     """One uninterrupted 2-process run (SyncBN) and the same schedule in one process."""
     root = tmp_path_factory.mktemp("dist")
-    data = write_learnable_mnist(root / "fmnist", n_train=240, n_test=60)
+    data = fmnist_dir
     two = _torchrun(["--data-dir", str(data), *ARGS, "--sync-bn", "--out", str(root / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
     cfg = resolve_config("cifar-paper", data_dir=str(data), iterations=24, batch_size=16, lr=0.02, eval_every=12,

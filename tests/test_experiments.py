@@ -22,14 +22,7 @@ from reslab.experiments.shortcuts import shortcuts_claims
 from reslab.experiments.summary import training_lines
 from reslab.models.registry import create_model
 
-from fakedata import write_learnable_mnist
-
 TINY = ["--budget", "6", "--batch-size", "16", "--quiet", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def fmnist_dir(tmp_path_factory) -> Path:
-    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=240, n_test=60)
 
 
 @pytest.fixture(scope="module")

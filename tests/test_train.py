@@ -22,14 +22,7 @@ from reslab.train import TrainingDiverged, resolve_config, train
 from reslab.train.checkpoint import load_checkpoint, save_checkpoint
 from reslab.train.schedule import Plateau, Schedule, WarmupRule, step_lr
 
-from fakedata import write_learnable_mnist
-
 TINY = dict(batch_size=16, log_every=5, quiet=True, device="cpu", workers=0)
-
-
-@pytest.fixture(scope="module")
-def fmnist_dir(tmp_path_factory) -> Path:
-    return write_learnable_mnist(tmp_path_factory.mktemp("fmnist"), n_train=240, n_test=60)
 
 
 def _lr(cfg, it):
