@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -53,8 +53,8 @@ def run_calls(calls: Sequence[Call], *, at_once: int, threads: int,
                 proc.start()
                 running[proc.sentinel] = (proc, call, time.monotonic())
                 say(f"start {call.name} (log: {call.log})")
-            for sentinel in wait(list(running)):
-                proc, call, start = running.pop(sentinel)
+            for ready in wait(list(running)):
+                proc, call, start = running.pop(cast(int, ready))  # wait() hands back the sentinels it was given: ints
                 proc.join()
                 minutes = (time.monotonic() - start) / 60
                 if proc.exitcode == 0:
