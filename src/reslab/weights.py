@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
-from reslab.fileio import atomic_write, atomic_write_text
+from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
+from reslab.metadata import MAX_META_BYTES, parse_metadata, validate_metadata
 
 FORMAT, VERSION = "reslab-weights", 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
@@ -97,42 +99,38 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The validated `model.json` of the weights at `path` (without the mean image)."""
+    """The validated `model.json` of the weights at `path` (without the mean image); see `reslab.metadata`."""
     _, meta_path = resolve_weights(path)
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReslabError(f"{meta_path}: not valid JSON ({e}); write it again with save_weights") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ReslabError(f"{meta_path}: not a reslab weights file (format is not {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise ReslabError(f"{meta_path}: weights format version {meta.get('version')!r}; "
-                          f"this reslab reads version {VERSION}")
-    for key, kind in (("model", str), ("model_kwargs", dict), ("classes", list), ("preprocess", dict)):
-        if not isinstance(meta.get(key), kind):
-            raise ReslabError(f"{meta_path}: field {key!r} must be a {kind.__name__}. Received: {meta.get(key)!r}")
-    return meta
+        size = meta_path.stat().st_size
+        if size > MAX_META_BYTES:
+            raise ReslabError(f"{meta_path}: {size:,} bytes, more than the {MAX_META_BYTES:,} a model.json may "
+                              f"hold; write it again with save_weights")
+        text = meta_path.read_bytes()
+    except OSError as e:
+        raise ReslabError(f"{meta_path}: cannot read ({e.strerror})") from e
+    return validate_metadata(parse_metadata(text, meta_path), meta_path, format=FORMAT, version=VERSION)
 
 
 def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Build the network named in `model.json`, load its state strictly; (model in eval mode, metadata).
 
     `metadata["preprocess"]["mean_image"]` holds the per-pixel mean (C, H, W) when one was saved.
+    The network is first built on the meta device (no memory) and checked against the tensor
+    shapes in the file's header, so a hostile model.json cannot make us allocate a network the
+    file does not hold.
     """
-    from reslab.models import create_model
-
     st_path, _ = resolve_weights(path)
     meta = read_metadata(path)
+    _check_against_file(_build(meta, st_path, torch.device("meta")), meta, st_path)
     try:
         state = load_file(st_path)
     except (SafetensorError, OSError) as e:
         raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
     extras = {k[len(_PREFIX):]: state.pop(k) for k in [k for k in state if k.startswith(_PREFIX)]}
+    _check_mean_image(extras.get("mean_image"), meta["preprocess"], st_path)
     meta["preprocess"].update(extras)
-    try:
-        model = create_model(meta["model"], **meta["model_kwargs"])
-    except (ValueError, TypeError) as e:
-        raise ReslabError(f"{st_path}: cannot build {meta['model']!r} from model.json: {e}") from e
+    model = _build(meta, st_path, torch.device("cpu"))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -140,6 +138,53 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
         detail = lines[1].strip() if len(lines) > 1 else str(e)
         raise ReslabError(f"{st_path}: weights do not match {meta['model']} ({detail})") from e
     return model.to(device).eval(), meta
+
+
+def _build(meta: dict, st_path: Path, device: torch.device) -> nn.Module:
+    from reslab.models import create_model
+
+    try:
+        with device:
+            return create_model(meta["model"], **meta["model_kwargs"])
+    except (ValueError, TypeError) as e:
+        raise ReslabError(f"{st_path}: cannot build {meta['model']!r} from model.json: {e}") from e
+
+
+def _check_against_file(shell: nn.Module, meta: dict, st_path: Path) -> None:
+    """The file's tensor names and shapes (read from its header) equal the network's; classes name every output."""
+    try:
+        with safe_open(st_path, "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()  # noqa: SIM118
+                      if not k.startswith(_PREFIX)}
+    except (SafetensorError, OSError) as e:
+        raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
+    own = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    if shapes != own:
+        missing = [k for k in own if k not in shapes]
+        bad = [k for k in own if k in shapes and shapes[k] != own[k]]
+        detail = (f"missing {_few(missing)}" if missing else
+                  f"{bad[0]}: file {shapes[bad[0]]} vs model {own[bad[0]]}" if bad else
+                  f"unexpected {_few([k for k in shapes if k not in own])}")
+        raise ReslabError(f"{st_path}: weights do not match {meta['model']} as model.json describes it ({detail})")
+    head = head_prefix(shell)
+    outputs = own.get(f"{head}.weight", (len(meta["classes"]),))[0]
+    if len(meta["classes"]) != outputs:
+        raise ReslabError(f"{st_path.with_name(META_FILE)}: {len(meta['classes'])} class names for a network with "
+                          f"{outputs} outputs; give one name per output in 'classes'")
+
+
+def _check_mean_image(mean_image: Tensor | None, pre: dict, st_path: Path) -> None:
+    if mean_image is None:
+        if pre.get("mode") == "pixel-mean":
+            raise ReslabError(f"{st_path}: preprocess mode 'pixel-mean' but no {MEAN_IMAGE_KEY} tensor in the file; "
+                              f"write the weights again with save_weights")
+        return
+    chans = pre.get("in_chans", 3)
+    ok = (mean_image.ndim == 3 and mean_image.shape[0] == chans and max(mean_image.shape) <= MAX_IMAGE_SIDE
+          and bool(torch.isfinite(mean_image).all()))
+    if not ok:
+        raise ReslabError(f"{st_path}: {MEAN_IMAGE_KEY} must be a finite ({chans}, H, W) image with sides up to "
+                          f"{MAX_IMAGE_SIDE}. Received: shape {tuple(mean_image.shape)}; write the weights again")
 
 
 # ---------------------------------------------------------------------------- foreign checkpoints
@@ -251,8 +296,10 @@ def convert(
     num_classes: int | None = None,
     finetune: bool = False,
     classes: list[str] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Foreign checkpoint -> reslab weights in `out_dir`; returns `out_dir`.
+    """Foreign checkpoint -> reslab weights in `out_dir`; returns `out_dir`. Weights already in
+    `out_dir` are replaced only with `overwrite`.
 
     `num_classes` defaults to `len(classes)` or else the checkpoint's classifier rows.
     The preprocessing recorded is torchvision's ImageNet evaluation transform (resize 256,
@@ -262,6 +309,10 @@ def convert(
     from reslab.models import create_model, model_entry
 
     ckpt = Path(ckpt_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReslabError(f"--out {out} is a file; give a directory for {WEIGHTS_FILE} and {META_FILE}")
+    refuse_overwrite([out / WEIGHTS_FILE, out / META_FILE], overwrite=overwrite)
     state = load_checkpoint_state(ckpt)
     try:
         entry = model_entry(model)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_runner, ort_session, physical_cores
 from reslab.errors import ReslabError
+from reslab.fileio import atomic_write_text
 from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu
 
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
@@ -213,11 +214,12 @@ def row_precision(name: str) -> str:
 
 def print_report(report: dict) -> None:
     """The report as a rich table, hardware first."""
-    from rich.console import Console
     from rich.table import Table
 
+    from reslab.console import console as make_console
+
     hw = report["hardware"]
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{report['model']}[/] {report['image_size']}x{report['image_size']}, batch "
                   f"{report['batch_size']}, {report['repeats']} rounds; {hw['cpu']}, {hw['physical_cores']} cores, "
                   f"{hw['threads']} threads, flags {' '.join(hw['flags'])}; torch {hw['torch']}, onnxruntime "
@@ -243,8 +245,14 @@ def print_report(report: dict) -> None:
                   f"{report['macs_per_image'] / 1e9:.3g} G multiply-adds per image")
 
 
-def save_report(report: dict, path: str | Path | None) -> Path:
-    out = Path(path or f"bench-infer-{report['model']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+def report_path(path: str | Path | None, model: str) -> Path:
+    """Where the report of `model` goes (default bench-infer-MODEL.json); a directory is an error."""
+    out = Path(path or f"bench-infer-{model}.json")
+    if out.is_dir():
+        raise ReslabError(f"--json {out} is a directory; give the path of the report file, e.g. "
+                          f"{out / f'bench-infer-{model}.json'}")
     return out
+
+
+def save_report(report: dict, path: str | Path | None) -> Path:
+    return atomic_write_text(report_path(path, report["model"]), json.dumps(report, indent=2) + "\n")

@@ -32,6 +32,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--finetune", action="store_true", help="keep a fresh classifier when the head's shape differs")
     p.add_argument("--classes", help="text file with one class name per line")
+    p.add_argument("--overwrite", action="store_true", help="replace model.safetensors / model.json in --out")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram and check parity with eager")
@@ -40,6 +41,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--int8", action="store_true", help="static int8 quantisation (onnx only; needs --calib)")
     p.add_argument("--out", help="output file (default: beside the weights)")
     p.add_argument("--calib", help="directory of calibration images (int8) also used for the parity check")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file when it exists")
     p.set_defaults(func=_cmd_export)
 
     p = bench_sub.add_parser("infer", help="CPU inference paths vs torchvision eager and onnxruntime")
@@ -86,18 +88,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_tables(results: list[dict]) -> None:
-    from rich.console import Console
+    """One table for all files: the top-1 class and its probability, then the runners-up."""
     from rich.table import Table
 
-    console = Console()
+    from reslab.console import console
+
+    if not results:
+        return
+    table = Table()
+    for name in ("file", "class", "prob", "next"):
+        table.add_column(name, justify="right" if name == "prob" else "left", overflow="fold")
     for r in results:
-        console.print(r["file"], markup=False, highlight=False, soft_wrap=True)
-        table = Table()
-        table.add_column("class")
-        table.add_column("prob", justify="right")
-        for row in r["topk"]:
-            table.add_row(row["class"], f"{row['prob']:.4f}")
-        console.print(table)
+        top, *rest = r["topk"]
+        table.add_row(r["file"], top["class"], f"{top['prob']:.4f}",
+                      ", ".join(f"{t['class']} {t['prob']:.4f}" for t in rest))
+    console().print(table, markup=False, highlight=False)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -110,7 +115,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ReslabError(f"{args.classes}: cannot read class names ({e.strerror})") from e
     out = convert(args.checkpoint, model=args.model, out_dir=args.out, num_classes=args.num_classes,
-                  finetune=args.finetune, classes=classes)
+                  finetune=args.finetune, classes=classes, overwrite=args.overwrite)
     print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")
     return 0
 
@@ -118,15 +123,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from reslab.deploy.export import export
 
-    result = export(args.weights, format=args.format, int8=args.int8, out=args.out, calib_images=args.calib)
+    result = export(args.weights, format=args.format, int8=args.int8, out=args.out, calib_images=args.calib,
+                    overwrite=args.overwrite)
     print(result.summary())
     return 0
 
 
 def _cmd_bench_infer(args: argparse.Namespace) -> int:
-    from reslab.deploy.bench import bench_infer, print_report, save_report
+    from reslab.deploy.bench import bench_infer, print_report, report_path, save_report
     from reslab.deploy.fast import PATHS
 
+    report_path(args.json, args.model)  # a bad --json fails now, not after the benchmark
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
     side = None
     if args.image_size is not None:

@@ -1,10 +1,20 @@
 """Export reslab weights for deployment and check the exported file against eager PyTorch.
 
+Exported files are self-contained: they take the raw image, not the preprocessed tensor,
+and apply the weights' own normalisation (per-channel mean, or the per-pixel mean image
+the paper subtracts, then the std) inside the graph. The input contract (`input_contract`,
+stored in ONNX files under the metadata key "reslab.input", and in docs/deployment.md):
+  name "input", uint8, shape (N, C, S, S) in NCHW layout, values 0..255,
+  C = 3 (RGB, as Pillow's convert("RGB")) or 1 (grey, convert("L")), S = the view's side,
+  the image already brought to S x S by the geometry in the metadata (`resize` the shorter
+  side then centre-crop `crop`; or, without `resize`, resize to `image_size` squared).
+Output "logits": float32 (N, classes), class names in the "reslab" metadata entry.
+
 Every format gets the BN-folded network (`fast.fold_bn`: same function, fewer ops) with a
-dynamic batch dimension, and takes preprocessed input (N, C, H, W) float32 as described
-by the weights' `model.json` (ONNX files carry that JSON in their metadata, key "reslab").
+dynamic batch dimension:
   onnx              torch.onnx (dynamo exporter); checked in onnxruntime at batch 1 and 3.
-                    `int8=True`: static QDQ quantisation calibrated on `calib_images`.
+                    `int8=True`: static QDQ quantisation calibrated on `calib_images`
+                    (the normalisation stays fp32; onnxruntime quantises the network).
   torchscript       torch.jit.trace, saved with torch.jit.save (deprecated upstream in
                     favour of torch.export; kept for C++ / older runtimes).
   exported-program  torch.export.export + torch.export.save (`.pt2`).
@@ -22,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_runner, ort_session, quantize_onnx
-from reslab.deploy.images import image_mode, load_image, preprocess_image
-from reslab.deploy.predict import expand_inputs
+from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view_size
+from reslab.deploy.predict import calibration_batch, expand_inputs
 from reslab.errors import ReslabError
+from reslab.fileio import atomic_write, atomic_write_bytes, refuse_overwrite
 from reslab.weights import load_weights, resolve_weights
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported-program")
@@ -42,28 +53,64 @@ class ExportResult:
     batch: int
     max_abs_diff: float
     top1_agreement: float
-    inputs: str  # what the parity batch was: "calibration images" or "random inputs"
+    inputs: str  # what the parity batch was: "calibration images" or "random images"
 
     def summary(self) -> str:
         kind = f"{self.format}{' int8' if self.int8 else ''}"
-        return (f"wrote {self.path} ({kind}); vs eager on {self.batch} {self.inputs}: "
+        return (f"wrote {self.path} ({kind}, input uint8 NCHW 0..255); vs eager on {self.batch} {self.inputs}: "
                 f"max |logit diff| {self.max_abs_diff:.3g}, top-1 agreement {self.top1_agreement:.1%}")
+
+
+class RawImageModel(nn.Module):
+    """uint8 (N, C, S, S) raw pixels -> logits (N, classes): the weights' normalisation, then `net`.
+
+    The same operations in the same order as `reslab.data.augment.normalize`: x / 255, minus the
+    mean (per channel (1, C, 1, 1) or the per-pixel mean image (1, C, S, S)), divided by the std.
+    """
+
+    def __init__(self, net: nn.Module, preprocess: dict) -> None:
+        super().__init__()
+        self.net = net
+        chans = 1 if image_mode(preprocess) == "L" else 3
+        mean_image = mean_image_at(preprocess)
+        offset = mean_image[None] if mean_image is not None else torch.tensor(
+            preprocess["mean"], dtype=torch.float32).view(1, chans, 1, 1)
+        std = torch.tensor(preprocess.get("std") or [1.0] * chans, dtype=torch.float32).view(1, chans, 1, 1)
+        self.register_buffer("offset", offset.contiguous())
+        self.register_buffer("std", std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x.float() / 255 - self.offset) / self.std)
+
+
+def input_contract(preprocess: dict) -> dict:
+    """What an exported model takes, as plain data (written into ONNX metadata as "reslab.input")."""
+    side = view_size(preprocess)
+    grey = image_mode(preprocess) == "L"
+    return {"name": "input", "dtype": "uint8", "range": [0, 255], "layout": "NCHW",
+            "shape": ["N", 1 if grey else 3, side, side], "channels": "L" if grey else "RGB",
+            "geometry": {k: preprocess.get(k) for k in ("resize", "crop", "image_size")},
+            "normalisation": "inside the graph (mean and std of model.json, per-pixel mean image included)"}
 
 
 def load_calibration(images: str | Path | Sequence[str | Path], preprocess: dict, *, limit: int = CALIB_MAX
                      ) -> Tensor:
-    """Preprocessed (N, C, H, W) batch of up to `limit` images from files or directories; bad files skipped."""
+    """Raw uint8 (N, C, S, S) views of up to `limit` images from files or directories; unreadable ones are
+    skipped and counted, and too few readable ones raise ReslabError (`predict.calibration_batch`)."""
     files = expand_inputs([images] if isinstance(images, (str, Path)) else list(images))[:limit]
-    mode = image_mode(preprocess)
-    tensors = []
-    for f in files:
-        try:
-            tensors.append(preprocess_image(load_image(f, mode=mode), preprocess))
-        except ReslabError:
-            continue
-    if not tensors:
-        raise ReslabError(f"{images}: no readable calibration images")
-    return torch.stack(tensors)
+    return calibration_batch(files, preprocess, raw=True)
+
+
+def _out_path(weights: str | Path, out: str | Path | None, format: str, int8: bool, overwrite: bool) -> Path:
+    if out is None:
+        st, _ = resolve_weights(weights)
+        out = st.with_name(f"model{'.int8' if int8 else ''}{_SUFFIX[format]}")
+    out = Path(out)
+    if out.is_dir():
+        raise ReslabError(f"--out {out} is a directory; give the path of the file to write, e.g. "
+                          f"{out / ('model' + _SUFFIX[format])}")
+    refuse_overwrite([out], overwrite=overwrite)
+    return out
 
 
 def export(
@@ -73,11 +120,13 @@ def export(
     int8: bool = False,
     out: str | Path | None = None,
     calib_images: str | Path | Sequence[str | Path] | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
-    """Write `weights` as `format` to `out` (default: beside the weights, `model<suffix>`).
+    """Write `weights` as `format` to `out` (default: beside the weights, `model<suffix>`); an existing
+    file is replaced only with `overwrite`.
 
     Parity is measured on the calibration images when given (up to 16 of them), else on a
-    fixed random batch of 4.
+    fixed batch of 4 random images; the reference is eager PyTorch on the preprocessed images.
     """
     if format not in FORMATS:
         raise ReslabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -87,21 +136,18 @@ def export(
         raise ReslabError("--int8 needs --calib DIR: a few dozen representative images to calibrate the ranges")
     model, meta = load_weights(weights)
     pre = meta["preprocess"]
-    if out is None:
-        st, _ = resolve_weights(weights)
-        out = st.with_name(f"model{'.int8' if int8 else ''}{_SUFFIX[format]}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _out_path(weights, out, format, int8, overwrite)
     calib = load_calibration(calib_images, pre) if calib_images is not None else None
     if calib is not None:
         x, source = calib[:16], "calibration images"
     else:
-        crop = int(pre.get("crop") or pre.get("image_size") or 224)
-        chans = 1 if image_mode(pre) == "L" else 3
-        x, source = torch.randn(4, chans, crop, crop, generator=torch.Generator().manual_seed(0)), "random inputs"
+        side, chans = view_size(pre), 1 if image_mode(pre) == "L" else 3
+        x = torch.randint(0, 256, (4, chans, side, side), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+        source = "random images"
     with torch.inference_mode():
-        ref = model(x)
-    net = fold_bn(model)
+        ref = model(normalize_view(x, pre))
+    net = RawImageModel(fold_bn(model), pre).eval()
     if format == "onnx":
         got = _export_onnx(net, x, out, meta, calib if int8 else None)
     elif format == "torchscript":
@@ -120,9 +166,10 @@ def _export_onnx(net: nn.Module, x: Tensor, out: Path, meta: dict, calib: Tensor
         data = quantize_onnx(data, calib)
     proto = onnx.load_from_string(data)
     public = {**meta, "preprocess": {k: v for k, v in meta["preprocess"].items() if k != "mean_image"}}
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "reslab", json.dumps(public)
-    out.write_bytes(proto.SerializeToString())
+    for key, value in (("reslab", public), ("reslab.input", input_contract(meta["preprocess"]))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    atomic_write_bytes(out, proto.SerializeToString())
     run = ort_runner(ort_session(out))
     for n in (1, 3):  # the batch dimension is dynamic
         got = run(x[:1].expand(n, *x.shape[1:]))
@@ -135,7 +182,7 @@ def _export_torchscript(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         traced = torch.jit.trace(net, x)
-        torch.jit.save(traced, str(out))
+        atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
         loaded = torch.jit.load(str(out))
     with torch.inference_mode():
         return loaded(x)
@@ -145,7 +192,7 @@ def _export_program(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     batch = torch.export.Dim("batch", min=1, max=65536)
     xs = x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous()  # batch 1 would be specialised
     program = torch.export.export(net, (xs,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(out))
+    atomic_write(out, lambda tmp: torch.export.save(program, tmp))
     loaded = torch.export.load(str(out)).module()
     with torch.inference_mode():
         return loaded(x)

@@ -12,6 +12,7 @@ never chosen automatically; ask for them with `path="compiled"` / `"int8"`, or
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest
-from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_image, preprocess_image
+from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
 from reslab.weights import load_weights
 
 AUTO_ORT_MIN = 64
 INT8_CALIB_MAX = 64  # int8 in predict calibrates on (up to) this many of the images it predicts
+CALIB_MIN = 8  # fewer images than this do not show the activations' ranges
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -65,18 +67,40 @@ class _Features(nn.Module):
 
 def _load_batches(files: list[Path], preprocess: dict, batch_size: int, skip_bad: bool
                   ) -> Iterator[tuple[list[Path], Tensor | None, list[tuple[Path, str]]]]:
-    mode = image_mode(preprocess)
     for i in range(0, len(files), batch_size):
         good, tensors, bad = [], [], []
         for f in files[i:i + batch_size]:
             try:
-                tensors.append(preprocess_image(load_image(f, mode=mode), preprocess))
+                tensors.append(load_view(f, preprocess))
                 good.append(f)
             except ReslabError as e:
                 if not skip_bad:
                     raise
                 bad.append((f, str(e)))
         yield good, (torch.stack(tensors) if tensors else None), bad
+
+
+def calibration_batch(files: list[Path], preprocess: dict, *, raw: bool = False, least: int = CALIB_MIN) -> Tensor:
+    """The readable ones of `files` as one (N, C, H, W) batch for int8 calibration (uint8 views with `raw`).
+
+    Unreadable files are skipped and counted on stderr; fewer than `least` readable images (all of
+    them when fewer are given) cannot calibrate the activation ranges, and raise ReslabError.
+    """
+    tensors, bad = [], []
+    for f in files:
+        try:
+            tensors.append(load_view(f, preprocess, raw=raw))
+        except ReslabError as e:
+            bad.append(str(e))
+    need = max(1, min(least, len(files)))
+    if len(tensors) < need:
+        first = f" (first: {bad[0]})" if bad else ""
+        raise ReslabError(f"only {len(tensors)} of {len(files)} calibration images are readable, int8 needs at "
+                          f"least {need}{first}; add readable, representative images")
+    if bad:
+        print(f"reslab: int8 calibration on {len(tensors)} of {len(files)} images; {len(bad)} unreadable skipped "
+              f"(first: {bad[0]})", file=sys.stderr)
+    return torch.stack(tensors)
 
 
 def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: str, *, batch_size: int,
@@ -88,7 +112,7 @@ def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: 
     are then only the int8 calibration images.
     """
     pre = meta["preprocess"]
-    crop = int(pre.get("crop") or pre.get("image_size") or 224)
+    crop = view_size(pre)
     chans = 1 if image_mode(pre) == "L" else 3
     n_images = len(files) if n_images is None else n_images
     n = min(batch_size, max(1, n_images))
@@ -100,8 +124,7 @@ def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: 
         return select_fastest(net, example)
     calib = None
     if path == "int8":
-        calib_files = files[:INT8_CALIB_MAX]
-        calib = torch.cat([b for _, b, _ in _load_batches(calib_files, pre, batch_size, True) if b is not None])
+        calib = calibration_batch(files[:INT8_CALIB_MAX], pre)
     if path not in PATHS:
         raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")
     return build_engine(net, path, example, calib)
@@ -149,10 +172,9 @@ def predict(
         probs = out.softmax(dim=1)
         p, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
         for f, pr, ix in zip(good, p.tolist(), idx.tolist(), strict=True):
-            results[f] = {"file": str(f), "topk": [{"class": _name(classes, i), "prob": v}
+            results[f] = {"file": str(f), "topk": [{"class": classes[i], "prob": v}
                                                   for v, i in zip(pr, ix, strict=True)]}
+    if files and all("error" in r for r in results.values()):
+        raise ReslabError(f"none of the {len(files)} images could be read (first: {results[files[0]]['error']}); "
+                          f"check the files")
     return [results[f] for f in files]
-
-
-def _name(classes: list[str], i: int) -> str:
-    return classes[i] if i < len(classes) else str(i)

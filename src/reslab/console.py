@@ -1,0 +1,19 @@
+"""The one place rich consoles are made: full-width in a terminal, never cut outside one."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+
+PLAIN_WIDTH = 400  # columns for logs, pipes and CI: wide enough that no reslab table is cut
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich Console on stdout (or stderr). In a terminal it takes the terminal's width; elsewhere
+    (a log file, a pipe, CI) rich would assume 80 columns and cut table cells to "26…", so it gets
+    PLAIN_WIDTH unless $COLUMNS says otherwise."""
+    c = Console(stderr=stderr)
+    if c.is_terminal or "COLUMNS" in os.environ:
+        return c
+    return Console(stderr=stderr, width=PLAIN_WIDTH)
