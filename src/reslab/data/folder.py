@@ -1,15 +1,22 @@
-"""ImageNet-style folders: `root/train/<class>/*.jpg` and `root/val/<class>/*.jpg`.
+"""ImageNet-style folders: `root/train/<class>/*.jpg`, `root/val/<class>/*.jpg` and optionally
+`root/test/<class>/*.jpg`.
 
-Decoding and per-image transforms run in DataLoader workers (torchvision ImageFolder and
-transforms v2); any format Pillow reads, converted to RGB.
+Every image is decoded once before use (`check_folder`), so a corrupt one is found before
+training starts. Decoding and per-image transforms run in DataLoader workers (torchvision
+ImageFolder and transforms v2); any format Pillow reads, converted to RGB, through the
+size-checked decoder of `reslab.data.images`.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
@@ -17,6 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from reslab.data.augment import pca_lighting
+from reslab.data.images import load_image
 from reslab.errors import ReslabError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,9 +83,12 @@ def multiscale_views(img: Tensor, scales: Sequence[int] = PAPER_TEST_SCALES) -> 
     return [v2.functional.resize(img, [s], antialias=True) for s in scales]
 
 
+SPLITS = ("train", "val", "test")
+
+
 def _classes(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
-        raise ReslabError(f"missing folder {split_dir}; an image folder needs train/ and val/ "
+        raise ReslabError(f"missing folder {split_dir}; an image folder needs train/ and val/ (test/ optional) "
                           f"with one sub-folder per class")
     classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
     if not classes:
@@ -89,42 +100,128 @@ def _classes(split_dir: Path) -> list[str]:
     return classes
 
 
+def has_test_split(root: str | Path) -> bool:
+    """Whether `root` has its own test/ split; without one, val/ both selects the checkpoint and is
+    reported (as ImageNet's val set is in the paper), so reports must call it validation."""
+    return (Path(root) / "test").is_dir()
+
+
 def folder_classes(root: str | Path) -> list[str]:
-    """Validate `root/train` and `root/val` and return their (identical) sorted class names."""
+    """Validate `root/train`, `root/val` and, when present, `root/test`; return their (identical)
+    sorted class names, at least two."""
     root = Path(root)
-    train, val = _classes(root / "train"), _classes(root / "val")
-    if train != val:
-        diff = sorted(set(train) ^ set(val))
-        raise ReslabError(f"{root}: train/ and val/ have different classes ({len(train)} vs {len(val)}; "
-                          f"differing: {', '.join(diff[:5])}); both need the same class sub-folders")
+    train = _classes(root / "train")
+    for other in ("val", "test") if has_test_split(root) else ("val",):
+        names = _classes(root / other)
+        if names != train:
+            diff = sorted(set(train) ^ set(names))
+            raise ReslabError(f"{root}: train/ and {other}/ have different classes ({len(train)} vs {len(names)}; "
+                              f"differing: {', '.join(diff[:5])}); every split needs the same class sub-folders")
+    if len(train) < 2:
+        raise ReslabError(f"{root}/train has one class ({train[0]}); a classifier needs at least 2 class "
+                          f"sub-folders, or every prediction is trivially right")
     return train
+
+
+def split_dir(root: str | Path, split: str) -> Path:
+    """The folder of `split`: "test" is test/ when it exists, else val/ (ImageNet's test labels are not
+    public, so the paper reports on val)."""
+    if split not in SPLITS:
+        raise ReslabError(f"image folders have splits 'train', 'val', 'test'; received split={split!r}")
+    root = Path(root)
+    return root / ("val" if split == "test" and not has_test_split(root) else split)
+
+
+def _load_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader: the safe decode of `reslab.data.images` (a module function, so workers can pickle it)."""
+    return load_image(path, mode="RGB")
+
+
+def bad_images(files: Sequence[str]) -> list[tuple[str, str]]:
+    """(file, reason) for every one of `files` that does not decode, checked in threads (Pillow
+    releases the GIL); JPEGs decode at reduced scale, which reads (and checks) all their data."""
+    def check(f: str) -> tuple[str, str] | None:
+        try:
+            load_image(f, mode="RGB", draft=64)
+        except ReslabError as e:
+            return f, str(e)
+        return None
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        return [r for r in pool.map(check, files) if r is not None]
+
+
+_SCANNED: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (split dir, files' signature) -> bad files
+
+
+def _scan(folder: Path, files: list[str], skip_bad: bool) -> set[str]:
+    """The bad files of one split folder, decoded once per process while the files stay the same."""
+    stats = [os.stat(f) for f in files]
+    key = (str(folder.resolve()), hash(tuple((f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats,
+                                                                                             strict=True))))
+    first = key not in _SCANNED
+    if first:
+        _SCANNED[key] = bad_images(files)
+    bad = _SCANNED[key]
+    if bad and not skip_bad:
+        raise ReslabError(f"{bad[0][1]}; {len(bad)} of {len(files)} images in {folder} are unreadable: fix or "
+                          f"remove them, or pass --skip-bad to leave them out")
+    if bad and first:
+        print(f"reslab: skipping {len(bad)} unreadable of {len(files)} images in {folder} (first: {bad[0][1]})",
+              file=sys.stderr, flush=True)
+    return {f for f, _ in bad}
+
+
+def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[tuple[str, int]]]:
+    """Every split's (file, class index) samples after decoding each image once: an unreadable,
+    truncated or oversized image is a one-line ReslabError naming it, or with `skip_bad` left
+    out and counted on stderr. All splits are checked at once, so a bad image in val/ stops a
+    run before training starts rather than at its first evaluation."""
+    root = Path(root)
+    classes = folder_classes(root)
+    out = {}
+    for split in ("train", "val", "test") if has_test_split(root) else ("train", "val"):
+        folder = root / split
+        samples = ImageFolder(str(folder)).samples
+        bad = _scan(folder, [f for f, _ in samples], skip_bad)
+        kept = [s for s in samples if s[0] not in bad]
+        missing = sorted(set(range(len(classes))) - {c for _, c in kept})
+        if missing:
+            raise ReslabError(f"{folder / classes[missing[0]]}: no readable images left after skipping bad files; "
+                              f"add readable images or remove the class from every split")
+        out[split] = kept
+    return out
 
 
 def folder_dataset(root: str | Path, split: str, *, train: bool, image_size: int = 224,
                    scale_range: tuple[int, int] = (256, 480), ten_crop: bool = False,
-                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> ImageFolder:
-    """ImageFolder over `root/train` (split "train") or `root/val` ("val" or "test": ImageNet's test
-    labels are not public, so the paper reports on val). Items are (float (3, S, S), int); with
-    `ten_crop` evaluation items are (10, 3, S, S). The eval resize is `scale_range[0]` (256)."""
-    if split not in ("train", "val", "test"):
-        raise ReslabError(f"image folders have splits 'train', 'val', 'test' (= val/); received split={split!r}")
-    folder_classes(root)
+                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                   skip_bad: bool = False) -> ImageFolder:
+    """ImageFolder over `root/train` (split "train"), `root/val` ("val") or `root/test` ("test"; val/
+    when there is no test/). Items are (float (3, S, S), int); with `ten_crop` evaluation items are
+    (10, 3, S, S). The eval resize is `scale_range[0]` (256). Every image of every split is
+    checked first (`check_folder`): bad ones are an error, or left out with `skip_bad`."""
+    folder = split_dir(root, split)
+    samples = check_folder(root, skip_bad=skip_bad)[folder.name]
     if train:
         tf = train_transform(image_size=image_size, scale_range=scale_range, mean=mean, std=std)
     else:
         tf = eval_transform(image_size=image_size, resize=scale_range[0], ten_crop=ten_crop, mean=mean, std=std)
-    return ImageFolder(str(Path(root) / ("train" if split == "train" else "val")), transform=tf)
+    ds = ImageFolder(str(folder), transform=tf, loader=_load_rgb)
+    ds.samples = ds.imgs = samples
+    ds.targets = [c for _, c in samples]
+    return ds
 
 
 def folder_loader(root: str | Path, split: str, *, batch_size: int, workers: int, train: bool,
                   image_size: int = 224, scale_range: tuple[int, int] = (256, 480), seed: int = 0,
-                  ten_crop: bool = False) -> tuple[DataLoader, list[str]]:
+                  ten_crop: bool = False, skip_bad: bool = False) -> tuple[DataLoader, list[str]]:
     """A DataLoader of (float (B, 3, S, S), int64 (B,)) batches and the class names.
 
     `seed` fixes the shuffling order and the workers' random streams (with workers > 0).
     """
     ds = folder_dataset(root, split, train=train, image_size=image_size, scale_range=scale_range,
-                        ten_crop=ten_crop)
+                        ten_crop=ten_crop, skip_bad=skip_bad)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=workers,
                         generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0,
                         pin_memory=torch.cuda.is_available())

@@ -87,8 +87,18 @@ try:  # numpy >= 2 moved the module; importing numpy.core there warns
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
-# Every global the official CIFAR pickles name (numpy 1 and 2 spellings); nothing else may load.
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """`_codecs.encode` as Python 3 uses it in protocol-2 pickles of bytes (`encode(text, "latin1")`);
+    any other codec is refused, so the global cannot reach a codec that does more than copy bytes."""
+    if encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with codec {encoding!r}")
+    return text.encode("latin-1", errors)
+
+
+# Every global the official CIFAR pickles name (numpy 1 and 2 spellings), and the bytes constructor of
+# pickles re-saved by Python 3 at protocol 2; nothing else may load.
 _CIFAR_GLOBALS = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
