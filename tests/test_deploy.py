@@ -15,7 +15,7 @@ from reslab.cli import main
 from reslab.deploy.bench import bench_infer, row_precision
 from reslab.deploy.export import export
 from reslab.deploy.fast import FP32_CANDIDATES, PATHS, build_engine, fold_bn, select_fastest
-from reslab.deploy.images import load_image, preprocess_image
+from reslab.deploy.images import load_image, normalize_view, preprocess_image
 from reslab.deploy.predict import predict
 from reslab.errors import ReslabError
 from reslab.models import create_model
@@ -309,9 +309,9 @@ def test_export_parity(tmp_path, weights, fmt):
     assert result.path.is_file() and result.path.stat().st_size > 100_000
     assert result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
     assert "max |logit diff|" in result.summary()
-    x = torch.randn(3, 3, 32, 32)
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)  # exports take raw images
     with torch.inference_mode():
-        ref = load_weights(weights)[0](x)
+        ref = load_weights(weights)[0](normalize_view(x, PRE))
     if fmt == "onnx":
         import onnx
         import onnxruntime as ort
@@ -380,7 +380,8 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     test_x, test_y = _quadrant_data(512, 2)
     with torch.inference_mode():
         fp32 = model(to_t(test_x)).argmax(1).numpy()
-    q = ort.InferenceSession(str(result.path)).run(None, {"input": to_t(test_x).numpy()})[0].argmax(1)
+    raw = np.ascontiguousarray(test_x.transpose(0, 3, 1, 2))  # exports take uint8 NCHW images
+    q = ort.InferenceSession(str(result.path)).run(None, {"input": raw})[0].argmax(1)
     acc32, acc8 = (fp32 == test_y).mean(), (q == test_y).mean()
     assert acc32 > 0.9, f"the tiny model did not learn the task: {acc32:.3f}"
     assert acc8 >= acc32 - 0.02 and (q == fp32).mean() >= 0.97, (acc32, acc8)

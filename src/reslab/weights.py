@@ -146,8 +146,10 @@ def _build(meta: dict, st_path: Path, device: torch.device) -> nn.Module:
     try:
         with device:
             return create_model(meta["model"], **meta["model_kwargs"])
-    except (ValueError, TypeError) as e:
-        raise ReslabError(f"{st_path}: cannot build {meta['model']!r} from model.json: {e}") from e
+    except Exception as e:  # the options come from a file, not from code: any failure is the file's
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ReslabError(f"{st_path.with_name(META_FILE)}: cannot build {meta['model']!r} from its model_kwargs "
+                          f"({detail}); write it again with save_weights") from e
 
 
 def _check_against_file(shell: nn.Module, meta: dict, st_path: Path) -> None:

@@ -67,6 +67,7 @@ def _decode(opener: Callable[[], BinaryIO], name: str, mode: ImageMode, draft: i
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels still decode
             with opener() as f, Image.open(f) as im:
                 _check_header(im, name)
                 if draft is not None and im.format == "JPEG":
