@@ -41,7 +41,7 @@ def test_skip_bad_leaves_them_out_with_a_count(tmp_path, capsys):
     ds = folder_dataset(root, "train", train=True, image_size=16, scale_range=(18, 24), skip_bad=True)
     assert len(ds) == 8 and len(ds.targets) == 8
     assert f"skipping 3 unreadable of 11 images in {root / 'train'}" in capsys.readouterr().err
-    x, y = next(iter(folder_loader(root, "train", batch_size=8, workers=2, train=True, image_size=16,
+    x, _ = next(iter(folder_loader(root, "train", batch_size=8, workers=2, train=True, image_size=16,
                                    scale_range=(18, 24), skip_bad=True)[0]))
     assert x.shape == (8, 3, 16, 16)
 

@@ -1,0 +1,112 @@
+"""Never lose a user's work: nothing is replaced without --overwrite (files that existed are
+byte-identical after a refusal), and an exported model carries everything needed to use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reslab.cli import main
+from reslab.deploy.predict import predict
+from reslab.train import resolve_config, train
+
+from fakedata import write_learnable_mnist
+from robust_util import one_line_error, snapshot, tiny_weights
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny Fashion-MNIST-format run trained with the paper's per-pixel mean subtraction."""
+    data = write_learnable_mnist(tmp_path_factory.mktemp("fm"), n_train=160, n_test=40)
+    out = tmp_path_factory.mktemp("runs") / "run"
+    cfg = resolve_config("cifar-paper", data_dir=str(data), iterations=12, milestones=(), out=str(out),
+                         batch_size=16, log_every=4, quiet=True, device="cpu", workers=0)
+    train(cfg)
+    assert json.loads((out / "model.json").read_text())["preprocess"]["mode"] == "pixel-mean"
+    return out
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    w = tiny_weights(tmp_path / "src")
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v for k, v in load_file(w / "model.safetensors").items() if not k.startswith("preprocess.")}
+    save_file(state, tmp_path / "ckpt.safetensors")
+    return tmp_path / "ckpt.safetensors"
+
+
+CONVERT = ["--model", "resnet20", "--num-classes", "10"]
+
+
+def test_convert_refuses_to_replace_trained_weights(tmp_path, capsys, ckpt):
+    run = tiny_weights(tmp_path / "run", seed=1)
+    before = snapshot(run)
+    for name in ("model.safetensors", "model.json"):
+        assert (run / name).exists()
+    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", run], str(run / "model.safetensors"), "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_convert_out_is_a_file(tmp_path, capsys, ckpt):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine\n")
+    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", f], str(f), "is a file")
+    assert f.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_refuses_to_replace_a_file(tmp_path, capsys, fmt):
+    w = tiny_weights(tmp_path / "w")
+    target = tmp_path / "model.out"
+    target.write_bytes(b"the user's file")
+    one_line_error(capsys, ["export", w, "--format", fmt, "--out", target], str(target), "--overwrite")
+    assert target.read_bytes() == b"the user's file"
+    # the default output beside the weights, too
+    default = w / f"model{'.onnx' if fmt == 'onnx' else '.torchscript.pt'}"
+    default.write_bytes(b"an earlier export")
+    one_line_error(capsys, ["export", w, "--format", fmt], str(default), "--overwrite")
+    assert default.read_bytes() == b"an earlier export"
+    if fmt == "torchscript":  # the cheap format shows that --overwrite replaces
+        assert main(["export", str(w), "--format", fmt, "--overwrite"]) == 0
+        assert default.stat().st_size > 10_000
+
+
+def test_export_out_is_a_directory(tmp_path, capsys):
+    w = tiny_weights(tmp_path / "w")
+    one_line_error(capsys, ["export", w, "--format", "torchscript", "--out", tmp_path], "is a directory")
+
+
+def test_onnx_export_is_self_contained(trained_run, tmp_path):
+    """Only onnxruntime and the documented contract (uint8 NCHW 0..255, the metadata's geometry):
+    the same predictions as `reslab predict`, per-pixel mean image included."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(trained_run), "--format", "onnx", "--out", str(out)]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    contract, meta = json.loads(props["reslab.input"]), json.loads(props["reslab"])
+    assert (contract["dtype"], contract["layout"], contract["range"]) == ("uint8", "NCHW", [0, 255])
+    side = contract["shape"][2]
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(24):
+        img = rng.integers(0, 30, (28, 28), dtype=np.uint8)
+        img[7:21, 7:21] = 40 + 21 * (i % 10)
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    files = sorted(folder.iterdir())
+    # the user's side of the contract: decode, convert to the channels, bring to side x side, stack as uint8
+    raw = np.stack([np.asarray(Image.open(f).convert(contract["channels"]).resize((side, side))) for f in files])
+    raw = raw[:, None] if contract["channels"] == "L" else raw.transpose(0, 3, 1, 2)
+    logits = ort.InferenceSession(str(out)).run(None, {contract["name"]: np.ascontiguousarray(raw)})[0]
+    probs = torch.from_numpy(logits).softmax(1)
+    ours = predict(trained_run, [folder], topk=1, path="eager")
+    assert [meta["classes"][i] for i in probs.argmax(1).tolist()] == [r["topk"][0]["class"] for r in ours]
+    assert np.allclose(probs.max(1).values.numpy(), [r["topk"][0]["prob"] for r in ours], atol=1e-4)
