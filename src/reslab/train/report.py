@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from reslab.data.datasets import find_data_dir
+from reslab.data.folder import has_test_split
 from reslab.evaluate import EvalResult
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
@@ -14,10 +16,20 @@ from reslab.train.config import TrainConfig
 from reslab.train.rundir import RunDir
 
 
+def reported_split(cfg: TrainConfig) -> tuple[str, str]:
+    """What the final evaluation is called in the report, and the sentence that says what it means."""
+    if cfg.data == "folder" and not has_test_split(find_data_dir("folder", cfg.data_dir)):
+        return "validation", ("This folder has no test/ split: val/ both picked the checkpoint and is reported "
+                              "here, so these are validation numbers (as ImageNet's val numbers are in the paper), "
+                              "slightly optimistic for unseen images; add test/<class>/ folders for a held-out test.")
+    return "test", "The test set was evaluated once, with the checkpoint of lowest validation error."
+
+
 def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float, iterations: int, best_val: float,
                  test: EvalResult, classes: list[str], device: torch.device) -> None:
     per_class = "\n".join(f"| {c} | {100 * a:.2f}% |" for c, a in zip(classes, test.per_class_acc, strict=False))
     view = "10-crop" if cfg.ten_crop else "single view"
+    split, meaning = reported_split(cfg)
     text = f"""# {cfg.model} on {cfg.data}
 
 - command: `{command}`
@@ -30,15 +42,15 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 | metric | value |
 |---|---|
 | best validation error (model selection) | {100 * best_val:.2f}% |
-| test top-1 error ({view}) | {100 * test.top1_err:.2f}% |
-| test top-1 accuracy | {100 * (1 - test.top1_err):.2f}% |
-| test top-5 error | {100 * test.top5_err:.2f}% |
-| test loss | {test.loss:.4f} |
-| test images | {test.n:,} |
+| {split} top-1 error ({view}) | {100 * test.top1_err:.2f}% |
+| {split} top-1 accuracy | {100 * (1 - test.top1_err):.2f}% |
+| {split} top-5 error | {100 * test.top5_err:.2f}% |
+| {split} loss | {test.loss:.4f} |
+| {split} images | {test.n:,} |
 
-The test set was evaluated once, with the checkpoint of lowest validation error.
+{meaning}
 
-| class | test accuracy |
+| class | {split} accuracy |
 |---|---|
 {per_class}
 
