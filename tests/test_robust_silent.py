@@ -46,7 +46,7 @@ def test_files_keep_the_users_umask(tmp_path, umask, mask):
 
 def test_one_class_folder_is_an_error(tmp_path, capsys):
     root = image_folder(tmp_path / "data", classes=("cat",))
-    with pytest.raises(ReslabError, match="one class.*at least 2"):
+    with pytest.raises(ReslabError, match=r"one class.*at least 2"):
         check_folder(root)
     one_line_error(capsys, ["train", "--data", "folder", "--data-dir", root, "--out", tmp_path / "run",
                             "--device", "cpu", "--quiet"], "one class (cat)", "at least 2")
