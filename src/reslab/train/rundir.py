@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.plotting import pyplot, save_figure
 
@@ -111,10 +115,11 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
         return [p[0] for p in pts], [p[1] for p in pts]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    # Markers too: a run with one validation pass has a one-point line, which a line alone does not draw.
     x, y = series("iter", "train_err")
-    ax.plot(x, y, lw=0.8, ls="--", color="tab:blue", label="training error")
+    ax.plot(x, y, lw=0.8, ls="--", color="tab:blue", marker="." if len(x) < 50 else None, label="training error")
     x, y = series("eval", "val_err")
-    ax.plot(x, y, lw=2.2, color="tab:blue", label="validation error")
+    ax.plot(x, y, lw=2.2, color="tab:blue", marker="o" if len(x) < 50 else None, ms=5, label="validation error")
     x, y = series("test", "val_err")
     if x:
         ax.scatter(x, y, s=40, color="tab:red", zorder=3, label=f"test error {y[-1]:.2f}%")
@@ -125,3 +130,96 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     ax.legend()
     save_figure(fig, path)
     return path
+
+
+# ---------------------------------------------------------------------------- ownership
+LOCK_FILE = ".reslab.lock"
+# What a run writes; `--overwrite` removes these and nothing else.
+RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
+             "model.json", LOCK_FILE)
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+
+
+def is_run(path: Path) -> bool:
+    """Whether `path` holds a reslab run (its config.json)."""
+    return (path / "config.json").is_file()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another account
+        return True
+    return True
+
+
+def acquire_lock(path: Path) -> Path:
+    """Create `path/LOCK_FILE` holding this process's pid and host; a lock of a live process is a
+    ReslabError, one of a dead process (a killed run) is taken over. Returns the lock file."""
+    lock = path / LOCK_FILE
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and owner != (os.getpid(), socket.gethostname()) and (
+                    owner[1] != socket.gethostname() or _pid_alive(owner[0])):
+                raise ReslabError(f"{path} is in use by process {owner[0]} on {owner[1]} (lock {lock}); wait for "
+                                  f"that run to end, or remove the lock if that process is gone") from None
+            lock.unlink(missing_ok=True)  # a dead owner's: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return lock
+    raise ReslabError(f"{lock}: another process took the lock while this one was taking it over; try again")
+
+
+def _lock_owner(lock: Path) -> tuple[int, str] | None:
+    try:
+        pid, host = lock.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: nobody's
+
+
+def release_lock(path: Path) -> None:
+    """Remove `path/LOCK_FILE` if this process holds it."""
+    lock = path / LOCK_FILE
+    if _lock_owner(lock) == (os.getpid(), socket.gethostname()):
+        lock.unlink(missing_ok=True)
+
+
+def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> None:
+    """Make `path` this run's, before anything is written, or raise a one-line ReslabError.
+
+    A file, a non-empty folder that is not a run, a finished or started run (unless `resume`,
+    `overwrite`, or a torchrun restart of this very run), a folder we cannot write, and a run
+    another live process holds (its lock) are refused. With `overwrite`, the old run's files
+    (RUN_FILES, RUN_FOLDERS) are removed once the lock is ours; other files stay.
+    """
+    if path.exists() and not path.is_dir():
+        raise ReslabError(f"--out {path} is a file; give a folder for the run (a new or an empty one)")
+    if path.is_dir() and not is_run(path) and any(path.iterdir()) and not resume:
+        raise ReslabError(f"--out {path} holds other files and is not a reslab run; choose a new or empty folder")
+    if resume and not is_run(path):
+        raise ReslabError(f"{path} is not a run directory (no config.json); pass the folder `reslab train` created")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        acquire_lock(path)
+    except PermissionError as e:
+        raise ReslabError(f"cannot write to --out {path} ({e.strerror}); choose a folder you can write") from None
+    except OSError as e:
+        raise ReslabError(f"cannot write to --out {path} ({e.strerror}); choose a writable folder") from None
+    if is_run(path) and not (resume or overwrite or restarted):
+        release_lock(path)
+        raise ReslabError(f"--out {path} is a run already; pass --resume {path} to continue it, --overwrite to "
+                          f"replace it, or choose a new folder")
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            if name != LOCK_FILE:
+                (path / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(path / name, ignore_errors=True)
