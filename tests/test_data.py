@@ -171,7 +171,12 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert find_data_dir("fashion-mnist") == env / "fashion-mnist"
     write_mnist(arg / "FashionMNIST" / "raw", gz=False)  # torchvision's download layout
     assert find_data_dir("fashion-mnist", arg) == arg / "FashionMNIST" / "raw"
-    assert find_data_dir("fashion-mnist", tmp_path / "nothing-here") == env / "fashion-mnist"
+    # a data_dir that was named is the only place looked at: no silent fall-back to other data
+    with pytest.raises(ReslabError, match="nothing-here does not exist"):
+        find_data_dir("fashion-mnist", tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReslabError, match=f"no fashion-mnist files found in {tmp_path / 'empty'};"):
+        find_data_dir("fashion-mnist", tmp_path / "empty")
 
 
 def test_lookup_cifar_extracted_or_parent(tmp_path, monkeypatch):
@@ -187,9 +192,9 @@ def test_lookup_cifar_extracted_or_parent(tmp_path, monkeypatch):
 def test_not_found_lists_places(tmp_path, monkeypatch):
     monkeypatch.setenv("RESLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(ReslabError) as e:
-        find_data_dir("fashion-mnist", tmp_path / "arg")
+        find_data_dir("fashion-mnist")
     msg = str(e.value)
-    for place in (tmp_path / "arg", tmp_path / "env", ds_mod.DEFAULT_ROOT / "fashion-mnist"):
+    for place in (tmp_path / "env", ds_mod.DEFAULT_ROOT / "fashion-mnist"):
         assert str(place) in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "\n" not in msg
     with pytest.raises(ReslabError, match="--download"):

@@ -124,20 +124,25 @@ def _search(name: str, root: Path) -> Path | None:
 
 
 def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
-    """The folder holding `name`'s official files. Searched in order: `data_dir`, $RESLAB_DATA,
-    /usr/share/datasets/<name>, ~/.cache/reslab/<name>; each may be the folder itself, a parent
-    holding <name>/, or a torchvision download root."""
+    """The folder holding `name`'s official files: in `data_dir` when given (and only there: naming a
+    folder and training on other data would be a silent wrong result), else searched in order in
+    $RESLAB_DATA, /usr/share/datasets/<name>, ~/.cache/reslab/<name>. Each may be the folder itself,
+    a parent holding <name>/, or a torchvision download root."""
     dataset_spec(name)
-    places = [Path(data_dir)] if data_dir is not None else []
-    if os.environ.get(ENV_VAR):
-        places.append(Path(os.environ[ENV_VAR]))
-    places += [DEFAULT_ROOT / name, CACHE_ROOT / name]
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise ReslabError(f"--data-dir {data_dir} does not exist (or is not a folder); pass the folder that "
+                              f"holds the {name} files")
+        places = [Path(data_dir)]
+    else:
+        places = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
+        places += [DEFAULT_ROOT / name, CACHE_ROOT / name]
     for place in places:
         if (found := _search(name, place)) is not None:
             return found
     how = _GET_FILES.get(name, "run with --download (or point data_dir at the extracted official files)")
-    raise ReslabError(f"no {name} files found in {', '.join(map(str, places))}"
-                      f"{'' if os.environ.get(ENV_VAR) else f' (${ENV_VAR} is unset)'}; {how}")
+    unset = "" if data_dir is not None or os.environ.get(ENV_VAR) else f" (${ENV_VAR} is unset)"
+    raise ReslabError(f"no {name} files found in {', '.join(map(str, places))}{unset}; {how}")
 
 
 def download_dataset(name: str, data_dir: str | Path | None = None) -> Path:
