@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import torch
@@ -27,9 +28,10 @@ def reported_split(cfg: TrainConfig) -> tuple[str, str]:
 
 def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float, iterations: int, best_val: float,
                  test: EvalResult, classes: list[str], device: torch.device) -> None:
-    per_class = "\n".join(f"| {c} | {100 * a:.2f}% |" for c, a in zip(classes, test.per_class_acc, strict=False))
+    per_class = "\n".join(f"| {c} | {_percent(a)} |" for c, a in zip(classes, test.per_class_acc, strict=False))
     view = "10-crop" if cfg.ten_crop else "single view"
     split, meaning = reported_split(cfg)
+    per_class = per_class or f"| (no {split} images) | n/a |"
     text = f"""# {cfg.model} on {cfg.data}
 
 - command: `{command}`
@@ -41,10 +43,10 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 
 | metric | value |
 |---|---|
-| best validation error (model selection) | {100 * best_val:.2f}% |
-| {split} top-1 error ({view}) | {100 * test.top1_err:.2f}% |
-| {split} top-1 accuracy | {100 * (1 - test.top1_err):.2f}% |
-| {split} top-5 error | {100 * test.top5_err:.2f}% |
+| best validation error (model selection) | {_percent(best_val, "n/a: no validation images, the last weights")} |
+| {split} top-1 error ({view}) | {_percent(test.top1_err)} |
+| {split} top-1 accuracy | {_percent(1 - test.top1_err)} |
+| {split} top-5 error | {_percent(test.top5_err)} |
 | {split} loss | {test.loss:.4f} |
 | {split} images | {test.n:,} |
 
@@ -65,3 +67,8 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 ```
 """
     atomic_write_text(run.path / "report.md", text)
+
+
+def _percent(value: float, missing: str = "n/a") -> str:
+    """A fraction as "12.34%"; NaN or infinite (nothing was measured) as `missing`, never "nan%"."""
+    return f"{100 * value:.2f}%" if math.isfinite(value) else missing
