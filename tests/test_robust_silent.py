@@ -125,3 +125,26 @@ def test_predict_on_many_images_prints_one_uncut_table(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert out.count("┃ file") == 1 and "…" not in out
     assert all(str(folder / f"{i:03d}.png") in out for i in range(200))
+
+
+# ---------------------------------------------------------------------------- named data, curves
+@pytest.mark.parametrize("command", [["train", "--iterations", "2"], ["bench", "train"]])
+def test_a_data_dir_that_does_not_exist_is_an_error(tmp_path, capsys, command):
+    missing = tmp_path / "no-such-data"
+    one_line_error(capsys, [*command, "--data-dir", missing, "--device", "cpu", *(
+        ["--out", tmp_path / "run"] if command[0] == "train" else ["--json", tmp_path / "b.json"])],
+        str(missing), "does not exist")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "b.json").exists()
+
+
+def test_curves_of_one_validation_pass_show_a_point(tmp_path, monkeypatch):
+    from reslab.train import rundir
+
+    figures = []
+    monkeypatch.setattr(rundir, "save_figure", lambda fig, path: figures.append(fig))
+    rows = [{"kind": "iter", "iteration": "10", "train_err": "0.5", "val_err": ""},
+            {"kind": "eval", "iteration": "10", "train_err": "", "val_err": "0.4"}]
+    rundir.plot_curves(rows, tmp_path / "curves.png", title="one pass")
+    train_line, val_line = figures[0].axes[0].lines[:2]
+    assert list(val_line.get_xdata()) == [10] and val_line.get_marker() == "o"
+    assert train_line.get_marker() not in (None, "None", "")
