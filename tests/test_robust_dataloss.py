@@ -4,6 +4,7 @@ byte-identical after a refusal), and an exported model carries everything needed
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,70 @@ def test_onnx_export_is_self_contained(trained_run, tmp_path):
     ours = predict(trained_run, [folder], topk=1, path="eager")
     assert [meta["classes"][i] for i in probs.argmax(1).tolist()] == [r["topk"][0]["class"] for r in ours]
     assert np.allclose(probs.max(1).values.numpy(), [r["topk"][0]["prob"] for r in ours], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- run directories
+def _finished_run(folder: Path) -> Path:
+    tiny_weights(folder)
+    (folder / "config.json").write_text('{"model": "resnet20"}\n')
+    (folder / "metrics.csv").write_text("kind,iteration\niter,10\n")
+    return folder
+
+
+def test_claim_refuses_a_finished_run_a_foreign_folder_and_a_file(tmp_path):
+    from reslab.errors import ReslabError
+    from reslab.train.rundir import LOCK_FILE, claim_run_dir
+
+    run = _finished_run(tmp_path / "run")
+    before = snapshot(run)
+    with pytest.raises(ReslabError, match=r"is a run already; pass --resume .* --overwrite"):
+        claim_run_dir(run, resume=False, overwrite=False)
+    assert snapshot(run) == before  # not even a lock file is left behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json.bak").write_text("my notes\n")
+    with pytest.raises(ReslabError, match="holds other files and is not a reslab run"):
+        claim_run_dir(mine, resume=False, overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json.bak"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ReslabError, match="is a file"):
+        claim_run_dir(tmp_path / "f", resume=False, overwrite=False)
+    claim_run_dir(run, resume=True, overwrite=False)
+    assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+
+
+def test_overwrite_clears_only_the_runs_files(tmp_path):
+    from reslab.train.rundir import claim_run_dir, release_lock
+
+    run = _finished_run(tmp_path / "run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    (run / "README.txt").write_text("the user's note\n")
+    claim_run_dir(run, resume=False, overwrite=True)
+    release_lock(run)
+    assert sorted(p.name for p in run.iterdir()) == ["README.txt"]
+
+
+def test_a_live_lock_stops_a_second_writer_and_a_dead_one_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from reslab.errors import ReslabError
+    from reslab.train.rundir import LOCK_FILE, acquire_lock, release_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (run / LOCK_FILE).write_text(f"{holder.pid} {socket.gethostname()}\n")
+        with pytest.raises(ReslabError, match=f"in use by process {holder.pid}"):
+            acquire_lock(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    acquire_lock(run)  # the owner is dead now: a killed run's lock is taken over
+    assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    release_lock(run)
+    assert not (run / LOCK_FILE).exists()
