@@ -35,23 +35,29 @@ def max_pixels() -> int:
     return int(Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS)
 
 
-def load_image(path: str | Path, *, mode: ImageMode = "RGB", draft: int | None = None) -> Image.Image:
-    """Decode `path` fully and return it upright in `mode` ("RGB" or "L").
+def load_image(path: str | Path | BinaryIO, *, mode: ImageMode = "RGB", draft: int | None = None,
+               name: str | None = None) -> Image.Image:
+    """Decode `path` (a file, or an open binary stream such as an upload) fully and return it upright
+    in `mode` ("RGB" or "L").
 
-    Raises ReslabError naming the file for anything unreadable: missing, not an image,
+    Raises ReslabError naming the file (or `name`) for anything unreadable: missing, not an image,
     truncated, larger than MAX_IMAGE_BYTES or with more than `max_pixels()` pixels. `draft`
     lets JPEGs decode at reduced scale (shorter side >= draft): enough to check a file.
     """
+    if hasattr(path, "read"):
+        data = path.read(MAX_IMAGE_BYTES + 1)  # a larger stream is refused without reading the rest
+        return decode_image(data, mode=mode, name=name or "image")
     p = Path(path)
+    label = name or str(p)
     try:
         size = p.stat().st_size
     except FileNotFoundError:
-        raise ReslabError(f"{p}: no such file") from None
+        raise ReslabError(f"{label}: no such file") from None
     except OSError as e:
-        raise ReslabError(f"{p}: cannot read ({e.strerror})") from None
+        raise ReslabError(f"{label}: cannot read ({e.strerror})") from None
     if size > MAX_IMAGE_BYTES:
-        raise ReslabError(f"{p}: refused, {size:,} bytes is more than the {MAX_IMAGE_BYTES:,} an image may have")
-    return _decode(lambda: open(p, "rb"), str(p), mode, draft)
+        raise ReslabError(f"{label}: refused, {size:,} bytes is more than the {MAX_IMAGE_BYTES:,} an image may have")
+    return _decode(lambda: open(p, "rb"), label, mode, draft)
 
 
 def decode_image(data: bytes, *, mode: ImageMode = "RGB", name: str = "image") -> Image.Image:
