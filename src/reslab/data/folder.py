@@ -151,25 +151,21 @@ def bad_images(files: Sequence[str]) -> list[tuple[str, str]]:
         return [r for r in pool.map(check, files) if r is not None]
 
 
-_SCANNED: dict[tuple[str, int], list[tuple[str, str]]] = {}  # (split dir, files' signature) -> bad files
-
-
 def _scan(folder: Path, files: list[str], skip_bad: bool) -> set[str]:
-    """The bad files of one split folder, decoded once per process while the files stay the same."""
-    stats = [os.stat(f) for f in files]
-    key = (str(folder.resolve()), hash(tuple((f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats,
-                                                                                             strict=True))))
-    first = key not in _SCANNED
-    if first:
-        _SCANNED[key] = bad_images(files)
-    bad = _SCANNED[key]
+    """The bad files of one split folder: an error naming the first, or (`skip_bad`) counted on stderr."""
+    bad = bad_images(files)
     if bad and not skip_bad:
         raise ReslabError(f"{bad[0][1]}; {len(bad)} of {len(files)} images in {folder} are unreadable: fix or "
                           f"remove them, or pass --skip-bad to leave them out")
-    if bad and first:
+    if bad:
         print(f"reslab: skipping {len(bad)} unreadable of {len(files)} images in {folder} (first: {bad[0][1]})",
               file=sys.stderr, flush=True)
     return {f for f, _ in bad}
+
+
+# (root, skip_bad, has test/) -> each split's checked samples: a folder is decoded once per process, not at every
+# evaluation (ImageNet's 1.3M files take minutes to decode).
+_CHECKED: dict[tuple[str, bool, bool], dict[str, list[tuple[str, int]]]] = {}
 
 
 def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[tuple[str, int]]]:
@@ -179,6 +175,9 @@ def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[
     run before training starts rather than at its first evaluation."""
     root = Path(root)
     classes = folder_classes(root)
+    key = (str(root.resolve()), skip_bad, has_test_split(root))
+    if key in _CHECKED:
+        return _CHECKED[key]
     out = {}
     for split in ("train", "val", "test") if has_test_split(root) else ("train", "val"):
         folder = root / split
@@ -190,6 +189,7 @@ def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[
             raise ReslabError(f"{folder / classes[missing[0]]}: no readable images left after skipping bad files; "
                               f"add readable images or remove the class from every split")
         out[split] = kept
+    _CHECKED[key] = out
     return out
 
 
