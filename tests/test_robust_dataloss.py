@@ -178,3 +178,55 @@ def test_a_live_lock_stops_a_second_writer_and_a_dead_one_is_taken_over(tmp_path
     assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())
     release_lock(run)
     assert not (run / LOCK_FILE).exists()
+
+
+# ---------------------------------------------------------------------------- train --out
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    return write_learnable_mnist(tmp_path_factory.mktemp("fm-small"), n_train=64, n_test=16)
+
+
+def _train_argv(data: Path, out: Path, *flags: str) -> list[str]:
+    return ["train", "--data-dir", str(data), "--out", str(out), "--iterations", "4", "--batch-size", "16",
+            "--device", "cpu", "--quiet", "--amp", "off", *flags]
+
+
+def test_train_out_on_a_finished_run_refuses_unless_resume_or_overwrite(small_data, tmp_path, capsys):
+    from reslab.train.rundir import LOCK_FILE
+
+    run = tmp_path / "run"
+    assert main(_train_argv(small_data, run)) == 0
+    before = snapshot(run)
+    assert LOCK_FILE not in before  # released at the end
+    one_line_error(capsys, _train_argv(small_data, run), f"--out {run} is a run already", "--resume", "--overwrite")
+    assert snapshot(run) == before
+    one_line_error(capsys, ["train", "--resume", run, "--model", "resnet32", "--quiet"], "--model resnet32",
+                   "differs from the run being resumed")
+    one_line_error(capsys, _train_argv(small_data, tmp_path / "new", "--epochs", "2"), "--epochs 2",
+                   "--iterations 4", "pass one of them")
+    assert not (tmp_path / "new").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--iterations", "6", "--quiet"]) == 0  # a longer run: works
+    assert "after 6 iterations" in capsys.readouterr().out and "iter,6" in (run / "metrics.csv").read_text()
+    assert main(_train_argv(small_data, run, "--overwrite")) == 0
+    assert "iter,6" not in (run / "metrics.csv").read_text()  # a fresh run, not appended to the old one
+
+
+def test_train_out_on_a_foreign_folder_refuses(small_data, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json.txt").write_text("my notes\n")
+    (mine / "metrics.csv").write_text("my,own,data\n")
+    before = snapshot(mine)
+    one_line_error(capsys, _train_argv(small_data, mine), "holds other files and is not a reslab run")
+    assert snapshot(mine) == before
+
+
+def test_evaluate_uses_the_runs_data_dir_and_no_nan(small_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_train_argv(small_data, run, "--val-size", "0")) == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out + captured.err
+    assert "nan%" not in (run / "report.md").read_text()
+    assert main(["evaluate", str(run), "--json", "--device", "cpu"]) == 0  # no --data-dir: the run's own
+    assert json.loads(capsys.readouterr().out)["n"] == 16

@@ -107,10 +107,6 @@ def test_predict_topk_zero(weights, tmp_path, capsys):
     _bad(capsys, ["predict", str(weights), str(tmp_path), "--topk", "0"], "--topk", "'0'")
 
 
-PHASE_B = pytest.mark.xfail(strict=True, reason="run directory ownership (train/rundir.py)")
-
-
-@PHASE_B
 def test_train_out_naming_a_file(data, tmp_path, capsys):
     f = tmp_path / "notes.txt"
     f.write_text("mine\n")
@@ -118,7 +114,6 @@ def test_train_out_naming_a_file(data, tmp_path, capsys):
     assert f.read_text() == "mine\n"
 
 
-@PHASE_B
 def test_train_out_read_only(data, tmp_path, capsys):
     if os.geteuid() == 0:  # root writes through read-only modes; /sys refuses even root
         _bad(capsys, _train(data, Path("/sys/reslab-run")), "/sys/reslab-run", "cannot write")

@@ -92,6 +92,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="iterations between checkpoints (default: each evaluation)")
     g.add_argument("--ten-crop", action="store_true", default=None, help="final test with 10 views")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.pt")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--skip-bad", action="store_true", default=None,
+                   help="folder data: leave unreadable images out (counted) instead of stopping")
     p.set_defaults(func=cmd_train)
 
 
@@ -101,7 +104,11 @@ MODEL_FLAGS = ("variant", "shortcut", "zero_init_last")
 def config_from_args(args: argparse.Namespace):
     from reslab.train.config import TrainConfig, resolve_config, validate
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "bench", "resume", "recipe")}
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("func", "command", "bench", "resume", "recipe", "overwrite")}
+    if flags.get("epochs") is not None and flags.get("iterations") is not None:
+        raise ReslabError(f"--epochs {flags['epochs']:g} and --iterations {flags['iterations']} both set the "
+                          f"run's length; pass one of them")
     model_kwargs = {k: flags.pop(k) for k in MODEL_FLAGS if flags.get(k) is not None}
     for k in MODEL_FLAGS:
         flags.pop(k, None)
@@ -111,22 +118,51 @@ def config_from_args(args: argparse.Namespace):
             raise ReslabError(f"{args.resume} is not a run directory (no config.json); pass the folder that "
                               "`reslab train` created")
         cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        for k in ("iterations", "epochs", "quiet", "device", "workers"):  # may change on resume
-            if flags.get(k) is not None:
-                setattr(cfg, k, flags[k])
+        resume_overrides(cfg, flags, model_kwargs, Path(args.resume))
         validate(cfg)
         return cfg
     return resolve_config(args.recipe, model_kwargs=model_kwargs or None, **flags)
+
+
+RESUMABLE = ("iterations", "epochs", "quiet", "device", "workers")  # what may change when a run resumes
+
+
+def resume_overrides(cfg, flags: dict, model_kwargs: dict, run: Path) -> None:
+    """Apply the flags a resumed run may change; any other flag that differs from the run's config is
+    an error (it would be silently ignored). A new length rescales the milestones, as for a new run."""
+    from reslab.train.schedule import rescale_milestones
+
+    saved = cfg.to_dict()
+    changed = [k for k, v in flags.items() if v is not None and k not in RESUMABLE and saved.get(k) != v]
+    changed += [k for k, v in model_kwargs.items() if cfg.model_kwargs.get(k) != v]
+    if changed:
+        k = changed[0]
+        was = saved.get(k, cfg.model_kwargs.get(k))
+        raise ReslabError(f"--{k.replace('_', '-')} {flags.get(k, model_kwargs.get(k))} differs from the run being "
+                          f"resumed ({k}={was!r}); a resumed run keeps its config: drop the flag, or start a new run "
+                          f"with --out")
+    if flags.get("iterations") is not None:
+        cfg.milestones = rescale_milestones(tuple(cfg.milestones), cfg.iterations, flags["iterations"])
+        cfg.epochs = None
+    elif flags.get("epochs") is not None:
+        cfg.epochs = flags["epochs"]
+    for k in ("iterations", "quiet", "device", "workers"):
+        if flags.get(k) is not None:
+            setattr(cfg, k, flags[k])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reslab.train.loop import train
 
     cfg = config_from_args(args)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.test is not None:
-        print(f"test accuracy {100 * (1 - result.test.top1_err):.2f}% (top-1 error {100 * result.test.top1_err:.2f}%, "
-              f"top-5 error {100 * result.test.top5_err:.2f}%) after {result.iterations:,} iterations in "
+        from reslab.train.report import reported_split
+
+        split = reported_split(cfg)[0]
+        test = result.test
+        print(f"{split} accuracy {100 * (1 - test.top1_err):.2f}% (top-1 error {100 * test.top1_err:.2f}%, "
+              f"top-5 error {100 * test.top5_err:.2f}%) after {result.iterations:,} iterations in "
               f"{result.seconds / 60:.1f} min")
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
@@ -159,8 +195,10 @@ def _scales(text: str) -> tuple[int, ...]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from reslab.evaluate import evaluate_weights
+    from reslab.train.rundir import trained_data_dir
 
-    res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=args.data_dir, split=args.split,
+    data_dir = args.data_dir or (trained_data_dir(Path(args.weights)) if args.data is None else None)
+    res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=data_dir, split=args.split,
                                          ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
                                          out=args.out, multiscale=args.multiscale)
     if args.json:

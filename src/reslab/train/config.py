@@ -61,6 +61,7 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: batch statistics over the global batch (SyncBatchNorm)
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False
+    skip_bad: bool = False  # folder data: leave unreadable images out (counted) instead of stopping
 
     def __post_init__(self) -> None:
         if isinstance(self.compile, bool):  # a bare switch (and configs saved before the modes): True is "default"

@@ -69,7 +69,7 @@ def _tensor_evaluator(split: InMemoryDataset, aug: BatchAugment, device: torch.d
 
 def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
     root = find_data_dir("folder", cfg.data_dir)
-    train = folder_dataset(root, "train", train=True)
+    train = folder_dataset(root, "train", train=True, skip_bad=cfg.skip_bad)  # checks every split's images
     per_rank = cfg.batch_size // dist.world
 
     def make_loader(epoch: int) -> DataLoader:
@@ -86,15 +86,16 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     classes = list(train.classes)
     preprocess = {"image_size": 224, "in_chans": 3, "mode": "channel", "mean": list(IMAGENET_MEAN),
                   "std": list(IMAGENET_STD), "resize": 256, "crop": 224, "dataset": "folder"}
-    # Folders have no separate test split: val/ is the test set, as for ImageNet.
-    return TrainData(LoaderBatches(make_loader, steps), _folder_evaluator(root, cfg, device, amp, False, classes),
-                     _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes), classes, 3, preprocess)
+    # Without a test/ folder, "test" is val/, as for ImageNet (the report then says validation).
+    val = _folder_evaluator(root, cfg, device, amp, False, classes, "val")
+    test = _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes, "test")
+    return TrainData(LoaderBatches(make_loader, steps), val, test, classes, 3, preprocess)
 
 
 def _folder_evaluator(root: Path, cfg: TrainConfig, device: torch.device, amp: bool, ten_crop: bool,
-                      classes: list[str]) -> Evaluator:
+                      classes: list[str], split: str) -> Evaluator:
     def run(model: nn.Module) -> EvalResult:
-        ds = folder_dataset(root, "val", train=False, ten_crop=ten_crop)
+        ds = folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad)
         probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
         return metrics_from_probs(probs, labels, len(classes))
     return run

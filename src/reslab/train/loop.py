@@ -37,7 +37,7 @@ from reslab.train.distributed import (
 )
 from reslab.train.progress import Progress
 from reslab.train.report import write_report
-from reslab.train.rundir import RunDir, plot_curves
+from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
 from reslab.train.schedule import Schedule
 from reslab.train.step import Window, build_model, make_optimizer, model_kwargs, set_lr, step_model, train_step
 from reslab.weights import save_weights
@@ -55,20 +55,28 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | None = None,
-          on_iteration_end: Callable[[int], None] | None = None) -> TrainResult:
+          on_iteration_end: Callable[[int], None] | None = None, overwrite: bool = False) -> TrainResult:
     """Train `cfg.model` on `cfg.data`; returns the run directory and final errors.
 
     With `resume`, the run directory's config and checkpoints/last.pt are loaded and the run
     continues at the saved iteration. `on_iteration_end(n)` is called after the n-th iteration's
-    step, before its log line and checkpoint (tests kill the process there).
+    step, before its log line and checkpoint (tests kill the process there). The run directory is
+    claimed first (`rundir.claim_run_dir`: an existing run needs `resume` or `overwrite`, a lock
+    stops a second writer).
     """
     dist = init_distributed(cfg.device)
+    run, created = None, False
     try:
         run, resume = _run_dir(cfg, dist, resume)
+        if dist.main:
+            created = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
+                                    restarted=restart_count() > 0)
         with run:  # closes its TensorBoard writer
             return _train(cfg, dist, run, resume, command or " ".join(["reslab", *sys.argv[1:]]),
                           on_iteration_end or (lambda done: None))
     finally:
+        if run is not None and dist.main:
+            release_run_dir(run.path, created=created)
         shutdown(dist)
 
 

@@ -140,6 +140,14 @@ RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 
 
+def trained_data_dir(path: Path) -> str | None:
+    """The --data-dir the run at `path` was trained on (None: not a run, or the default location)."""
+    try:
+        return json.loads((path / "config.json").read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def is_run(path: Path) -> bool:
     """Whether `path` holds a reslab run (its config.json)."""
     return (path / "config.json").is_file()
@@ -192,14 +200,16 @@ def release_lock(path: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> None:
+def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> bool:
     """Make `path` this run's, before anything is written, or raise a one-line ReslabError.
 
     A file, a non-empty folder that is not a run, a finished or started run (unless `resume`,
     `overwrite`, or a torchrun restart of this very run), a folder we cannot write, and a run
     another live process holds (its lock) are refused. With `overwrite`, the old run's files
-    (RUN_FILES, RUN_FOLDERS) are removed once the lock is ours; other files stay.
+    (RUN_FILES, RUN_FOLDERS) are removed once the lock is ours; other files stay. Returns whether
+    the folder was made here (`release_run_dir` removes it again if the run wrote nothing).
     """
+    created = not path.exists()
     if path.exists() and not path.is_dir():
         raise ReslabError(f"--out {path} is a file; give a folder for the run (a new or an empty one)")
     if path.is_dir() and not is_run(path) and any(path.iterdir()) and not resume:
@@ -223,3 +233,11 @@ def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool 
                 (path / name).unlink(missing_ok=True)
         for name in RUN_FOLDERS:
             shutil.rmtree(path / name, ignore_errors=True)
+    return created
+
+
+def release_run_dir(path: Path, *, created: bool) -> None:
+    """Give up the lock; a folder this run made and left empty (it failed before writing) is removed."""
+    release_lock(path)
+    if created and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
