@@ -132,7 +132,7 @@ def test_predict_on_many_images_prints_one_uncut_table(tmp_path, capsys, monkeyp
 def test_a_data_dir_that_does_not_exist_is_an_error(tmp_path, capsys, command):
     missing = tmp_path / "no-such-data"
     one_line_error(capsys, [*command, "--data-dir", missing, "--device", "cpu", *(
-        ["--out", tmp_path / "run"] if command[0] == "train" else ["--json", tmp_path / "b.json"])],
+        ["--out", tmp_path / "run"] if command[0] == "train" else ["--out", tmp_path / "b.json"])],
         str(missing), "does not exist")
     assert not (tmp_path / "run").exists() and not (tmp_path / "b.json").exists()
 

@@ -125,6 +125,8 @@ def _model_kwargs(c: _Checker, kwargs: Any) -> None:
                 c.fail(field, f"a list of at most {MAX_LIST} integers", value)
             for i, v in enumerate(value):
                 c.integer(f"{field}[{i}]", v, 0, 4096)
+            if key == "layers" and sum(value) > 1024:  # blocks per stage; ResNet-1202 has 600 in all
+                c.fail(field, "blocks per stage adding up to at most 1024", value)
         elif isinstance(value, int) and not isinstance(value, bool):
             c.integer(field, value, -MAX_OPTION_INT, MAX_OPTION_INT)
         elif isinstance(value, float) and not math.isfinite(value):

@@ -249,7 +249,7 @@ def report_path(path: str | Path | None, model: str) -> Path:
     """Where the report of `model` goes (default bench-infer-MODEL.json); a directory is an error."""
     out = Path(path or f"bench-infer-{model}.json")
     if out.is_dir():
-        raise ReslabError(f"--json {out} is a directory; give the path of the report file, e.g. "
+        raise ReslabError(f"--out {out} is a directory; give the path of the report file, e.g. "
                           f"{out / f'bench-infer-{model}.json'}")
     return out
 

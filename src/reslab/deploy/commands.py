@@ -133,7 +133,7 @@ def _cmd_bench_infer(args: argparse.Namespace) -> int:
     from reslab.deploy.bench import bench_infer, print_report, report_path, save_report
     from reslab.deploy.fast import PATHS
 
-    report_path(args.json, args.model)  # a bad --json fails now, not after the benchmark
+    report_path(args.out, args.model)  # a bad --out fails now, not after the benchmark
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
     side = None
     if args.image_size is not None:
