@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
@@ -38,7 +38,7 @@ class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fail(self, field: str, want: str, value: Any) -> None:
+    def fail(self, field: str, want: str, value: Any) -> NoReturn:
         raise ReslabError(f"{self.path}: field {field!r} must be {want}. Received: {_show(value)}; {_FIX}")
 
     def integer(self, field: str, value: Any, lo: int, hi: int, *, null: bool = False) -> None:

@@ -28,12 +28,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import Tensor, nn
 
+from reslab.analysis import count_macs
 from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_runner, ort_session, physical_cores
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu
+from reslab.models import create_model, model_entry
+from reslab.weights import load_into
 
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
 
@@ -110,11 +114,6 @@ def bench_infer(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Measure images/s at `batch_size` and batch-1 latency for every path; returns the report dict."""
-    import torchvision
-
-    from reslab.models import create_model, model_entry
-    from reslab.weights import load_into
-
     for p in paths:
         if p not in PATHS:
             raise ReslabError(f"unknown path {p!r}; choose from {', '.join(PATHS)}")
@@ -134,11 +133,26 @@ def bench_infer(
         load_into(net, tv.state_dict())  # same weights: every row computes the same function
     chans = getattr(net, "in_chans", 3)
     x = torch.randn(batch_size, chans, size, size, generator=torch.Generator().manual_seed(1))
-    x1 = x[:1].clone()
     calib = torch.randn(32, chans, size, size, generator=torch.Generator().manual_seed(2))
-    ref = _torch_fn(tv if tv is not None else net)(x)
+    runners, rows = _build_rows(net, tv, paths, x, calib, threads, log)
+    peaks = _time_rows(runners, rows, x, repeats, log)
+    hw["loadavg_end"] = list(os.getloadavg())
+    macs = count_macs(net, (chans, size, size))
+    report = _report_rows(rows, peaks, macs, batch_size)
+    return {"benchmark": "infer", "model": model, "batch_size": batch_size, "image_size": size,
+            "repeats": repeats, "malloc_tuned": tuned, "reference": TV_EAGER if tv is not None else "reslab eager",
+            **report, "macs_per_image": macs, "hardware": hw}
 
-    runners: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {}
+
+_Runners = dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]]
+
+
+def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: Tensor, calib: Tensor,
+                threads: int, log: Callable[[str], None]) -> tuple[_Runners, dict[str, Row]]:
+    """Build every path's batch and batch-1 runners; a path that cannot be built here is skipped."""
+    x1 = x[:1].clone()
+    ref = _torch_fn(tv if tv is not None else net)(x)
+    runners: _Runners = {}
     rows: dict[str, Row] = {}
 
     def add(name: str, build: Callable[[], tuple[Callable, Callable]]) -> None:
@@ -161,9 +175,15 @@ def bench_infer(
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x), build_engine(net, p, x1)))
         else:
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib, threads=threads),) * 2)
+    return runners, rows
 
+
+def _time_rows(runners: _Runners, rows: dict[str, Row], x: Tensor, repeats: int,
+               log: Callable[[str], None]) -> dict[str, list[float]]:
+    """Time every row in interleaved rounds, with the matmul probes between them; returns the probes."""
     # Each timed call follows an untimed one of the same path, so that the previous path's
     # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
+    x1 = x[:1].clone()
     probe_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16_cpu() else {})}
     peaks: dict[str, list[float]] = {k: [] for k in probe_dtypes}
     for r in range(repeats):
@@ -179,17 +199,18 @@ def bench_infer(
         for name, (_, f1) in runners.items():
             f1(x1)
             rows[name].latency_s.append(_timed(lambda f1=f1: f1(x1))[0])
+    return peaks
 
-    hw["loadavg_end"] = list(os.getloadavg())
+
+def _report_rows(rows: dict[str, Row], peaks: dict[str, list[float]], macs: int, batch_size: int) -> dict:
+    """Rows with images/s, ratios to the baselines and the share of the matmul rate of their precision."""
     # Ratios are against torchvision's rows; a model torchvision lacks (the CIFAR nets) uses reslab's.
     ort_base = next((n for n in (TV_ORT, "reslab onnxruntime") if n in rows), None)
     eager_base = next((n for n in (TV_EAGER, "reslab eager") if n in rows), None)
+
     def ratio(ips: float, base: str | None) -> float | None:
         return ips / rows[base].images_per_s(batch_size) if base else None
 
-    from reslab.analysis import count_macs
-
-    macs = count_macs(net, (chans, size, size))
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     out_rows = []
     for row in rows.values():
@@ -200,11 +221,8 @@ def bench_infer(
                          "vs_onnxruntime": ratio(ips, ort_base), "vs_torchvision_eager": ratio(ips, eager_base),
                          "gflops": gflops, "precision": precision,
                          "of_peak": gflops / peak[precision] if precision in peak else None})
-    return {"benchmark": "infer", "model": model, "batch_size": batch_size, "image_size": size,
-            "repeats": repeats, "malloc_tuned": tuned, "reference": TV_EAGER if tv is not None else "reslab eager",
-            "onnxruntime_baseline": ort_base, "eager_baseline": eager_base, "macs_per_image": macs,
-            "matmul_gflops": {**peak, **{f"{k}_rounds": v for k, v in peaks.items()}, "n": 2048},
-            "hardware": hw, "rows": out_rows}
+    return {"onnxruntime_baseline": ort_base, "eager_baseline": eager_base,
+            "matmul_gflops": {**peak, **{f"{k}_rounds": v for k, v in peaks.items()}, "n": 2048}, "rows": out_rows}
 
 
 def row_precision(name: str) -> str:

@@ -68,6 +68,9 @@ class RawImageModel(nn.Module):
     mean (per channel (1, C, 1, 1) or the per-pixel mean image (1, C, S, S)), divided by the std.
     """
 
+    offset: Tensor
+    std: Tensor
+
     def __init__(self, net: nn.Module, preprocess: dict) -> None:
         super().__init__()
         self.net = net
