@@ -94,8 +94,6 @@ def _flags(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argpa
 def test_one_vocabulary_across_commands():
     flags = _flags(build_parser())
     for key, action in flags.items():
-        if key.startswith(("experiment ", "compare ")):  # reslab.experiments.commands: checked with its own tests
-            continue
         flag = key.split()[-1]
         if flag == "--json":  # a switch printing JSON to stdout, never a path
             assert action.nargs == 0, key

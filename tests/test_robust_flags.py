@@ -68,12 +68,12 @@ def test_train_flags(case, data, tmp_path, capsys, request):
 
 
 def test_summary_input_size_too_large(capsys):
-    _bad(capsys, ["summary", "resnet20", "--input-size", "100000"], "--input-size", "100000")
+    _bad(capsys, ["summary", "resnet20", "--image-size", "100000"], "--image-size", "100000")
 
 
-@pytest.mark.xfail(strict=True, reason="compare --input-size is not range-checked yet (compare.py, i11-core's)")
-def test_compare_input_size_negative(tmp_path, capsys):
-    _bad(capsys, ["compare", "resnet20", "--input-size", "-1", "--out", str(tmp_path / "c")], "--input-size", "-1")
+@pytest.mark.parametrize("side", ["-1", "100000"])
+def test_compare_image_size_out_of_range(tmp_path, capsys, side):
+    _bad(capsys, ["compare", "resnet20", "--image-size", side, "--out", str(tmp_path / "c")], "--image-size", side)
 
 
 @pytest.mark.parametrize("device", ["tpu", "cuda"])

@@ -86,3 +86,11 @@ def image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected SIZE or HxW with sides 1..{MAX_IMAGE_SIDE}, e.g. 224 or "
                                          f"32x32. Received: {text!r}")
     return (parts[0], parts[-1])
+
+
+def positive_side(text: str) -> int:
+    """One image side in 1..MAX_IMAGE_SIDE (square inputs)."""
+    value = positive_int(text)
+    if value > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"expected a side of 1..{MAX_IMAGE_SIDE}. Received: {text!r}")
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli_types import nonneg_int, positive_float, positive_int
+from reslab.cli_types import nonneg_int, positive_float, positive_int, positive_side
 from reslab.experiments.config import DEFAULT_BUDGET
 
 _HELP = {
@@ -37,8 +37,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
         if name == "responses":
             q.add_argument("--from", dest="from_dir", metavar="DIR",
                            help="a degradation experiment folder: measure its trained nets instead of training")
-            q.add_argument("--images", type=int, default=1000, help="test images to measure on (default 1000)")
-        q.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+            q.add_argument("--images", type=positive_int, default=1000, help="test images to measure on (default 1000)")
+        q.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
                        help=f"iterations per run (default {DEFAULT_BUDGET}; the paper: 64000); the lr "
                             "milestones stay at 50%% and 75%%")
         q.add_argument("--seeds", default="1", help="a count (3: --seed, --seed+1, ...) or a list (0,4,7); "
@@ -46,17 +46,19 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
         q.add_argument("--jobs", type=positive_int, default=1,
                        help="training runs at once, each in its own process on the one device (default 1); "
                             "their output goes to <out>/logs/")
-        q.add_argument("--eval-every", type=int, help="iterations between validation passes (default budget/10)")
-        q.add_argument("--log-every", type=int, help="iterations per training-error log row (default budget/40)")
+        q.add_argument("--eval-every", type=positive_int,
+                       help="iterations between validation passes (default budget/10)")
+        q.add_argument("--log-every", type=positive_int,
+                       help="iterations per training-error log row (default budget/40)")
         q.set_defaults(func=cmd_experiment)
     _add_analyses(exp_sub)
 
     p = sub.add_parser("compare", help="depth, parameters, MACs and accuracy of nets side by side, with a plot",
-                       description="One row per model (at its design resolution, or --input-size) and per "
+                       description="One row per model (at its design resolution, or --image-size) and per "
                                    "trained run (as trained, with its test accuracy); writes compare.md/.csv/.png.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered names, e.g. resnet20 vgg11_small")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="trained run directories")
-    p.add_argument("--input-size", type=int, help="square input side for every net")
+    p.add_argument("--image-size", type=positive_side, help="square input side for every net")
     p.add_argument("--out", help="folder for compare.md, compare.csv, compare.png (default experiments/compare-<time>)")
     p.set_defaults(func=cmd_compare)
 
@@ -99,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from reslab.compare import compare_models, compare_table, write_compare
 
-    rows = compare_models(args.models, args.runs, input_size=args.input_size)
+    rows = compare_models(args.models, args.runs, input_size=args.image_size)
     Console(soft_wrap=False, width=max(Console().width, 110)).print(compare_table(rows))
     folder = write_compare(rows, args.out)
     print(f"plot: {folder / 'compare.png'}")
