@@ -25,6 +25,7 @@ from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
 from reslab.metadata import MAX_META_BYTES, parse_metadata, validate_metadata
+from reslab.models import create_model, model_entry
 
 FORMAT, VERSION = "reslab-weights", 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
@@ -141,7 +142,6 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
 
 
 def _build(meta: dict, st_path: Path, device: torch.device) -> nn.Module:
-    from reslab.models import create_model
 
     try:
         with device:
@@ -308,7 +308,6 @@ def convert(
     centre crop 224, per-channel mean/std) at the model's design resolution; for the 32x32
     nets, no resize and a 32x32 view. Class names default to "0" .. "N-1".
     """
-    from reslab.models import create_model, model_entry
 
     ckpt = Path(ckpt_path)
     out = Path(out_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 import torch
+import torchvision.datasets as tvd
 from torch import Tensor
 from torchvision.datasets import ImageFolder
 
@@ -147,8 +148,6 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
 
 def download_dataset(name: str, data_dir: str | Path | None = None) -> Path:
     """Fetch the official files with torchvision's downloader into data_dir or ~/.cache/reslab/<name>."""
-    import torchvision.datasets as tvd
-
     kinds = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
     if name not in kinds:
         raise ReslabError(f"download is not available for dataset {name!r}; "

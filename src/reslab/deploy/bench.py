@@ -29,9 +29,11 @@ from pathlib import Path
 
 import torch
 import torchvision
+from rich.table import Table
 from torch import Tensor, nn
 
 from reslab.analysis import count_macs
+from reslab.console import console as make_console
 from reslab.deploy.fast import PATHS, agreement, build_engine, onnx_bytes, ort_runner, ort_session, physical_cores
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
@@ -232,9 +234,7 @@ def row_precision(name: str) -> str:
 
 def print_report(report: dict) -> None:
     """The report as a rich table, hardware first."""
-    from rich.table import Table
 
-    from reslab.console import console as make_console
 
     hw = report["hardware"]
     console = make_console()

@@ -34,7 +34,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab import hardware
 from reslab.errors import ReslabError
+from reslab.models.blocks import BasicBlock, Bottleneck
+from reslab.models.resnet import ResNet
 
 PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
 # select_fastest's default field: the fp32 paths that must agree with eager.
@@ -103,8 +106,6 @@ def fold_bn(model: nn.Module) -> nn.Module:
     `downsample` = conv, BN). The BN becomes nn.Identity. Eval mode only: training BN uses
     batch statistics, which cannot be folded.
     """
-    from reslab.models.blocks import BasicBlock, Bottleneck
-    from reslab.models.resnet import ResNet
 
     if model.training:
         raise ValueError("fold_bn needs an eval-mode model (BN running statistics); call model.eval() first")
@@ -229,9 +230,8 @@ def _torch_runner(module: nn.Module, *, channels_last: bool, dtype: torch.dtype 
 
 
 def _bf16_module(model: nn.Module) -> nn.Module:
-    from reslab.hardware import native_bf16_cpu
 
-    if not native_bf16_cpu():
+    if not hardware.native_bf16_cpu():
         raise ReslabError("the bf16 path needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16), which this "
                           "one lacks; use channels-last, compiled or onnxruntime (fp32) or int8 instead")
     return fold_bn(model).to(memory_format=torch.channels_last, dtype=torch.bfloat16)

@@ -34,6 +34,7 @@ from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eva
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
+from reslab.weights import load_weights
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
 FLAT = 1e-3  # a grid point whose curvature is below this share of the grid's largest is flat (left out)
@@ -210,7 +211,6 @@ def _pair_depth(records: Sequence[RunRecord], depth: int | None) -> int:
 
 def run_landscape(cfg: LandscapeConfig) -> ExperimentResult:
     """Measure the loss landscape of the plain / ResNet pair of the degradation folder `cfg.from_dir`."""
-    from reslab.weights import load_weights
 
     for key, least in (("images", 1), ("steps", 3), ("grid", 3), ("slices", 1)):
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < least:

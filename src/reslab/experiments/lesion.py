@@ -32,6 +32,7 @@ from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eva
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
+from reslab.weights import load_weights
 
 # Veit et al. (Fig. 3): single deletions from ResNet-110 move its CIFAR-10 error by about a point, the
 # downsampling blocks a little more; 5 points is a margin well beyond that and far below a collapse.
@@ -170,7 +171,6 @@ def lesion_claims(lesions: dict[str, Lesion], num_classes: int) -> list[Claim]:
 
 def run_lesion(cfg: LesionConfig) -> ExperimentResult:
     """Measure the lesion study on the nets of the degradation folder `cfg.from_dir`."""
-    from reslab.weights import load_weights
 
     if cfg.draws < 1:
         raise ReslabError(f"draws must be a positive integer. Received: draws={cfg.draws!r}")

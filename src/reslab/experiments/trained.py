@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reslab.data.datasets import load_dataset
 from reslab.errors import ReslabError
 from reslab.experiments.config import ExperimentConfig, experiment_dir
 from reslab.experiments.responses import response_images
@@ -46,7 +47,6 @@ def dataset_tensors(meta: dict, split: str, n: int, *, data_dir: str | None, see
 
     "train" is the run's own training split (the validation images held out by `seed`, as in training).
     """
-    from reslab.data.datasets import load_dataset
 
     name = meta["preprocess"].get("dataset")
     if not name or name == "folder":

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 from torchvision import transforms
 
@@ -448,8 +450,6 @@ def _loadavg() -> tuple[float, ...]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     c = report["config"]
     t = Table(title=f"{c['model']} training on {c['data']}, batch {c['batch_size']}, end to end "
