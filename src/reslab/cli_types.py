@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def _number(text: str, kind: type) -> float:
@@ -21,44 +22,36 @@ def _number(text: str, kind: type) -> float:
     return value
 
 
+def _checked(text: str, kind: type, ok: Callable[[float], bool], want: str) -> float:
+    value = _number(text, kind)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {want}. Received: {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (counts, sizes, iterations)."""
-    value = int(_number(text, int))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
-    return value
+    return int(_checked(text, int, lambda v: v >= 1, "a positive integer"))
 
 
 def nonneg_int(text: str) -> int:
     """An integer >= 0 (worker counts, held-out sizes where 0 means none)."""
-    value = int(_number(text, int))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0. Received: {text!r}")
-    return value
+    return int(_checked(text, int, lambda v: v >= 0, "an integer >= 0"))
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, epochs)."""
-    value = float(_number(text, float))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0. Received: {text!r}")
-    return value
+    return _checked(text, float, lambda v: v > 0, "a number > 0")
 
 
 def nonneg_float(text: str) -> float:
     """A finite number >= 0 (weight decay, momentum)."""
-    value = float(_number(text, float))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0. Received: {text!r}")
-    return value
+    return _checked(text, float, lambda v: v >= 0, "a number >= 0")
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1) (label smoothing, error thresholds, decay factors below one)."""
-    value = float(_number(text, float))
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1). Received: {text!r}")
-    return value
+    return _checked(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def int_list(text: str) -> tuple[int, ...]:
