@@ -17,6 +17,7 @@ how much room the path has left: an fp32 path near 100% cannot get much faster i
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -66,8 +67,6 @@ def tune_malloc() -> bool:
     PyTorch CPU deployments); eager PyTorch otherwise page-faults its large activation
     buffers in again on every call. Process-wide; returns False where it is unavailable."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
