@@ -6,8 +6,10 @@ the layout the real distributions use.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -125,3 +127,25 @@ def randomise_bn(model: torch.nn.Module) -> torch.nn.Module:
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
     return model.eval()
+
+
+def tiny_weights(folder: Path, preprocess: dict) -> Path:
+    """A ResNet-20 (10 classes, random BN statistics) saved as a reslab weights folder."""
+    from reslab.models import create_model
+    from reslab.weights import save_weights
+
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet20"))
+    return save_weights(model, folder, model_name="resnet20", model_kwargs={"num_classes": 10},
+                        classes=[f"class{i}" for i in range(10)], preprocess=preprocess)
+
+
+def verdicts(summary: Path) -> list[bool]:
+    """The verdict column of an experiment summary.md's claims table, in order."""
+    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)(?: \(short-budget\))?\*\* \|",
+                                            summary.read_text())]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -21,7 +21,7 @@ from reslab.errors import ReslabError
 from reslab.models import create_model
 from reslab.weights import load_weights, save_weights
 
-from fakedata import randomise_bn
+from fakedata import randomise_bn, tiny_weights
 
 PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25],
        "resize": None, "crop": 32}
@@ -31,10 +31,7 @@ PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = randomise_bn(create_model("resnet20"))
-    return save_weights(model, tmp_path_factory.mktemp("w"), model_name="resnet20", model_kwargs={"num_classes": 10},
-                        classes=[f"class{i}" for i in range(10)], preprocess=PRE)
+    return tiny_weights(tmp_path_factory.mktemp("w"), PRE)
 
 
 def _rgb(w: int = 40, h: int = 30, seed: int = 0) -> Image.Image:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -22,6 +21,8 @@ from reslab.experiments.shortcuts import shortcuts_claims
 from reslab.experiments.summary import training_lines
 from reslab.models.registry import create_model
 
+from fakedata import read_csv, verdicts
+
 TINY = ["--budget", "6", "--batch-size", "16", "--quiet", "--device", "cpu"]
 
 
@@ -33,15 +34,8 @@ def degradation_dir(fmnist_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _verdicts(summary: Path) -> list[bool]:
-    """The verdict column of summary.md's claims table, in order."""
-    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)(?: \(short-budget\))?\*\* \|",
-                                            summary.read_text())]
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def s(mean: float, std: float = 0.0, n: int = 1) -> Stat:
@@ -78,7 +72,7 @@ def test_degradation_end_to_end(degradation_dir):
         assert (degradation_dir / name).is_file(), name
     assert sorted(p.name for p in (degradation_dir / "runs").iterdir()) == [
         "plain20-s0", "plain32-s0", "resnet20-s0", "resnet32-s0"]
-    table = _csv(degradation_dir / "table.csv")
+    table = read_csv(degradation_dir / "table.csv")
     assert [r["net"] for r in table] == ["plain-20", "plain-32", "ResNet-20", "ResNet-32"]
     assert table[2]["paper test error (CIFAR-10)"] == "8.75%"
     assert (degradation_dir / "degradation.png").read_bytes()[:4] == b"\x89PNG"
@@ -88,7 +82,7 @@ def test_degradation_verdicts_follow_the_measured_numbers(degradation_dir):
     cfg, records = read_manifest(degradation_dir)
     assert cfg.depths == (20, 32) and len(records) == 4
     claims = degradation_claims(by_label(records, "train_err"), by_label(records, "test_err"), 20, 32)
-    assert _verdicts(degradation_dir / "summary.md") == [c.held for c in claims]
+    assert verdicts(degradation_dir / "summary.md") == [c.held for c in claims]
     text = (degradation_dir / "summary.md").read_text()
     assert "last 10% of iterations" in text  # the training-error definition is stated
     r = next(r for r in records if r.label == "plain32")
@@ -196,10 +190,10 @@ def test_jobs_2_trains_two_runs_at_once_as_jobs_1_does(fmnist_dir, tmp_path, cap
     one, two = tmp_path / "one", tmp_path / "two"
     assert _files(one) == _files(two) and (two / "logs" / "resnet32-s0.log").is_file()
     for name in ("resnet20-s0", "resnet32-s0"):
-        rows = [[{k: v for k, v in r.items() if k not in TIMING} for r in _csv(d / "runs" / name / "metrics.csv")]
+        rows = [[{k: v for k, v in r.items() if k not in TIMING} for r in read_csv(d / "runs" / name / "metrics.csv")]
                 for d in (one, two)]
         assert rows[0] == rows[1] and len(rows[0]) > 3
-    assert _csv(one / "table.csv") == _csv(two / "table.csv")
+    assert read_csv(one / "table.csv") == read_csv(two / "table.csv")
 
 
 def test_jobs_report_a_failed_run_and_finish_the_others(fmnist_dir, tmp_path, capsys):
@@ -262,13 +256,13 @@ def test_responses_from_degradation(degradation_dir, tmp_path):
     assert main(["experiment", "responses", "--from", str(degradation_dir), "--images", "40", "--out", str(out)]) == 0
     for name in ("summary.md", "table.csv", "responses.csv", "responses.png", "experiment.json"):
         assert (out / name).is_file(), name
-    table = {r["net"]: r for r in _csv(out / "table.csv")}
+    table = {r["net"]: r for r in read_csv(out / "table.csv")}
     assert table["ResNet-20"]["3x3 layers"] == "19" and table["plain-32"]["3x3 layers"] == "31"
-    per_layer = _csv(out / "responses.csv")
+    per_layer = read_csv(out / "responses.csv")
     assert len(per_layer) == 19 + 31 + 19 + 31
     means = {net: Stat(float(r["mean std"]), 0.0, 1) for net, r in table.items()}
     keyed = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): v for k, v in means.items()}
-    assert _verdicts(out / "summary.md") == [c.held for c in responses_claims(keyed)]
+    assert verdicts(out / "summary.md") == [c.held for c in responses_claims(keyed)]
     assert json.loads((out / "experiment.json").read_text())["source"] == str(degradation_dir.resolve())
 
 
@@ -294,7 +288,7 @@ def test_shortcuts_end_to_end(fmnist_dir, tmp_path, capsys):
     printed = capsys.readouterr()
     assert "warning: 6 iterations per run is far below the paper's 64,000" in printed.err
     assert "held (short-budget)" in printed.out  # the terminal's verdicts are labelled too
-    table = {r["shortcut"]: r for r in _csv(out / "table.csv")}
+    table = {r["shortcut"]: r for r in read_csv(out / "table.csv")}
     assert list(table) == ["plain", "A", "B", "C"]
     params = {k: int(v["params"].replace(",", "")) for k, v in table.items()}
     assert params["plain"] == params["A"] < params["B"] < params["C"]
@@ -302,7 +296,7 @@ def test_shortcuts_end_to_end(fmnist_dir, tmp_path, capsys):
     assert (out / "shortcuts.png").is_file()
     _, records = read_manifest(out)
     test = {r.label.split("-")[1]: s(r.test_err) for r in records}
-    assert _verdicts(out / "summary.md") == [c.held for c in shortcuts_claims(test, params)]
+    assert verdicts(out / "summary.md") == [c.held for c in shortcuts_claims(test, params)]
 
 
 def test_shortcuts_claims_both_ways():
@@ -323,14 +317,14 @@ def test_depth_end_to_end_with_two_seeds(fmnist_dir, tmp_path):
     out = tmp_path / "depth"
     assert main(["experiment", "depth", "--data-dir", str(fmnist_dir), "--depths", "20,32", "--seeds", "2",
                  *TINY, "--out", str(out)]) == 0
-    rows = _csv(out / "table.csv")
+    rows = read_csv(out / "table.csv")
     assert [r["net"] for r in rows] == ["ResNet-20", "ResNet-32"]
     assert rows[0]["params (CIFAR-10)"] == "269,722" and rows[0]["paper params"] == "0.27M"
     assert rows[0]["paper test error"] == "8.75%" and "±" in rows[0]["test error"]  # mean ± std of 2 seeds
     assert len(list((out / "runs").iterdir())) == 4
     _, records = read_manifest(out)
     test = {int(k.removeprefix("resnet")): v for k, v in by_label(records, "test_err").items()}
-    assert _verdicts(out / "summary.md") == [c.held for c in depth_claims(test, {20: 269_722, 32: 464_154})]
+    assert verdicts(out / "summary.md") == [c.held for c in depth_claims(test, {20: 269_722, 32: 464_154})]
     assert (out / "depth.png").is_file()
 
 
@@ -361,7 +355,7 @@ def test_compare_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     for name in ("resnet20", "vgg11_small", "googlenet_small", "269,722", "weighted layers"):
         assert name in text
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
-    rows = {r["model"]: r for r in _csv(out / "compare.csv")}
+    rows = {r["model"]: r for r in read_csv(out / "compare.csv")}
     assert rows["resnet20"]["depth"] == "20" and rows["resnet20"]["weighted_layers"] == "20"
     assert int(rows["googlenet_small"]["weighted_layers"]) > int(rows["googlenet_small"]["depth"])  # branches
 
@@ -369,9 +363,9 @@ def test_compare_prints_the_table_and_writes_the_plot(tmp_path, capsys):
 def test_compare_reads_accuracy_from_runs(degradation_dir, tmp_path, capsys):
     run = degradation_dir / "runs" / "resnet20-s0"
     assert main(["compare", "resnet20", "vgg11_small", "--runs", str(run), "--out", str(tmp_path)]) == 0
-    rows = _csv(tmp_path / "compare.csv")
+    rows = read_csv(tmp_path / "compare.csv")
     assert [r["model"] for r in rows] == ["resnet20", "vgg11_small"]  # the run replaced the untrained row
-    test_err = next(r for r in _csv(run / "metrics.csv") if r["kind"] == "test")["val_err"]
+    test_err = next(r for r in read_csv(run / "metrics.csv") if r["kind"] == "test")["val_err"]
     assert rows[0]["test_err"] == test_err and rows[0]["input_size"] == "1x28x28"
 
 

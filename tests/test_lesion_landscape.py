@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from reslab.models import create_model
 from reslab.train.rundir import RunDir
 from reslab.weights import save_weights
 
-from fakedata import randomise_bn, write_learnable_mnist
+from fakedata import randomise_bn, read_csv, verdicts, write_learnable_mnist
 
 # Labels as a degradation experiment names its nets; narrow, shallow builds keep every test fast.
 NETS = {"plain20": (1, 1, 1), "resnet20": (1, 1, 1), "plain32": (2, 2, 2), "resnet32": (2, 2, 2)}
@@ -59,14 +57,8 @@ def degradation_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def _verdicts(summary: Path) -> list[bool]:
-    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)(?: \(short-budget\))?\*\* \|",
-                                            summary.read_text())]
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _tree(folder: Path) -> dict[str, int]:
@@ -135,18 +127,18 @@ def test_lesion_end_to_end(degradation_dir, tmp_path, capsys):
     for name in ("summary.md", "table.md", "table.csv", "lesion.csv", "random.csv", "lesion.png", "experiment.json"):
         assert (out / name).is_file(), name
     assert _tree(degradation_dir) == before  # the source is only read
-    rows = _csv(out / "lesion.csv")
+    rows = read_csv(out / "lesion.csv")
     counts = {net: sum(r["net"] == net for r in rows) for net in NETS}
     assert counts == {"plain20": 1, "resnet20": 3, "plain32": 4, "resnet32": 6}  # plain downsampling: skipped
-    table = {r["net"]: r for r in _csv(out / "table.csv")}
+    table = {r["net"]: r for r in read_csv(out / "table.csv")}
     lesions = {}
     for net, t in table.items():
         label = net.replace("plain-", "plain").replace("ResNet-", "resnet")
         single = [(Site(r["block"], r["downsampling"] == "1"), float(r["error"]))
                   for r in rows if r["net"] == label]
         lesions[label] = Lesion(label, float(t["intact error"].rstrip("%")) / 100, single)
-    assert _verdicts(out / "summary.md") == [c.held for c in lesion_claims(lesions, 10)]
-    draws = _csv(out / "random.csv")
+    assert verdicts(out / "summary.md") == [c.held for c in lesion_claims(lesions, 10)]
+    draws = read_csv(out / "random.csv")
     assert {r["draw"] for r in draws} == {"0", "1"} and max(int(r["k"]) for r in draws if r["net"] == "resnet32") == 4
 
 
@@ -215,16 +207,16 @@ def test_landscape_end_to_end(degradation_dir, tmp_path):
                  "--grid", "5", "--slices", "2", "--out", str(out)]) == 0
     for name in ("summary.md", "table.csv", "landscape.csv", "landscape-1d.png", "landscape-2d.png", "roughness.png"):
         assert (out / name).is_file(), name
-    table = {r["net"]: r for r in _csv(out / "table.csv")}
+    table = {r["net"]: r for r in read_csv(out / "table.csv")}
     assert list(table) == ["plain-32", "ResNet-32"]  # the deepest pair by default
-    points = _csv(out / "landscape.csv")
+    points = read_csv(out / "landscape.csv")
     assert len(points) == 2 * (2 * 7 + 5 * 5)
     minima = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): [int(v) for v in r[
         "local minima per 1-D slice"].split(", ")] for k, r in table.items()}
     nonconvex = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): float(r["non-convexity (2-D)"])
                  for k, r in table.items()}
     claims = landscape_claims(minima, nonconvex, 32)
-    assert _verdicts(out / "summary.md") == [c.held for c in claims]
+    assert verdicts(out / "summary.md") == [c.held for c in claims]
 
 
 @pytest.mark.parametrize("name, cfg, keys", [("lesion", LesionConfig(), ("images", "draws")),

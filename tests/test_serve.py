@@ -20,7 +20,6 @@ from starlette.exceptions import HTTPException  # noqa: E402
 
 from reslab.deploy.fast import InferenceEngine  # noqa: E402
 from reslab.deploy.predict import predict  # noqa: E402
-from reslab.models import create_model  # noqa: E402
 from reslab.serve.app import ServeConfig, _Body  # noqa: E402
 from reslab.serve.batcher import Batcher  # noqa: E402
 from reslab.serve.bench import (  # noqa: E402
@@ -32,9 +31,8 @@ from reslab.serve.bench import (  # noqa: E402
     stop_server,
     wait_ready,
 )
-from reslab.weights import save_weights  # noqa: E402
 
-from fakedata import randomise_bn  # noqa: E402
+from fakedata import tiny_weights  # noqa: E402
 
 PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25],
        "resize": None, "crop": 32}
@@ -43,10 +41,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = randomise_bn(create_model("resnet20"))
-    return save_weights(model, tmp_path_factory.mktemp("w"), model_name="resnet20", model_kwargs={"num_classes": 10},
-                        classes=[f"class{i}" for i in range(10)], preprocess=PRE)
+    return tiny_weights(tmp_path_factory.mktemp("w"), PRE)
 
 
 @pytest.fixture(scope="module")
