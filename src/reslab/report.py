@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from reslab.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
+from reslab.console import console
 from reslab.costs import model_costs
 from reslab.models.registry import create_model, list_models, model_entry
 
 _HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}
 
-
-def _console() -> Console:
-    return Console(soft_wrap=False, width=max(Console().width, 100))
 
 
 def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
@@ -32,7 +29,7 @@ def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
 
 
 def print_models(pattern: str = "*", *, family: str | None = None) -> None:
-    _console().print(models_table(pattern, family=family))
+    console().print(models_table(pattern, family=family))
 
 
 def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stages_only: bool = False,
@@ -43,7 +40,7 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
     h, w = input_size or (entry.input_size, entry.input_size)
     chans = getattr(model, "in_chans", overrides.get("in_chans", 3))
     stats = layer_stats(model, (chans, h, w))
-    console = _console()
+    out = console()
     opts = "".join(f", {k}={v}" for k, v in overrides.items())
     title = f"{name} at {chans}x{h}x{w}{opts}"
     if not stages_only:
@@ -55,7 +52,7 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
                 continue
             table.add_row(s.name, s.kind, "x".join(map(str, s.out_shape)), f"{s.params:,}" if s.params else "",
                           f"{s.macs:,}" if s.macs else "")
-        console.print(table)
+        out.print(table)
     totals = Table(title=f"{title}: per stage", title_justify="left")
     for col in ("stage", "params", "MACs", "share of MACs"):
         totals.add_column(col, justify="left" if col == "stage" else "right")
@@ -64,12 +61,12 @@ def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stage
         if p or m:
             totals.add_row(stage, f"{p:,}", f"{m:,}", f"{100 * m / all_macs:.1f}%")
     totals.add_row("total", f"{count_params(model):,}", f"{all_macs:,}", f"({all_macs / 1e9:.3f} G)", style="bold")
-    console.print(totals)
+    out.print(totals)
     extra = getattr(model, "summary_extra", None)
     if callable(extra):  # e.g. GoogLeNet's Inception branch arithmetic
-        console.print(extra())
+        out.print(extra())
     if any(type(m).__name__ == "Inception" for m in model.modules()):
-        console.print(inception_table(model, (chans, h, w), title=title))
+        out.print(inception_table(model, (chans, h, w), title=title))
 
 
 def inception_table(model: Any, input_size: tuple[int, int, int], *, title: str) -> Table:

@@ -80,9 +80,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from reslab.console import console
     from reslab.experiments import run_experiment
 
     result = run_experiment(config_from_args(args))
@@ -91,18 +91,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         t.add_column(col, no_wrap=col == "verdict")  # "NOT held (short-budget)" reads as one verdict
     for c in result.claims:
         t.add_row(c.claim, c.paper, c.ours, f"[{'green' if c.held else 'red'}]{c.verdict}[/]")
-    Console(soft_wrap=False).print(t)
+    console().print(t)
     print(f"summary: {result.folder / 'summary.md'}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from reslab.compare import compare_models, compare_table, write_compare
+    from reslab.console import console
 
     rows = compare_models(args.models, args.runs, input_size=args.image_size)
-    Console(soft_wrap=False, width=max(Console().width, 110)).print(compare_table(rows))
+    console().print(compare_table(rows))
     folder = write_compare(rows, args.out)
     print(f"plot: {folder / 'compare.png'}")
     return 0

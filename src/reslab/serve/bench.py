@@ -37,10 +37,10 @@ import httpx
 import numpy as np
 import torch
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 from safetensors.torch import save_file
 
+from reslab.console import console as make_console
 from reslab.deploy.bench import hardware_info
 from reslab.deploy.fast import time_call
 from reslab.deploy.images import image_mode, load_image, preprocess_image
@@ -342,7 +342,7 @@ def bench_serve(bench: BenchConfig, log=lambda s: print(f"reslab bench serve: {s
 def print_report(report: dict) -> None:
     """One table: the offline engine, then each server run; hardware and load above it."""
     hw, off, cfg = report["hardware"], report["offline"], report["config"]
-    console = Console(width=max(150, Console().width))  # a log file gets whole rows
+    console = make_console()
     console.print(f"[bold]{report['model']}[/], path {off['path']}, {cfg['concurrency']} clients, {hw['cpu']}, "
                   f"{hw['physical_cores']} cores, torch {hw['torch']}; load {hw['loadavg'][0]:.1f} -> "
                   f"{report['loadavg_end'][0]:.1f}")

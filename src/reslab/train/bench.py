@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 from torchvision import transforms
 
 from reslab.analysis import count_macs
+from reslab.console import console
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir
 from reslab.errors import ReslabError
@@ -460,7 +460,7 @@ def print_report(report: dict[str, Any]) -> None:
     for r in report["rows"]:
         t.add_row(r["name"], f"{r['images_per_s']:.0f}", f"{min(r['blocks']):.0f}-{max(r['blocks']):.0f}",
                   f"{r['train_gflops']:.1f}", f"{100 * r['fraction_of_peak']:.1f}% of {r['peak']}")
-    Console(width=100).print(t)
+    console().print(t)
     for r in report["rows"]:
         print(f"  {r['name']}: {r['detail']}")
     m = report["matmul_gflops"]

@@ -204,8 +204,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.as_dict(classes), indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from reslab.console import console
 
     t = Table(title=f"{args.weights} on {args.split}{' (10-crop)' if args.ten_crop else ''}", title_justify="left")
     t.add_column("metric")
@@ -216,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         t.add_row(name, v)
     for c, a in zip(classes, res.per_class_acc, strict=True):
         t.add_row(f"  {c}", f"{100 * a:.2f}%")
-    Console().print(t)
+    console().print(t)
     print(f"confusion matrix: {out}")
     return 0
 
