@@ -1,10 +1,14 @@
 """`reslab models`'s fast parameter and MAC counts equal the slow path's."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from reslab import costs
+from reslab import costs, model_index
 from reslab.analysis import count_macs, count_params
-from reslab.models import create_model, model_entry
+from reslab.models import create_model, list_models, model_entry
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet56", "resnet50", "plain20", "vgg11_small", "googlenet_small"])
@@ -28,3 +32,24 @@ def test_costs_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(costs, "measure_costs", no_build)
     assert costs.model_costs("resnet110") == first == (1_727_962, 252_887_680)  # the paper: 1.7M
     costs._table.cache_clear()
+
+
+def test_reslab_models_answers_from_the_cache_without_torch(tmp_path):
+    """`reslab models` pays for importing torch once; after that the rows come from the cache."""
+    env = {**os.environ, costs.CACHE_ENV: str(tmp_path)}
+    probe = ("import sys; from reslab.cli import main; code = main(['models', 'resnet1*']);"
+             "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
+    outs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert [o.returncode for o in outs] == [0, 0], outs[0].stderr
+    assert "TORCH True" in outs[0].stdout and "TORCH False" in outs[1].stdout  # cold, then cached
+    table = outs[1].stdout
+    assert "1,727,962" in table and "resnet152" in table and "resnet20 " not in table  # resnet110's row; the filter
+
+
+def test_model_rows_measure_again_when_the_cache_is_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv(costs.CACHE_ENV, str(tmp_path))
+    first = model_index.model_rows(family="cifar")
+    model_index.index_path().write_text('[{"name": 1}]')  # not a row list: measured again, never trusted
+    assert model_index.model_rows(family="cifar") == first
+    assert [r["name"] for r in model_index.model_rows()] == list_models()

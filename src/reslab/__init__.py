@@ -5,7 +5,8 @@
 >>> reslab.count_params(model), reslab.count_macs(model, (3, 224, 224))
 (25557032, 3858...)
 
-The rest of the API is imported on first use, so `import reslab` stays cheap:
+Every name is imported on first use, so `import reslab` (and `reslab models`) does not pay for
+importing torch until a name needs it:
 `reslab.train(config)`, `reslab.TrainConfig`, `reslab.resolve_config(recipe, **flags)`,
 `reslab.evaluate(weights, ...)`, `reslab.predict(weights, images, features=...)` and
 `reslab.export(weights, format=...)`. See README.md, "Python API".
@@ -15,9 +16,6 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from reslab.analysis import count_macs, count_params, layer_stats
-from reslab.models import ResNet, create_model, list_models
-
 try:
     __version__ = version("reslab")
 except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
@@ -25,6 +23,12 @@ except PackageNotFoundError:  # a source tree on PYTHONPATH that was never insta
 
 # name -> (module, attribute); attribute None: the module itself (callable, see reslab.api)
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "ResNet": ("reslab.models", "ResNet"),
+    "create_model": ("reslab.models", "create_model"),
+    "list_models": ("reslab.models", "list_models"),
+    "count_macs": ("reslab.analysis", "count_macs"),
+    "count_params": ("reslab.analysis", "count_params"),
+    "layer_stats": ("reslab.analysis", "layer_stats"),
     "train": ("reslab.train", None),
     "TrainConfig": ("reslab.train.config", "TrainConfig"),
     "resolve_config": ("reslab.train.config", "resolve_config"),

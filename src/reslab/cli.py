@@ -25,9 +25,10 @@ _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from reslab.report import print_models
+    from reslab.console import console
+    from reslab.model_index import models_table  # no torch import while the rows are cached
 
-    print_models(args.pattern, family=args.family)
+    console().print(models_table(args.pattern, family=args.family))
     return 0
 
 
@@ -40,7 +41,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; `commands=False` leaves out the sub-commands of `_COMMAND_MODULES`, whose
+    modules import torch (for `reslab models`, which answers in well under a second without it)."""
     parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning toolkit (He et al. 2015).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks: side by side, in one process")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    for name in _COMMAND_MODULES:
+    for name in _COMMAND_MODULES if commands else ():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(commands=argv[:1] != ["models"])
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

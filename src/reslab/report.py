@@ -8,24 +8,11 @@ from rich.table import Table
 
 from reslab.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
 from reslab.console import console
-from reslab.costs import model_costs
-from reslab.models.registry import create_model, list_models, model_entry
+from reslab.model_index import models_table
+from reslab.models.registry import create_model, model_entry
 
 _HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}
 
-
-
-def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
-    table = Table(title="reslab models", title_justify="left")
-    for col, just in (("name", "left"), ("family", "left"), ("depth", "right"), ("input", "right"),
-                      ("params", "right"), ("GMACs", "right"), ("description", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for name in list_models(pattern, family=family):
-        e = model_entry(name)
-        params, macs = model_costs(name)
-        table.add_row(name, e.family, str(e.depth), f"{e.input_size}", f"{params:,}", f"{macs / 1e9:.3f}",
-                      e.description)
-    return table
 
 
 def print_models(pattern: str = "*", *, family: str | None = None) -> None:
