@@ -205,6 +205,9 @@ def test_train_out_on_a_finished_run_refuses_unless_resume_or_overwrite(small_da
     one_line_error(capsys, _train_argv(small_data, tmp_path / "new", "--epochs", "2"), "--epochs 2",
                    "--iterations 4", "pass one of them")
     assert not (tmp_path / "new").exists()
+    one_line_error(capsys, ["train", "--resume", run, "--iterations", "2", "--quiet"], "has done 4 iterations",
+                   "more than the 2 asked for", "larger --iterations")
+    assert snapshot(run) == before  # a shorter length: refused before anything is written
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--iterations", "6", "--quiet"]) == 0  # a longer run: works
     assert "after 6 iterations" in capsys.readouterr().out and "iter,6" in (run / "metrics.csv").read_text()

@@ -93,7 +93,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
     opt = make_optimizer(model, cfg, device)
     # Resume, or start the run directory.
-    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule) if resume else TrainState()
+    state = _resumed_state(run, model, opt, schedule) if resume else TrainState()
     if dist.main:
         _start_run(run, cfg, schedule, steps_per_epoch, state.iteration if resume else None, dist,
                    resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
@@ -138,6 +138,16 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     if not dist.main:
         return TrainResult(run.path, state.iteration, seconds, state.best_val, None)
     return _finish(cfg, run, model, data, state, seconds, command, device)
+
+
+def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule) -> TrainState:
+    """The checkpoint's state; a run already past the asked-for length is an error, not a silent re-finish."""
+    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule)
+    if state.iteration > schedule.total:
+        raise ReslabError(f"{run.path} has done {state.iteration:,} iterations, more than the {schedule.total:,} "
+                          f"asked for; resume with a larger --iterations (or --epochs) to train further, or "
+                          f"evaluate it as it is with `reslab evaluate {run.path}`")
+    return state
 
 
 def _start_run(run: RunDir, cfg: TrainConfig, schedule: Schedule, steps_per_epoch: int, resumed_at: int | None,
