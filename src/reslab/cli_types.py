@@ -87,3 +87,46 @@ def positive_side(text: str) -> int:
     if value > MAX_IMAGE_SIDE:
         raise argparse.ArgumentTypeError(f"expected a side of 1..{MAX_IMAGE_SIDE}. Received: {text!r}")
     return value
+
+
+def class_list(text: str) -> tuple[int, ...]:
+    """'5,6,7', '5-9' or '0,3-5' -> increasing class numbers >= 0 without repeats."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        out = []
+    if not out or min(out) < 0 or len(set(out)) != len(out) or out != sorted(out):
+        raise argparse.ArgumentTypeError(f"expected increasing class numbers >= 0 without repeats, e.g. 5,6,7 or "
+                                         f"5-9. Received: {text!r}")
+    return tuple(out)
+
+
+def class_fractions(text: str) -> tuple[tuple[int, float], ...]:
+    """CLASSES:FRACTION groups joined by ',' ('5-9:0.1', '5,7:0.1,8:0.5'), each fraction in (0, 1]
+    -> ((class, fraction), ...) sorted by class."""
+    pairs: dict[int, float] = {}
+    pending: list[str] = []  # '5,7:0.1': bare classes join the group that follows
+    for token in text.split(","):
+        if ":" not in token:
+            pending.append(token)
+            continue
+        spec, frac = token.rsplit(":", 1)
+        try:
+            f = float(frac)
+        except ValueError:
+            f = -1.0
+        if not 0 < f <= 1:
+            raise argparse.ArgumentTypeError(f"expected CLASSES:FRACTION with a fraction in (0, 1], e.g. 5-9:0.1. "
+                                             f"Received: {text!r}")
+        for c in class_list(",".join([*pending, spec])):
+            if c in pairs:
+                raise argparse.ArgumentTypeError(f"class {c} has two fractions; name each class once. "
+                                                 f"Received: {text!r}")
+            pairs[c] = f
+        pending = []
+    if pending or not pairs:
+        raise argparse.ArgumentTypeError(f"expected CLASSES:FRACTION groups, e.g. 5-9:0.1. Received: {text!r}")
+    return tuple(sorted(pairs.items()))

@@ -22,6 +22,7 @@ from reslab.api import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import folder_dataset, multiscale_views
+from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
 from reslab.modes import eval_mode
@@ -130,12 +131,14 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
 def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: str | None = None,
                      split: Split = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
                      out: str | Path | None = None,
-                     multiscale: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
+                     multiscale: tuple[int, ...] | None = None,
+                     subset_classes: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
     """Evaluate saved reslab weights on a dataset split (test or val); writes confusion-<split>.png.
 
     Refuses when the dataset's classes differ from the model's. `multiscale` (folder datasets): the
     fully-convolutional test averaged over these shorter-side scales (the paper's 224..640).
-    Returns (result, classes, png path).
+    `subset_classes`: only these of the dataset's classes, relabelled 0..k-1 (default: the subset the
+    model was trained on, from model.json). Returns (result, classes, png path).
     """
     if split not in SPLITS:
         raise ReslabError(f"unknown split. Received: split={split!r}; expected test or val")
@@ -148,11 +151,13 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     if multiscale and name != "folder":
         raise ReslabError(f"the multi-scale test is for image-folder datasets (full-size images); received "
                           f"data={name!r}: use --ten-crop for small images")
+    subset = Subset(tuple(pre.get("subset_classes", ())) if subset_classes is None else tuple(subset_classes))
     if name == "folder":
-        classes, batches = _folder_split(find_data_dir("folder", data_dir), split, pre, ten_crop=ten_crop,
+        classes, batches = _folder_split(find_data_dir("folder", data_dir), split, pre, subset, ten_crop=ten_crop,
                                          whole_images=bool(multiscale))
     else:
-        classes, batches = _tensor_split(name, split, data_dir, pre, batch_size=batch_size, ten_crop=ten_crop)
+        classes, batches = _tensor_split(name, split, data_dir, pre, subset, batch_size=batch_size,
+                                         ten_crop=ten_crop)
     if list(classes) != list(meta["classes"]):
         raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
                           f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
@@ -168,22 +173,22 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     return res, list(classes), png
 
 
-def _folder_split(root: Path, split: str, pre: dict[str, Any], *, ten_crop: bool,
+def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *, ten_crop: bool,
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
     if whole_images:
         tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
-        images = ImageFolder(str(root / "val"), transform=tf)
+        images = subset_folder(ImageFolder(str(root / "val"), transform=tf), subset, train=False)
         return list(images.classes), images
-    ds = folder_dataset(root, split, train=False, ten_crop=ten_crop)
+    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop), subset, train=False)
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 
-def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], *, batch_size: int,
-                  ten_crop: bool) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
+def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], subset: Subset, *,
+                  batch_size: int, ten_crop: bool) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
     """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4)."""
-    ds = load_dataset(name, split, data_dir=data_dir)
+    ds = subset_tensor(load_dataset(name, split, data_dir=data_dir), subset, train=False)
 
     def norm(x: Tensor) -> Tensor:
         return normalize(x, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))

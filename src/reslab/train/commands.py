@@ -59,6 +59,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
     g.add_argument("--normalize", choices=("pixel-mean", "channel"))
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    g.add_argument("--subset-classes", type=cli_types.class_list, metavar="LIST",
+                   help="train and test on these classes only (e.g. 5-9 or 5,6,7), relabelled 0..k-1")
+    g.add_argument("--per-class", type=cli_types.positive_int, metavar="N",
+                   help="the first N training images of each class (after the validation split)")
+    g.add_argument("--class-fraction", type=cli_types.class_fractions, metavar="SPEC",
+                   help="keep a fraction of some classes' training images, e.g. 5-9:0.1 (imbalanced data)")
     g = p.add_argument_group("schedule")
     g.add_argument("--recipe", default="cifar-paper", help="cifar-paper (default) or imagenet-paper")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
@@ -175,6 +181,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--ten-crop", action="store_true")
+    p.add_argument("--subset-classes", type=cli_types.class_list, metavar="LIST",
+                   help="only these classes, relabelled 0..k-1 (default: those the model was trained on)")
     p.add_argument("--multiscale", nargs="?", const=(224, 256, 384, 480, 640), default=None, metavar="SCALES",
                    type=_scales,
                    help="folder data: fully-convolutional test averaged over shorter sides (default: the "
@@ -200,7 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or (trained_data_dir(Path(args.weights)) if args.data is None else None)
     res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=data_dir, split=args.split,
                                          ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
-                                         out=args.out, multiscale=args.multiscale)
+                                         out=args.out, multiscale=args.multiscale,
+                                         subset_classes=args.subset_classes)
     if args.json:
         print(json.dumps(res.as_dict(classes), indent=2))
         return 0

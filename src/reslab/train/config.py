@@ -47,6 +47,10 @@ class TrainConfig:
     normalize: str = "pixel-mean"  # pixel-mean (paper) | channel
     augment: bool = True
     label_smoothing: float = 0.0  # not in the paper; 0 keeps it faithful
+    # Data subsets (data/subset.py), in the dataset's class numbers; empty / None: all the data.
+    subset_classes: tuple[int, ...] = ()  # keep these classes, relabelled 0..k-1 (every split)
+    per_class: int | None = None  # the first N training images of each class
+    class_fraction: tuple[tuple[int, float], ...] = ()  # ((class, fraction), ...) of the training images
     # Run.
     out: str | None = None
     device: str = "auto"
@@ -80,6 +84,8 @@ class TrainConfig:
         d["model_kwargs"] = kwargs
         cfg = cls(**d)
         cfg.milestones = tuple(cfg.milestones)
+        cfg.subset_classes = tuple(cfg.subset_classes)
+        cfg.class_fraction = tuple((int(c), float(f)) for c, f in cfg.class_fraction)
         return cfg
 
 
@@ -163,6 +169,20 @@ def validate(cfg: TrainConfig) -> None:
         if cfg.warmup_iters < 1:
             raise ReslabError("warmup_below needs warmup_iters >= 1, the most iterations the warm-up may last. "
                               f"Received: warmup_below={cfg.warmup_below}, warmup_iters={cfg.warmup_iters}")
+    _validate_subset(cfg)
     if cfg.warmup_iters < 0 or cfg.eval_every < 0 or cfg.ckpt_every < 0 or cfg.workers < 0:
         raise ReslabError("warmup_iters, eval_every, ckpt_every and workers must be >= 0. "
                           f"Received: {cfg.warmup_iters}, {cfg.eval_every}, {cfg.ckpt_every}, {cfg.workers}")
+
+
+def _validate_subset(cfg: TrainConfig) -> None:
+    """The data-subset fields: class numbers >= 0, increasing; fractions in (0, 1]; a positive count."""
+    classes = list(cfg.subset_classes)
+    if any(not isinstance(c, int) or c < 0 for c in classes) or classes != sorted(set(classes)):
+        raise ReslabError(f"subset_classes must be increasing class numbers >= 0, e.g. 5,6,7,8,9. "
+                          f"Received: subset_classes={classes}")
+    if cfg.per_class is not None and (not isinstance(cfg.per_class, int) or cfg.per_class < 1):
+        raise ReslabError(f"per_class must be a positive integer. Received: per_class={cfg.per_class!r}")
+    if any(len(p) != 2 or not 0 < p[1] <= 1 for p in cfg.class_fraction):
+        raise ReslabError(f"class_fraction must be (class, fraction) pairs with fractions in (0, 1], e.g. 5-9:0.1. "
+                          f"Received: class_fraction={list(cfg.class_fraction)}")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
 from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
+from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, tensor_batches
 from reslab.train.batches import InMemoryBatches, LoaderBatches
@@ -40,9 +41,10 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
         return _prepare_folder(cfg, device, dist, amp)
     spec = dataset_spec(cfg.data)
     common = dict(data_dir=cfg.data_dir, download=cfg.download and dist.main, seed=cfg.seed)
-    train = load_dataset(cfg.data, "train", val_size=cfg.val_size, **common)
-    val = load_dataset(cfg.data, "val", val_size=cfg.val_size, **common)
-    test = load_dataset(cfg.data, "test", **common)
+    subset = data_subset(cfg)
+    train = subset_tensor(load_dataset(cfg.data, "train", val_size=cfg.val_size, **common), subset, train=True)
+    val = subset_tensor(load_dataset(cfg.data, "val", val_size=cfg.val_size, **common), subset, train=False)
+    test = subset_tensor(load_dataset(cfg.data, "test", **common), subset, train=False)
     mean_image = per_pixel_mean(train.images)  # the paper subtracts the training set's per-pixel mean
     aug = BatchAugment(std=spec.std, mode=cfg.normalize, pixel_mean=mean_image.to(device), mean=spec.mean,
                        pad=4, hflip=spec.hflip)
@@ -51,9 +53,19 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
                               rank=dist.rank, world=dist.world)
     preprocess = {"image_size": spec.image_size, "in_chans": spec.in_chans, "mode": cfg.normalize,
                   "mean": list(spec.mean), "std": list(spec.std), "resize": None, "crop": spec.image_size,
-                  "dataset": cfg.data, "mean_image": mean_image.cpu()}
+                  "dataset": cfg.data, "mean_image": mean_image.cpu(), **_subset_record(cfg)}
     return TrainData(batches, _tensor_evaluator(val, aug, device, amp, False),
                      _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess)
+
+
+def data_subset(cfg: TrainConfig) -> Subset:
+    """The images `cfg` keeps (data/subset.py): its classes, per-class count and class fractions."""
+    return Subset(tuple(cfg.subset_classes), cfg.per_class, tuple(map(tuple, cfg.class_fraction)))
+
+
+def _subset_record(cfg: TrainConfig) -> dict[str, Any]:
+    """What model.json records of a class subset, so that `reslab evaluate` tests on the same classes."""
+    return {"subset_classes": list(cfg.subset_classes)} if cfg.subset_classes else {}
 
 
 def _tensor_evaluator(split: InMemoryDataset, aug: BatchAugment, device: torch.device, amp: bool,
@@ -70,6 +82,7 @@ def _tensor_evaluator(split: InMemoryDataset, aug: BatchAugment, device: torch.d
 def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
     root = find_data_dir("folder", cfg.data_dir)
     train = folder_dataset(root, "train", train=True, skip_bad=cfg.skip_bad)  # checks every split's images
+    train = subset_folder(train, data_subset(cfg), train=True)
     per_rank = cfg.batch_size // dist.world
 
     def make_loader(epoch: int) -> DataLoader:
@@ -85,7 +98,7 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
                           f"Received: --batch-size {cfg.batch_size}")
     classes = list(train.classes)
     preprocess = {"image_size": 224, "in_chans": 3, "mode": "channel", "mean": list(IMAGENET_MEAN),
-                  "std": list(IMAGENET_STD), "resize": 256, "crop": 224, "dataset": "folder"}
+                  "std": list(IMAGENET_STD), "resize": 256, "crop": 224, "dataset": "folder", **_subset_record(cfg)}
     # Without a test/ folder, "test" is val/, as for ImageNet (the report then says validation).
     val = _folder_evaluator(root, cfg, device, amp, False, classes, "val")
     test = _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes, "test")
@@ -95,7 +108,8 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
 def _folder_evaluator(root: Path, cfg: TrainConfig, device: torch.device, amp: bool, ten_crop: bool,
                       classes: list[str], split: str) -> Evaluator:
     def run(model: nn.Module) -> EvalResult:
-        ds = folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad)
+        ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad),
+                           data_subset(cfg), train=False)
         probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
         return metrics_from_probs(probs, labels, len(classes))
     return run
