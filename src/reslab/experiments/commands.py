@@ -129,9 +129,9 @@ def _add_analyses(exp_sub: argparse._SubParsersAction) -> None:
             q.add_argument("--draws", type=positive_int, help="random subsets per number removed (default 5)")
         else:
             q.add_argument("--images", type=positive_int, help="training images the loss is measured on "
-                                                               "(default 500)")
-            q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 31)")
-            q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 19)")
+                                                               "(default 256)")
+            q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 25)")
+            q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 15)")
             q.add_argument("--slices", type=positive_int, help="random 1-D directions (default 4)")
             q.add_argument("--span", type=positive_float, help="the grid covers -span..span (default 1)")
             q.add_argument("--depth", type=positive_int, help="the plain / ResNet pair measured (default: the "

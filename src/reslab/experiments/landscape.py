@@ -16,7 +16,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +30,14 @@ from reslab.experiments.config import ExperimentConfig
 from reslab.experiments.runs import ExperimentResult, RunRecord, display_name, finish
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
-from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eval, from_degradation
+from reslab.experiments.trained import Ticker, dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
+LOSS_CAP = 10.0  # the figures' loss range above the minimum: Li et al.'s contour plots run from 0.1 to 10
 FLAT = 1e-3  # a grid point whose curvature is below this share of the grid's largest is flat (left out)
 
 Direction = list[Tensor]  # one tensor per parameter of the model, in `model.parameters()` order
@@ -45,9 +46,11 @@ Direction = list[Tensor]  # one tensor per parameter of the model, in `model.par
 @dataclass
 class LandscapeConfig(ExperimentConfig):
     name: str = "landscape"
-    images: int = 500  # training images the loss is measured on
-    steps: int = 31  # points along each 1-D slice
-    grid: int = 19  # points per side of the 2-D grid
+    # Defaults sized to finish in about 5 minutes on 2 CPU cores for a 56-layer pair (Li et al.: the whole
+    # training set, a 51 x 51 grid; every one is a flag).
+    images: int = 256  # training images the loss is measured on
+    steps: int = 25  # points along each 1-D slice
+    grid: int = 15  # points per side of the 2-D grid
     slices: int = 4  # random 1-D directions
     span: float = 1.0  # coordinates run over -span..span (the paper: -1..1)
     depth: int | None = None  # None: the deepest plain / ResNet pair of the source
@@ -94,8 +97,10 @@ def _restored(model: nn.Module):
 
 
 def evaluate_points(model: nn.Module, x: Tensor, y: Tensor, directions: Sequence[Direction],
-                    points: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
-    """(error, loss) at theta + sum_i c_i d_i for each point c of `points`; theta is restored afterwards."""
+                    points: Sequence[Sequence[float]], *, tick: Callable[[], None] | None = None,
+                    ) -> list[tuple[float, float]]:
+    """(error, loss) at theta + sum_i c_i d_i for each point c of `points`; theta is restored afterwards.
+    `tick` is called after each point (progress)."""
     results = []
     with _restored(model) as theta, torch.no_grad():
         for point in points:
@@ -106,6 +111,8 @@ def evaluate_points(model: nn.Module, x: Tensor, y: Tensor, directions: Sequence
                 for c, d in zip(point, directions, strict=True):
                     p.add_(d[i], alpha=c)
             results.append(error_and_loss(model, x, y))
+            if tick is not None:
+                tick()
     return results
 
 
@@ -149,6 +156,7 @@ def nonconvexity(grid: Sequence[Sequence[float]], h: float) -> list[list[float]]
 def measure_surface(model: nn.Module, x: Tensor, y: Tensor, cfg: LandscapeConfig, *, label: str) -> Surface:
     """1-D slices and the 2-D grid of one net, directions drawn from `cfg.draw_seed`."""
     start = time.perf_counter()
+    tick = Ticker(f"landscape {label}", cfg.slices * cfg.steps + cfg.grid**2, quiet=bool(cfg.quiet)).tick
     model = fast_eval(model)
     g = torch.Generator().manual_seed(cfg.draw_seed)
     coords = torch.linspace(-cfg.span, cfg.span, cfg.steps).tolist()
@@ -156,11 +164,11 @@ def measure_surface(model: nn.Module, x: Tensor, y: Tensor, cfg: LandscapeConfig
     s = Surface(label, coords, axis)
     for _ in range(cfg.slices):
         d = random_direction(model, g)
-        err, loss = zip(*evaluate_points(model, x, y, [d], [(a,) for a in coords]), strict=True)
+        err, loss = zip(*evaluate_points(model, x, y, [d], [(a,) for a in coords], tick=tick), strict=True)
         s.err_1d.append(list(err))
         s.loss_1d.append(list(loss))
     d1, d2 = random_direction(model, g), random_direction(model, g)
-    flat = evaluate_points(model, x, y, [d1, d2], [(a, b) for a in axis for b in axis])
+    flat = evaluate_points(model, x, y, [d1, d2], [(a, b) for a in axis for b in axis], tick=tick)
     n = cfg.grid
     s.err_2d = [[flat[i * n + j][0] for j in range(n)] for i in range(n)]
     s.loss_2d = [[flat[i * n + j][1] for j in range(n)] for i in range(n)]
@@ -273,6 +281,7 @@ def plot_slices(surfaces: dict[str, Surface], path: Path) -> Path:
             ax.plot(s.coords, loss, color=colors[k % len(colors)], lw=1.5, label=f"direction {k + 1}")
             twin.plot(s.coords, [100 * e for e in err], color=colors[k % len(colors)], lw=0.8, ls="--")
         twin.set_ylim(0, 100)
+        ax.set_ylim(0, min(ax.get_ylim()[1], min(min(c) for c in s.loss_1d) + LOSS_CAP))
         twin.set_ylabel("training error (%), dashed")
         ax.set_title(f"{display_name(lab)}: {minima_per_slice(s)} local minima")
         ax.set_xlabel("alpha (filter-normalised direction)")
@@ -287,7 +296,8 @@ def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
     """2-D contour plots side by side, with the same loss levels in every panel."""
     plt = pyplot()
     values = sorted(v for s in surfaces.values() for row in s.loss_2d for v in row)
-    top = values[int(0.9 * (len(values) - 1))]  # the highest tenth is left out: it would crowd the levels
+    # The levels cover LOSS_CAP above the lowest loss (the paper's range); higher ground is one colour.
+    top = min(values[int(0.9 * (len(values) - 1))], values[0] + LOSS_CAP)
     levels = torch.linspace(values[0], top, 25).tolist()
     fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.6), squeeze=False,
                              layout="constrained")

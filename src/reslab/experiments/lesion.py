@@ -28,7 +28,7 @@ from reslab.experiments.config import ExperimentConfig
 from reslab.experiments.runs import ExperimentResult, display_name, finish
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
-from reslab.experiments.trained import dataset_tensors, error_and_loss, fast_eval, from_degradation
+from reslab.experiments.trained import Ticker, dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.plotting import pyplot, save_figure
@@ -127,20 +127,28 @@ def k_values(n: int, most: int = MAX_K_VALUES) -> list[int]:
     return sorted({round(1 + i * (n - 1) / (most - 1)) for i in range(most)})
 
 
-def measure_lesion(model: nn.Module, x: Tensor, y: Tensor, *, label: str, draws: int, seed: int) -> Lesion:
+def measure_lesion(model: nn.Module, x: Tensor, y: Tensor, *, label: str, draws: int, seed: int,
+                   quiet: bool = False) -> Lesion:
     """Test error of `model` intact, with each removable block removed, and with k blocks removed at random."""
     model = fast_eval(model)
     sites = lesion_sites(model)
-    result = Lesion(label, error_and_loss(model, x, y)[0])
+    pool = [s.name for s in sites if not s.downsampling]
+    ticker = Ticker(f"lesion {label}", 1 + len(sites) + draws * len(k_values(len(pool))), unit="nets",
+                    quiet=quiet)
+
+    def error() -> float:
+        ticker.tick()
+        return error_and_loss(model, x, y)[0]
+
+    result = Lesion(label, error())
     for site in sites:
         with removed(model, [site.name]):
-            result.single.append((site, error_and_loss(model, x, y)[0]))
-    pool = [s.name for s in sites if not s.downsampling]
+            result.single.append((site, error()))
     rng = random.Random(seed)
     for k in k_values(len(pool)):
         for _ in range(draws):
             with removed(model, rng.sample(pool, k)):
-                result.random.setdefault(k, []).append(error_and_loss(model, x, y)[0])
+                result.random.setdefault(k, []).append(error())
     return result
 
 
@@ -183,7 +191,8 @@ def run_lesion(cfg: LesionConfig) -> ExperimentResult:
         model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
         x, y = dataset_tensors(meta, "test", cfg.images, data_dir=cfg.data_dir)
         classes = len(meta["classes"])
-        lesions[r.label] = measure_lesion(model, x, y, label=r.label, draws=cfg.draws, seed=cfg.draw_seed)
+        lesions[r.label] = measure_lesion(model, x, y, label=r.label, draws=cfg.draws, seed=cfg.draw_seed,
+                                         quiet=bool(cfg.quiet))
     return finish(folder, cfg, records, lambda f, c, _r: lesion_report(f, c, lesions, classes))
 
 

@@ -3,6 +3,8 @@ only, and the images they are measured on, normalised as each net was trained.""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -74,3 +76,24 @@ def error_and_loss(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 
             wrong += int((logits.argmax(1) != yb).sum())
             loss += F.cross_entropy(logits, yb, reduction="sum").item()
     return wrong / len(y), loss / len(y)
+
+
+class Ticker:
+    """Progress of a long measurement, as complete lines on stderr (they read the same in a log file):
+    one every `every` seconds with the time left, and one when `total` steps are done."""
+
+    def __init__(self, what: str, total: int, *, unit: str = "points", quiet: bool = False, every: float = 15.0):
+        self.what, self.total, self.unit, self.quiet, self.every = what, total, unit, quiet, every
+        self.done, self.t0 = 0, time.perf_counter()
+        self.last = self.t0
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if self.quiet or (now - self.last < self.every and self.done < self.total):
+            return
+        self.last, spent = now, now - self.t0
+        left = spent / self.done * (self.total - self.done)
+        tail = f", about {left / 60:.1f} min left" if self.done < self.total else ""
+        print(f"{self.what}: {self.done:,}/{self.total:,} {self.unit}, {spent / 60:.1f} min{tail}",
+              file=sys.stderr, flush=True)
