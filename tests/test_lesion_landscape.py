@@ -227,3 +227,18 @@ def test_help_states_the_config_defaults(name, cfg, keys, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for key in keys:
         assert f"(default {getattr(cfg, key)})" in text, key
+
+
+def test_ticker_prints_complete_progress_lines_and_is_silent_when_quiet(capsys):
+    from reslab.experiments.trained import Ticker
+
+    t = Ticker("landscape plain56", 3, every=0.0)
+    for _ in range(3):
+        t.tick()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("landscape plain56: 1/3 points") and "min left" in lines[0]
+    assert lines[-1].startswith("landscape plain56: 3/3 points") and "left" not in lines[-1]
+    quiet = Ticker("lesion resnet20", 2, unit="nets", quiet=True, every=0.0)
+    quiet.tick()
+    quiet.tick()
+    assert capsys.readouterr().err == ""
