@@ -34,7 +34,7 @@ def add_data_flags(p: _Adder) -> None:
 def add_run_flags(p: _Adder) -> None:
     """Where the run goes and how it reports (shared by `train` and the experiments)."""
     p.add_argument("--out", help="output folder (train: default runs/<model>-<data>-<time>; an experiment: "
-                                 "experiments/<name>-<time>)")
+                                 "experiments/<name>-<time>; lr-find: lr-find/<model>-<data>-<time>)")
     p.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=cli_types.nonneg_int)
     p.add_argument("--quiet", action="store_true", default=None, help="log lines instead of progress bars")
@@ -50,6 +50,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model with the paper's recipe",
                        description="Train with a recipe (cifar-paper: Section 4.2; imagenet-paper: Section 3.4). "
                                    "Every hyper-parameter can be overridden; the resolved config is saved.")
+    add_model_data_flags(p)
+    _add_schedule_run_flags(p)
+    p.set_defaults(func=cmd_train)
+
+
+def add_model_data_flags(p: argparse.ArgumentParser) -> None:
+    """The model and data flags of `train`, which `lr-find` shares."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="registered model (default resnet20; `reslab models` lists them)")
     g.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
@@ -65,8 +72,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="the first N training images of each class (after the validation split)")
     g.add_argument("--class-fraction", type=cli_types.class_fractions, metavar="SPEC",
                    help="keep a fraction of some classes' training images, e.g. 5-9:0.1 (imbalanced data)")
+
+
+def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule")
-    g.add_argument("--recipe", default="cifar-paper", help="cifar-paper (default) or imagenet-paper")
+    g.add_argument("--recipe", help="cifar-paper (default) or imagenet-paper")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
     g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
@@ -98,27 +108,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="iterations between checkpoints (default: each evaluation)")
     g.add_argument("--ten-crop", action="store_true", default=None, help="final test with 10 views")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoints/last.pt")
+    g.add_argument("--config", metavar="FILE", help="options from a YAML file or a run's config.json (re-creates "
+                   "that run); flags given here override it")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g.add_argument("--skip-bad", action="store_true", default=None,
                    help="folder data: leave unreadable images out (counted) instead of stopping")
-    p.set_defaults(func=cmd_train)
 
 
 MODEL_FLAGS = ("variant", "shortcut", "zero_init_last")
 
 
-def config_from_args(args: argparse.Namespace):
+NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "config")  # flags that are no field
+
+
+def config_from_args(args: argparse.Namespace, *, skip: tuple[str, ...] = ()):
+    """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field):
+    the recipe, then --config's file, then the flags given."""
     from reslab.train.config import TrainConfig, resolve_config, validate
 
-    flags = {k: v for k, v in vars(args).items()
-             if k not in ("func", "command", "bench", "resume", "recipe", "overwrite")}
+    flags = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG + skip}
     if flags.get("epochs") is not None and flags.get("iterations") is not None:
         raise ReslabError(f"--epochs {flags['epochs']:g} and --iterations {flags['iterations']} both set the "
                           f"run's length; pass one of them")
     model_kwargs = {k: flags.pop(k) for k in MODEL_FLAGS if flags.get(k) is not None}
     for k in MODEL_FLAGS:
         flags.pop(k, None)
-    if args.resume:
+    if getattr(args, "config", None):
+        return _config_from_file(args, flags, model_kwargs)
+    if getattr(args, "resume", None):
         cfg_path = Path(args.resume) / "config.json"
         if not cfg_path.is_file():
             raise ReslabError(f"{args.resume} is not a run directory (no config.json); pass the folder that "
@@ -127,7 +144,25 @@ def config_from_args(args: argparse.Namespace):
         resume_overrides(cfg, flags, model_kwargs, Path(args.resume))
         validate(cfg)
         return cfg
-    return resolve_config(args.recipe, model_kwargs=model_kwargs or None, **flags)
+    return resolve_config(args.recipe or "cifar-paper", model_kwargs=model_kwargs or None, **flags)
+
+
+def _config_from_file(args: argparse.Namespace, flags: dict, model_kwargs: dict):
+    """--config FILE under the flags given: a run's config.json re-creates that run, less its folder."""
+    from reslab.train.config import resolve_config
+    from reslab.train.configfile import merge_config, read_config_file
+
+    if getattr(args, "resume", None):
+        raise ReslabError(f"--config {args.config} and --resume {args.resume}: a resumed run keeps its own config; "
+                          f"drop --config")
+    values = merge_config(read_config_file(args.config), flags)
+    recipe = args.recipe or values.pop("recipe", None) or "cifar-paper"
+    values.pop("recipe", None)
+    model_kwargs = {**values.pop("model_kwargs", {}), **model_kwargs}
+    try:
+        return resolve_config(recipe, model_kwargs=model_kwargs or None, **values)
+    except ReslabError as e:
+        raise ReslabError(f"{e} (options from --config {args.config} and the flags given)") from None
 
 
 RESUMABLE = ("iterations", "epochs", "quiet", "device", "workers")  # what may change when a run resumes
@@ -172,6 +207,71 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{result.seconds / 60:.1f} min")
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
+
+
+def _add_lr_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test (Smith 2017): the lr to train with",
+                       description="Train a copy of the model while the lr grows exponentially from --min-lr to "
+                                   "--max-lr (Smith 2017, Section 3.3); plot the smoothed loss, suggest the lr of "
+                                   "its steepest descent and print the `reslab train` command that uses it. "
+                                   "Writes only its own --out folder.")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="sweep from this run's config and trained weights "
+                   "(only read; --config RUN_DIR/config.json sweeps a fresh model of its config)")
+    add_model_data_flags(p)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--min-lr", type=cli_types.positive_float, default=1e-5, help="first lr (default 1e-5)")
+    g.add_argument("--max-lr", type=cli_types.positive_float, default=10.0, help="last lr (default 10)")
+    g.add_argument("--iterations", type=cli_types.positive_int, default=200, help="length of the sweep (default 200)")
+    g.add_argument("--recipe", help="cifar-paper (default) or imagenet-paper: batch size, momentum, weight decay")
+    g.add_argument("--config", metavar="FILE", help="options from a YAML file or a run's config.json, as for train")
+    add_run_flags(g := p.add_argument_group("run"))
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_lr_find)
+
+
+LR_FIND_ONLY = ("run", "min_lr", "max_lr", "iterations", "out", "json")  # lr-find's flags that are no train flag
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from reslab.train.lrfind import LRFindConfig, lr_find
+
+    if args.run is not None:
+        if args.config:
+            raise ReslabError(f"{args.run} and --config {args.config} both give the config; pass one of them")
+        args.config = str(Path(args.run) / "config.json")
+        if not Path(args.config).is_file():
+            raise ReslabError(f"{args.run} is not a run directory (no config.json); pass the folder that "
+                              "`reslab train` created")
+    cfg = LRFindConfig(config_from_args(args, skip=LR_FIND_ONLY), min_lr=args.min_lr, max_lr=args.max_lr,
+                       iterations=args.iterations, out=args.out, weights=args.run, train_args=train_flags(args))
+    result = lr_find(cfg, log=lambda s: print(s, file=sys.stderr))
+    if args.json:
+        print((result.out / "lr-find.json").read_text(), end="")
+        return 0
+    below = "" if result.min_lr_over_10 >= args.min_lr else " (below the sweep: lower --min-lr to see it)"
+    print(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss); the minimum's lr / 10 "
+          f"is {result.min_lr_over_10:.3g}{below}")
+    print(f"plot: {result.out / 'lr-find.png'}  data: {result.out / 'lr-find.csv'}")
+    print(f"train with: {result.train_command}")
+    return 0
+
+
+def train_flags(args: argparse.Namespace) -> list[str]:
+    """The `reslab train` flags that give the config of lr-find's `args` (those set, lr-find's own left out)."""
+    out = ["--config", args.config] if args.config else []
+    skip = {*LR_FIND_ONLY, *NOT_CONFIG} - {"recipe"}
+    for key, value in vars(args).items():
+        if key in skip or value is None:
+            continue
+        if key == "augment":
+            out += [] if value else ["--no-augment"]
+        elif value is True:
+            out.append(f"--{key.replace('_', '-')}")
+        else:
+            text = ",".join(":".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value) \
+                if isinstance(value, tuple) else str(value)  # 5,6,7 and --class-fraction's 5:0.1,6:0.1
+            out += [f"--{key.replace('_', '-')}", text]
+    return out
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -291,5 +391,6 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
+    _add_lr_find(sub)
     _add_evaluate(sub)
     _add_bench_train(bench_sub)

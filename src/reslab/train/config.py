@@ -76,17 +76,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A saved config; older ones kept sync_bn in model_kwargs (and compile as a bool: `__post_init__`)."""
+        """A saved config (`upgrade_saved`: older ones kept sync_bn in model_kwargs)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        kwargs = dict(d.get("model_kwargs") or {})
-        d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
-        d["model_kwargs"] = kwargs
-        cfg = cls(**d)
+        cfg = cls(**upgrade_saved({k: v for k, v in d.items() if k in known}))
         cfg.milestones = tuple(cfg.milestones)
         cfg.subset_classes = tuple(cfg.subset_classes)
         cfg.class_fraction = tuple((int(c), float(f)) for c, f in cfg.class_fraction)
         return cfg
+
+
+def upgrade_saved(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in today's layout: older runs kept sync_bn in model_kwargs, and compile as a bool
+    (`__post_init__`)."""
+    d = dict(d)
+    if isinstance(d.get("model_kwargs"), dict):
+        kwargs = dict(d["model_kwargs"])
+        d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
+        d["model_kwargs"] = kwargs
+    if isinstance(d.get("compile"), bool):
+        d["compile"] = "default" if d["compile"] else "off"
+    return d
 
 
 # The paper's recipes. Values not listed keep the dataclass defaults.

@@ -1,0 +1,133 @@
+"""`reslab train --config FILE`: a TrainConfig's fields from YAML or from the config.json a run wrote.
+
+Layers, as everywhere in reslab: dataclass defaults, then the recipe, then the file, then the flags
+given on the command line. A run's config.json holds every field, resolved, plus what describes the
+run that wrote it (`resolved`: the device, amp, lengths it ran with; `out`: its own folder); those
+are left out, so `reslab train --config runs/X/config.json` trains X's config again, in a new folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reslab.errors import ReslabError
+from reslab.train.config import TrainConfig, upgrade_saved
+from reslab.train.schedule import rescale_milestones
+
+RUN_KEYS = ("resolved",)  # what a run wrote about itself, not a choice to repeat
+RUN_PATH_KEYS = ("out",)  # the old run's own folder: a re-created run gets a new one
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The TrainConfig fields that `path` (YAML, or a run's config.json) sets, checked key by key:
+    an unknown key or a value of the wrong type is a ReslabError naming the key and the file."""
+    p = Path(path)
+    if p.is_dir():
+        raise ReslabError(f"--config {p} is a folder; pass a YAML file or a run's config.json "
+                          f"(--config {p / 'config.json'})")
+    text = p.read_text()
+    yaml_file = p.suffix.lower() in (".yaml", ".yml")
+    try:
+        values = yaml.safe_load(text) if yaml_file else json.loads(text)
+    except (yaml.YAMLError, ValueError) as e:
+        kind = "YAML" if yaml_file else "JSON (YAML files end in .yaml or .yml)"
+        raise ReslabError(f"--config {p}: not valid {kind}: {' '.join(str(e).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ReslabError(f"--config {p}: expected a mapping of option: value, got a {type(values).__name__}")
+    written_by_run = "resolved" in values
+    values = upgrade_saved({k: v for k, v in values.items() if k not in RUN_KEYS})
+    if written_by_run:
+        values = {k: v for k, v in values.items() if k not in RUN_PATH_KEYS}
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in list(values.items()):
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), list(hints), n=1)
+            raise ReslabError(f"--config {p}: unknown option {key!r}{f' (did you mean {close[0]}?)' if close else ''}"
+                              f"; the options are TrainConfig's fields (README, Training)")
+        values[key] = _typed(value, hints[key], key, p, yaml_file)
+    return values
+
+
+def _typed(value: Any, hint: Any, key: str, path: Path, yaml_file: bool) -> Any:
+    """`value` as the field's type (int for float, list for tuple), or a ReslabError naming the key."""
+    ok, converted = _convert(value, hint, yaml_file)
+    if not ok:
+        raise ReslabError(f"--config {path}: {key} must be {_describe(hint)}. Received: {key}={value!r}")
+    return converted
+
+
+def _convert(value: Any, hint: Any, yaml_file: bool) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, converted = _convert(value, option, yaml_file)
+            if ok:
+                return True, converted
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if yaml_file and isinstance(value, str):  # PyYAML (YAML 1.1) reads 1e-3 as a string: it needs 1.0e-3
+            try:
+                value = float(value)
+            except ValueError:
+                return False, value
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False, value
+        return True, float(value)
+    if hint is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list):
+        fixed = origin is tuple and bool(args) and args[-1] is not Ellipsis  # tuple[int, float]: a pair
+        if not isinstance(value, list | tuple) or (fixed and len(value) != len(args)):
+            return False, value
+        kinds = args if fixed else [args[0] if args else Any] * len(value)
+        items = [_convert(v, kind, yaml_file) for v, kind in zip(value, kinds, strict=True)]
+        return all(ok for ok, _ in items), origin(v for _, v in items)
+    if origin is dict:
+        return isinstance(value, dict), dict(value) if isinstance(value, dict) else value
+    return True, value  # a field type this reader does not know: TrainConfig's validate() decides
+
+
+def _describe(hint: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list [{', '.join(_describe(a) for a in args)}]"
+    if origin in (tuple, list) and args and args[0] in names:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin in (tuple, list):
+        return f"a list, each item {_describe(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    return names.get(hint, str(hint))
+
+
+def merge_config(file_values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """The file's values with the given flags (not None) over them. A new --iterations rescales the
+    file's milestones to keep their fractions and replaces its --epochs, as a new length does on resume."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    merged = {**file_values, **given}
+    if "iterations" in given:
+        if "milestones" not in given and "milestones" in file_values and "iterations" in file_values:
+            merged["milestones"] = rescale_milestones(tuple(file_values["milestones"]), file_values["iterations"],
+                                                      given["iterations"])
+        merged.pop("epochs", None)
+    return merged
