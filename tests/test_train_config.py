@@ -46,11 +46,13 @@ def test_a_yaml_config(tmp_path):
     path = tmp_path / "short.yaml"
     # PyYAML reads 1e-2 (no dot) as a string; the file still means the number
     path.write_text("model: resnet32\nrecipe: cifar-paper\nlr: 1e-2\nbatch_size: 64\niterations: 30\n"
-                    "milestones: [10, 20]\nmodel_kwargs: {shortcut: B}\nout: runs/short\n")
+                    "milestones: [10, 20]\nmodel_kwargs: {shortcut: B}\nout: runs/short\n"
+                    "class_fraction: [[5, 0.1], [6, 1]]\n")
     cfg = _config("--config", str(path), "--batch-size", "32")
     assert (cfg.model, cfg.lr, cfg.batch_size, cfg.milestones, cfg.out) == ("resnet32", 0.01, 32, (10, 20),
                                                                            "runs/short")
     assert cfg.model_kwargs == {"shortcut": "B"} and cfg.momentum == 0.9  # the rest: the recipe's
+    assert cfg.class_fraction == ((5, 0.1), (6, 1.0))
 
 
 @pytest.mark.parametrize(("text", "needle"), [
