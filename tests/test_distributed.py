@@ -27,7 +27,7 @@ from reslab.train.distributed import GlobalBatchNorm2d, convert_sync_batchnorm
 ARGS = ["--iterations", "24", "--batch-size", "16", "--lr", "0.02", "--eval-every", "12", "--ckpt-every", "4",
         "--log-every", "4", "--device", "cpu", "--quiet", "--amp", "off"]
 RUN_FILES = {"config.json", "metrics.csv", "checkpoints", "model.safetensors", "model.json", "curves.png",
-             "confusion.png", "report.md"}
+             "confusion.png", "report.md", "test-metrics.json", "top-losses.png"}
 
 
 def _dataset(n: int = 100) -> InMemoryDataset:

@@ -1,4 +1,5 @@
-"""Top-1 / top-5 error, loss, per-class accuracy and the confusion matrix.
+"""Top-1 / top-5 error, loss, the confusion matrix and what it gives on imbalanced data: per-class
+precision, recall and F1, macro-F1 and balanced accuracy; the most confidently wrong images.
 
 Test views (Section 3.4 / 4.2): the single view, or the standard 10-crop (4 corners and
 the centre, and their flips) with softmax scores averaged.
@@ -6,8 +7,9 @@ the centre, and their flips) with softmax scores averaged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,15 +43,56 @@ class EvalResult:
     n: int
     per_class_acc: list[float]
     confusion: Tensor  # (K, K): rows true class, columns predicted
+    # The most confidently wrong images, most confident first: (index in the split, true, predicted, probability).
+    top_losses: list[tuple[int, int, int, float]] = field(default_factory=list)
+
+    @property
+    def scores(self) -> ClassScores:
+        return class_scores(self.confusion)
 
     def as_dict(self, classes: list[str] | None = None) -> dict:
         names = classes or [str(i) for i in range(len(self.per_class_acc))]
+        s = self.scores
+
+        def per_class(values: list[float]) -> dict[str, float]:
+            return dict(zip(names, values, strict=True))
+
         return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n,
-                "per_class_acc": dict(zip(names, self.per_class_acc, strict=True))}
+                "macro_f1": s.macro_f1, "balanced_acc": s.balanced_acc,
+                "per_class_acc": per_class(self.per_class_acc), "precision": per_class(s.precision),
+                "recall": per_class(s.recall), "f1": per_class(s.f1), "support": per_class(s.support)}
 
 
-def metrics_from_probs(probs: Tensor, labels: Tensor, num_classes: int) -> EvalResult:
-    """probs (N, K) class probabilities, labels (N,) -> errors, NLL loss, per-class accuracy."""
+@dataclass
+class ClassScores:
+    """Per class (K lists) and their macro means over the classes that occur (as true or predicted)."""
+
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]  # true images of each class
+    macro_f1: float
+    balanced_acc: float  # the mean recall over the classes with true images
+
+
+def class_scores(confusion: Tensor) -> ClassScores:
+    """confusion (K, K), rows true, columns predicted -> precision TP/(TP+FP), recall TP/(TP+FN) and
+    F1 = 2PR/(P+R) per class, 0 where undefined (scikit-learn's zero_division=0); macro-F1 over the
+    classes that occur; balanced accuracy, the mean recall over the classes present (as scikit-learn)."""
+    c = confusion.double().reshape(-1, confusion.shape[-1]) if confusion.numel() else torch.zeros(0, 0)
+    tp, true, pred = c.diag(), c.sum(1), c.sum(0)
+    precision = torch.where(pred > 0, tp / pred.clamp_min(1), 0.0)
+    recall = torch.where(true > 0, tp / true.clamp_min(1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-300), 0.0)
+    seen, present = (true + pred) > 0, true > 0
+    macro = f1[seen].mean().item() if seen.any() else math.nan
+    balanced = recall[present].mean().item() if present.any() else math.nan
+    return ClassScores(precision.tolist(), recall.tolist(), f1.tolist(), true.long().tolist(), macro, balanced)
+
+
+def metrics_from_probs(probs: Tensor, labels: Tensor, num_classes: int, top_losses: int = 16) -> EvalResult:
+    """probs (N, K) class probabilities, labels (N,) -> errors, NLL loss, per-class accuracy, and the
+    `top_losses` wrong images whose predicted class had the highest probability."""
     probs, labels = probs.float().cpu(), labels.cpu()
     k = min(5, num_classes)
     topk = probs.topk(k, dim=1).indices
@@ -59,7 +102,17 @@ def metrics_from_probs(probs: Tensor, labels: Tensor, num_classes: int) -> EvalR
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
     per_class = (confusion.diag() / confusion.sum(1).clamp_min(1)).tolist()
-    return EvalResult(top1, top5, loss, len(labels), per_class, confusion)
+    return EvalResult(top1, top5, loss, len(labels), per_class, confusion,
+                      confident_mistakes(probs, labels, top_losses))
+
+
+def confident_mistakes(probs: Tensor, labels: Tensor, n: int) -> list[tuple[int, int, int, float]]:
+    """probs (N, K), labels (N,) -> up to n (index, true, predicted, probability) of the wrongly
+    predicted images, highest predicted probability first (ties: the lower index first)."""
+    conf, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    order = wrong[conf[wrong].argsort(descending=True, stable=True)][:n]
+    return [(i, int(labels[i]), int(pred[i]), float(conf[i])) for i in order.tolist()]
 
 
 def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,

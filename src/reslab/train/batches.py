@@ -13,7 +13,7 @@ the seeded generator, travel through pinned memory without blocking.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -32,15 +32,19 @@ def _seed(*parts: int) -> int:
 
 class InMemoryBatches:
     """Global batches of `batch_size` drawn without replacement each epoch (last partial batch
-    dropped); this process's share is rows [rank*b, (rank+1)*b) with b = batch_size // world."""
+    dropped); this process's share is rows [rank*b, (rank+1)*b) with b = batch_size // world.
+    `order(g)`: an epoch's (N,) indices drawn from the epoch's generator instead of a permutation
+    (train/balance.py's class-balanced draws)."""
 
     def __init__(self, data: InMemoryDataset, aug: BatchAugment, *, batch_size: int, seed: int,
-                 augment: bool = True, rank: int = 0, world: int = 1) -> None:
+                 augment: bool = True, rank: int = 0, world: int = 1,
+                 order: Callable[[torch.Generator], Tensor] | None = None) -> None:
         if batch_size % world:
             raise ReslabError(f"batch size {batch_size} is not divisible by the {world} processes; pass a "
                               f"--batch-size that is a multiple of {world}. Received: --batch-size {batch_size}")
         self.data, self.aug, self.augment = data, aug, augment
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.order = order or (lambda g: torch.randperm(len(data), generator=g))
         self.steps_per_epoch = len(data) // batch_size
         if self.steps_per_epoch < 1:
             raise ReslabError(f"the training set has {len(data)} images, fewer than one batch; lower --batch-size. "
@@ -54,7 +58,7 @@ class InMemoryBatches:
         epoch, step = divmod(it, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(_seed(self.seed, epoch))
-            self._perm, self._perm_epoch = _to(torch.randperm(len(self.data), generator=g), self.device), epoch
+            self._perm, self._perm_epoch = _to(self.order(g), self.device), epoch
         local = self.batch_size // self.world
         start = step * self.batch_size + self.rank * local
         return self._perm[start:start + local]

@@ -46,6 +46,18 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_run_flags(p)
 
 
+def add_subset_flags(p: _Adder) -> None:
+    """Subsets of the data (data/subset.py) and class balance (train/balance.py)."""
+    p.add_argument("--subset-classes", type=cli_types.class_list, metavar="LIST",
+                   help="train and test on these classes only (e.g. 5-9 or 5,6,7), relabelled 0..k-1")
+    p.add_argument("--per-class", type=cli_types.positive_int, metavar="N",
+                   help="the first N training images of each class (after the validation split)")
+    p.add_argument("--class-fraction", type=cli_types.class_fractions, metavar="SPEC",
+                   help="keep a fraction of some classes' training images, e.g. 5-9:0.1 (imbalanced data)")
+    p.add_argument("--balance", choices=("off", "sampler", "loss"),
+                   help="imbalanced data: class-balanced sampling, or inverse-frequency loss weights (default off)")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model with the paper's recipe",
                        description="Train with a recipe (cifar-paper: Section 4.2; imagenet-paper: Section 3.4). "
@@ -66,12 +78,7 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
     g.add_argument("--normalize", choices=("pixel-mean", "channel"))
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    g.add_argument("--subset-classes", type=cli_types.class_list, metavar="LIST",
-                   help="train and test on these classes only (e.g. 5-9 or 5,6,7), relabelled 0..k-1")
-    g.add_argument("--per-class", type=cli_types.positive_int, metavar="N",
-                   help="the first N training images of each class (after the validation split)")
-    g.add_argument("--class-fraction", type=cli_types.class_fractions, metavar="SPEC",
-                   help="keep a fraction of some classes' training images, e.g. 5-9:0.1 (imbalanced data)")
+    add_subset_flags(g)
 
 
 def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
@@ -313,22 +320,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.as_dict(classes), indent=2))
         return 0
+    _print_evaluation(res, classes, f"{args.weights} on {args.split}{' (10-crop)' if args.ten_crop else ''}")
+    print(f"confusion matrix: {out}")
+    return 0
+
+
+def _print_evaluation(res, classes: list[str], title: str) -> None:
+    """The summary table, then per class: images, precision, recall (the class's accuracy), F1."""
     from rich.table import Table
 
     from reslab.console import console
 
-    t = Table(title=f"{args.weights} on {args.split}{' (10-crop)' if args.ten_crop else ''}", title_justify="left")
+    s = res.scores
+    t = Table(title=title, title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for name, v in (("top-1 error", f"{100 * res.top1_err:.2f}%"), ("top-5 error", f"{100 * res.top5_err:.2f}%"),
-                    ("top-1 accuracy", f"{100 * (1 - res.top1_err):.2f}%"), ("loss", f"{res.loss:.4f}"),
-                    ("images", f"{res.n:,}")):
-        t.add_row(name, v)
-    for c, a in zip(classes, res.per_class_acc, strict=True):
-        t.add_row(f"  {c}", f"{100 * a:.2f}%")
+    for name, v in (("top-1 error", res.top1_err), ("top-5 error", res.top5_err), ("top-1 accuracy", 1 - res.top1_err),
+                    ("macro-F1", s.macro_f1), ("balanced accuracy", s.balanced_acc)):
+        t.add_row(name, f"{100 * v:.2f}%")
+    t.add_row("loss", f"{res.loss:.4f}")
+    t.add_row("images", f"{res.n:,}")
+    per = Table(title="per class", title_justify="left")
+    for name in ("class", "images", "precision", "recall", "F1"):
+        per.add_column(name, justify="left" if name == "class" else "right")
+    for row in zip(classes, s.support, s.precision, s.recall, s.f1, strict=True):
+        per.add_row(row[0], f"{row[1]:,}", *(f"{100 * v:.2f}%" for v in row[2:]))
     console().print(t)
-    print(f"confusion matrix: {out}")
-    return 0
+    console().print(per)
 
 
 def _add_bench_train(bench_sub: argparse._SubParsersAction) -> None:

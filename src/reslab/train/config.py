@@ -51,6 +51,7 @@ class TrainConfig:
     subset_classes: tuple[int, ...] = ()  # keep these classes, relabelled 0..k-1 (every split)
     per_class: int | None = None  # the first N training images of each class
     class_fraction: tuple[tuple[int, float], ...] = ()  # ((class, fraction), ...) of the training images
+    balance: str = "off"  # off | sampler (class-balanced draws) | loss (inverse-frequency weights): train/balance.py
     # Run.
     out: str | None = None
     device: str = "auto"
@@ -162,6 +163,8 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("epochs", "must be positive")
     if cfg.schedule not in SCHEDULES:
         raise bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
+    if cfg.balance not in ("off", "sampler", "loss"):
+        raise bad("balance", "must be off, sampler or loss")
     if cfg.normalize not in ("pixel-mean", "channel"):
         raise bad("normalize", "must be pixel-mean or channel")
     if cfg.amp not in ("auto", "bf16", "off"):

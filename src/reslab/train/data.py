@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.datasets import ImageFolder
 
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
@@ -18,6 +19,8 @@ from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, tensor_batches
+from reslab.toplosses import file_pictures, tensor_pictures
+from reslab.train.balance import BalancedSampler, class_weight, epoch_order
 from reslab.train.batches import InMemoryBatches, LoaderBatches
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist
@@ -33,6 +36,8 @@ class TrainData:
     classes: list[str]
     in_chans: int
     preprocess: dict[str, Any]  # what model.json records so that predict prepares images the same way
+    loss_weight: torch.Tensor | None = None  # (K,) cross-entropy class weights (--balance loss)
+    test_pictures: Callable[[list[int]], list[Any]] | None = None  # test indices -> images to show (toplosses.py)
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
@@ -50,12 +55,13 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
                        pad=4, hflip=spec.hflip)
     train, val, test = train.to(device), val.to(device), test.to(device)
     batches = InMemoryBatches(train, aug, batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
-                              rank=dist.rank, world=dist.world)
+                              rank=dist.rank, world=dist.world, order=epoch_order(cfg.balance, train.labels))
     preprocess = {"image_size": spec.image_size, "in_chans": spec.in_chans, "mode": cfg.normalize,
                   "mean": list(spec.mean), "std": list(spec.std), "resize": None, "crop": spec.image_size,
                   "dataset": cfg.data, "mean_image": mean_image.cpu(), **_subset_record(cfg)}
     return TrainData(batches, _tensor_evaluator(val, aug, device, amp, False),
-                     _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess)
+                     _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess,
+                     class_weight(cfg.balance, train.labels, len(train.classes), device), tensor_pictures(test.images))
 
 
 def data_subset(cfg: TrainConfig) -> Subset:
@@ -86,7 +92,9 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     per_rank = cfg.batch_size // dist.world
 
     def make_loader(epoch: int) -> DataLoader:
-        sampler = DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler = (BalancedSampler(train.targets, seed=cfg.seed, rank=dist.rank, world=dist.world)
+                   if cfg.balance == "sampler" else
+                   DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True))
         sampler.set_epoch(epoch)
         g = torch.Generator().manual_seed(cfg.seed + epoch)
         return DataLoader(train, per_rank, sampler=sampler, num_workers=cfg.workers, drop_last=True,
@@ -102,14 +110,21 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     # Without a test/ folder, "test" is val/, as for ImageNet (the report then says validation).
     val = _folder_evaluator(root, cfg, device, amp, False, classes, "val")
     test = _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes, "test")
-    return TrainData(LoaderBatches(make_loader, steps), val, test, classes, 3, preprocess)
+    weight = class_weight(cfg.balance, torch.tensor(train.targets), len(classes), device)
+    return TrainData(LoaderBatches(make_loader, steps), val, test, classes, 3, preprocess, weight,
+                     lambda indices: file_pictures([f for f, _ in _folder_split(root, cfg, "test").samples])(indices))
 
 
 def _folder_evaluator(root: Path, cfg: TrainConfig, device: torch.device, amp: bool, ten_crop: bool,
                       classes: list[str], split: str) -> Evaluator:
     def run(model: nn.Module) -> EvalResult:
-        ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad),
-                           data_subset(cfg), train=False)
+        ds = _folder_split(root, cfg, split, ten_crop)
         probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
         return metrics_from_probs(probs, labels, len(classes))
     return run
+
+
+def _folder_split(root: Path, cfg: TrainConfig, split: str, ten_crop: bool = False) -> ImageFolder:
+    """An evaluation split of an image folder, with the run's class subset."""
+    return subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad),
+                         data_subset(cfg), train=False)

@@ -16,6 +16,7 @@ from torch import nn
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
 from reslab.hardware import native_bf16, pick_device
+from reslab.toplosses import TOP_LOSSES_PNG, save_top_losses_png
 from reslab.train.checkpoint import (
     TrainingDiverged,
     TrainState,
@@ -117,7 +118,8 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
         x, y = data.batches.batch(it)
         loss, err = train_step(stepper, opt, x.to(device, non_blocking=True), y.to(device, non_blocking=True),
                                amp=amp, channels_last=channels_last, label_smoothing=cfg.label_smoothing,
-                               cuda_graphs=cfg.compile == "reduce-overhead" and device.type == "cuda")
+                               cuda_graphs=cfg.compile == "reduce-overhead" and device.type == "cuda",
+                               class_weight=data.loss_weight)
         window.add(loss, err)
         if schedule.observing(it) and schedule.observe(it, window.last_err(dist)):
             progress.note(_warmup_ended(schedule, cfg))
@@ -222,6 +224,9 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, data: TrainData, st
     if test.n:
         save_confusion_png(test.confusion, data.classes, run.path / "confusion.png",
                            title=f"{cfg.model} on {cfg.data} test: {100 * (1 - test.top1_err):.2f}% top-1")
+    if test.top_losses and data.test_pictures is not None:
+        save_top_losses_png(data.test_pictures([i for i, *_ in test.top_losses]), test.top_losses, data.classes,
+                            run.path / TOP_LOSSES_PNG, title=f"{cfg.model} on {cfg.data}: most confidently wrong")
     write_report(run, cfg, command=command, seconds=seconds, iterations=state.iteration, best_val=state.best_val,
                  test=test, classes=data.classes, device=device)
     return TrainResult(run.path, state.iteration, seconds, state.best_val, test)

@@ -13,6 +13,7 @@ from reslab.data.folder import has_test_split
 from reslab.evaluate import EvalResult
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
+from reslab.toplosses import TOP_LOSSES_PNG
 from reslab.train.config import TrainConfig
 from reslab.train.rundir import RunDir
 
@@ -28,10 +29,13 @@ def reported_split(cfg: TrainConfig) -> tuple[str, str]:
 
 def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float, iterations: int, best_val: float,
                  test: EvalResult, classes: list[str], device: torch.device) -> None:
-    per_class = "\n".join(f"| {c} | {_percent(a)} |" for c, a in zip(classes, test.per_class_acc, strict=False))
     view = "10-crop" if cfg.ten_crop else "single view"
     split, meaning = reported_split(cfg)
-    per_class = per_class or f"| (no {split} images) | n/a |"
+    scores = test.scores if test.n else None
+    if scores is not None:
+        atomic_write_text(run.path / "test-metrics.json", json.dumps({"split": split, **test.as_dict(classes)},
+                                                                     indent=2) + "\n")
+    top_losses = f"\n![most confidently wrong]({TOP_LOSSES_PNG})\n" if (run.path / TOP_LOSSES_PNG).exists() else ""
     text = f"""# {cfg.model} on {cfg.data}
 
 - command: `{command}`
@@ -47,19 +51,19 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 | {split} top-1 error ({view}) | {_percent(test.top1_err)} |
 | {split} top-1 accuracy | {_percent(1 - test.top1_err)} |
 | {split} top-5 error | {_percent(test.top5_err)} |
+| {split} macro-F1 | {_percent(scores.macro_f1 if scores else math.nan)} |
+| {split} balanced accuracy | {_percent(scores.balanced_acc if scores else math.nan)} |
 | {split} loss | {test.loss:.4f} |
 | {split} images | {test.n:,} |
 
 {meaning}
 
-| class | {split} accuracy |
-|---|---|
-{per_class}
+{_per_class_table(test, classes, split)}
 
 ![curves](curves.png)
 
 ![confusion matrix](confusion.png)
-
+{top_losses}
 ## Config
 
 ```json
@@ -67,6 +71,16 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 ```
 """
     atomic_write_text(run.path / "report.md", text)
+
+
+def _per_class_table(test: EvalResult, classes: list[str], split: str) -> str:
+    """Per class: images, precision, recall (the class's accuracy) and F1, as a markdown table."""
+    head = f"| class | {split} images | precision | recall ({split} accuracy) | F1 |\n|---|---|---|---|---|\n"
+    if not test.n:
+        return head + f"| (no {split} images) | 0 | n/a | n/a | n/a |"
+    s = test.scores
+    return head + "\n".join(f"| {c} | {n:,} | {_percent(p)} | {_percent(r)} | {_percent(f)} |"
+                             for c, n, p, r, f in zip(classes, s.support, s.precision, s.recall, s.f1, strict=True))
 
 
 def _percent(value: float, missing: str = "n/a") -> str:

@@ -136,7 +136,7 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
 LOCK_FILE = ".reslab.lock"
 # What a run writes; `--overwrite` removes these and nothing else.
 RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
-             "model.json", LOCK_FILE)
+             "model.json", "test-metrics.json", "top-losses.png", LOCK_FILE)
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 
 

@@ -68,7 +68,8 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, *, amp: bool,
-               channels_last: bool, label_smoothing: float = 0.0, cuda_graphs: bool = False) -> tuple[Tensor, Tensor]:
+               channels_last: bool, label_smoothing: float = 0.0, cuda_graphs: bool = False,
+               class_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One SGD step on a batch x (N, C, H, W) float, y (N,) int64, both on the model's device: forward
     under bf16 autocast when `amp` (weights, optimiser and loss stay fp32), backward, update.
 
@@ -76,6 +77,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tenso
     main loss plus AUX_WEIGHT times each auxiliary loss; its error is the main logits'. Returns the loss
     () and the batch's top-1 error () as device tensors; nothing waits for the device. `cuda_graphs`:
     the model was compiled with mode reduce-overhead, whose graphs need a step boundary marked.
+    `class_weight` (K,): cross-entropy weights per class (--balance loss), None: unweighted.
     """
     if cuda_graphs:
         torch.compiler.cudagraph_mark_step_begin()
@@ -84,9 +86,9 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tenso
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(x)
         logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
         for a in aux:
-            loss = loss + AUX_WEIGHT * F.cross_entropy(a, y, label_smoothing=label_smoothing)
+            loss = loss + AUX_WEIGHT * F.cross_entropy(a, y, weight=class_weight, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
