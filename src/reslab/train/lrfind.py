@@ -31,7 +31,7 @@ from reslab.fileio import atomic_write_text
 from reslab.hardware import native_bf16, pick_device
 from reslab.plotting import pyplot, save_figure
 from reslab.train.config import TrainConfig
-from reslab.train.data import prepare_data
+from reslab.train.data import TrainData, prepare_data
 from reslab.train.distributed import Dist
 from reslab.train.rundir import is_run
 from reslab.train.step import build_model, make_optimizer, model_kwargs, set_lr, train_step
@@ -141,7 +141,7 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindR
     model = build_model(tc, model_kwargs(tc, len(data.classes), data.in_chans), device, channels_last)
     if cfg.weights is not None:
         load_into(model, load_weights(cfg.weights)[0].state_dict())
-    lrs, losses = _sweep(cfg, model, data.batches, device, amp, channels_last, log)
+    lrs, losses = _sweep(cfg, model, data, device, amp, channels_last, log)
     smoothed = smooth(losses)
     steepest, min_over_10 = suggest(lrs, smoothed)
     command = shlex.join(["reslab", "train", *cfg.train_args, "--lr", f"{steepest:.3g}"])
@@ -150,19 +150,19 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindR
     return result
 
 
-def _sweep(cfg: LRFindConfig, model: nn.Module, batches, device: torch.device, amp: bool, channels_last: bool,
+def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, device: torch.device, amp: bool, channels_last: bool,
            log: Callable[[str], None]) -> tuple[list[float], list[float]]:
     """Train at each lr of the sweep until the smoothed loss exceeds STOP_FACTOR x its minimum (or is not finite);
-    returns the lrs run and their mini-batch losses. Batches (b, C, H, W) float32 come from `batches.batch(it)`."""
+    returns the lrs run and their mini-batch losses. Batches (b, C, H, W) float32 come from `data.batches.batch(it)`."""
     opt = make_optimizer(model, cfg.train, device)
     lrs, losses, every = [], [], max(1, cfg.iterations // 10)
     smoother, best = Smoother(), math.inf
     model.train()
     for it, lr in enumerate(sweep_lrs(cfg.min_lr, cfg.max_lr, cfg.iterations)):
         set_lr(opt, lr)
-        x, y = batches.batch(it)
+        x, y = data.batches.batch(it)
         loss, _ = train_step(model, opt, x.to(device), y.to(device), amp=amp, channels_last=channels_last,
-                             label_smoothing=cfg.train.label_smoothing)
+                             label_smoothing=cfg.train.label_smoothing, class_weight=data.loss_weight)
         lrs.append(lr)
         losses.append(loss.item())
         smoothed = smoother.add(losses[-1])
