@@ -18,6 +18,7 @@ from torch import nn
 
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write
+from reslab.train.ema import Ema
 from reslab.train.schedule import Schedule
 
 
@@ -43,12 +44,13 @@ class TrainingDiverged(ReslabError):
 @dataclass
 class TrainState:
     """Where a run stands: iterations done, best validation error, and training seconds (resumed runs
-    add the seconds of their earlier attempts)."""
+    add the seconds of their earlier attempts); with --ema, which weights reached the best (raw | ema)."""
 
     iteration: int = 0
     best_val: float = math.inf
     elapsed0: float = 0.0
     t0: float = field(default_factory=time.perf_counter)
+    best_weights: str = "raw"
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.t0
@@ -56,7 +58,7 @@ class TrainState:
 
 def save_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
                           state: TrainState, steps_per_epoch: int, config: dict[str, Any], last: Path,
-                          write: bool = True) -> None:
+                          write: bool = True, ema: Ema | None = None) -> None:
     """Everything a resumed run needs to continue bit for bit; refuses non-finite weights, so that `last`
     (the last good checkpoint, named in the error) is never overwritten by a diverged state. Every rank
     checks its weights; only the one with `write` (rank 0) writes."""
@@ -70,16 +72,20 @@ def save_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Opti
     save_checkpoint(path, {"model": weights, "optimizer": opt.state_dict(), "iteration": state.iteration,
                            "epoch": state.iteration / steps_per_epoch, "best_val_err": state.best_val,
                            **schedule.state_dict(), "rng_cpu": torch.get_rng_state(),
-                           "elapsed_s": state.elapsed(), "config": config})
+                           "elapsed_s": state.elapsed(), "config": config,
+                           "best_weights": state.best_weights, **(ema.state_dict() if ema else {})})
 
 
 def load_train_checkpoint(path: Path, *, model: nn.Module, opt: torch.optim.Optimizer,
-                          schedule: Schedule) -> TrainState:
-    """Load `path` into the model, optimiser, schedule and CPU generator; the state to continue from.
+                          schedule: Schedule, ema: Ema | None = None) -> TrainState:
+    """Load `path` into the model, optimiser, schedule, EMA and CPU generator; the state to continue from.
     The schedule's state sits at the top level ("warmup", "plateau"), as before the Schedule existed."""
     ckpt = load_checkpoint(path)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     schedule.load_state_dict(ckpt)
     torch.set_rng_state(ckpt["rng_cpu"])
-    return TrainState(ckpt["iteration"], ckpt["best_val_err"], ckpt["elapsed_s"])
+    if ema is not None:
+        ema.load_state_dict(ckpt)
+    return TrainState(ckpt["iteration"], ckpt["best_val_err"], ckpt["elapsed_s"],
+                      best_weights=ckpt.get("best_weights", "raw"))

@@ -83,7 +83,8 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule")
-    g.add_argument("--recipe", help="cifar-paper (default) or imagenet-paper")
+    g.add_argument("--recipe", help="cifar-paper (default), imagenet-paper, or modern (not the paper's: cosine, "
+                   "linear warm-up, label smoothing, MixUp/CutMix, no wd on BN/bias, EMA)")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
     g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
@@ -94,11 +95,23 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=cli_types.nonneg_float)
     g.add_argument("--label-smoothing", type=cli_types.fraction)
     g = p.add_argument_group("warm-up (Section 4.2)")
-    g.add_argument("--warmup-iters", type=cli_types.nonneg_int, help="iterations at --warmup-lr before the schedule "
-                   "(with --warmup-below: the most); default 400 for CIFAR nets of depth >= 110, else 0")
+    g.add_argument("--warmup-iters", "--warmup-iterations", type=cli_types.nonneg_int,
+                   help="iterations at --warmup-lr before the schedule (with --warmup-below: the most); default "
+                        "400 for CIFAR nets of depth >= 110 and for --recipe modern, else 0")
     g.add_argument("--warmup-below", type=cli_types.fraction, help="end the warm-up once the training error is "
                    "below this (Section 4.2: 0.8, the default for depth >= 110)")
     g.add_argument("--warmup-lr", type=cli_types.positive_float, help="warm-up learning rate (default 0.01)")
+    g.add_argument("--warmup-shape", choices=("constant", "linear"), help="constant at --warmup-lr (the paper's, "
+                   "default) or linear from --warmup-lr up to --lr (Goyal et al. 2017; the modern recipe)")
+    g = p.add_argument_group("beyond the paper (each off by default; all on in --recipe modern)")
+    g.add_argument("--mixup", type=cli_types.nonneg_float, metavar="ALPHA",
+                   help="MixUp of the batch with Beta(ALPHA, ALPHA) shares (Zhang et al. 2018); 0: off")
+    g.add_argument("--cutmix", type=cli_types.nonneg_float, metavar="ALPHA",
+                   help="CutMix of the batch (Yun et al. 2019); with --mixup, each batch uses one of the two")
+    g.add_argument("--wd-bn-bias", choices=("on", "off"),
+                   help="off: no weight decay on BN parameters and biases (Jia et al. 2018)")
+    g.add_argument("--ema", type=cli_types.fraction, metavar="DECAY", help="also keep an exponential moving "
+                   "average of the weights (e.g. 0.999), evaluated beside them; the better on validation is saved")
     g = p.add_argument_group("precision and speed")
     g.add_argument("--amp", choices=("auto", "bf16", "off"))
     g.add_argument("--channels-last", choices=("auto", "on", "off"))
@@ -123,6 +136,7 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 MODEL_FLAGS = ("variant", "shortcut", "zero_init_last")
+WEIGHTS = {"raw": "the raw weights", "ema": "the EMA of the weights"}  # an --ema run's two
 
 
 NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "config")  # flags that are no field
@@ -211,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         test = result.test
         print(f"{split} accuracy {100 * (1 - test.top1_err):.2f}% (top-1 error {100 * test.top1_err:.2f}%, "
               f"top-5 error {100 * test.top5_err:.2f}%) after {result.iterations:,} iterations in "
-              f"{result.seconds / 60:.1f} min")
+              f"{result.seconds / 60:.1f} min" + (f", {WEIGHTS[result.weights]} (better on validation)"
+                                                 if result.weights else ""))
         print(f"report: {result.run_dir / 'report.md'}")
     return 0
 

@@ -41,6 +41,7 @@ class TrainConfig:
     warmup_iters: int = 0  # lr `warmup_lr` for the first iterations (Section 4.2: ResNet-110); with
     warmup_below: float | None = None  # ... this set, only until the training error is below it (the cap)
     warmup_lr: float = 0.01
+    warmup_shape: str = "constant"  # constant (the paper's) | linear: from warmup_lr up to lr (Goyal et al. 2017)
     plateau_patience: int = 3  # evaluations without improvement before lr /= 10 (plateau schedule)
     epochs: float | None = None  # rescale the schedule to this many epochs (train/schedule.py's rule)
     # Data pipeline.
@@ -52,6 +53,11 @@ class TrainConfig:
     per_class: int | None = None  # the first N training images of each class
     class_fraction: tuple[tuple[int, float], ...] = ()  # ((class, fraction), ...) of the training images
     balance: str = "off"  # off | sampler (class-balanced draws) | loss (inverse-frequency weights): train/balance.py
+    # Not in the paper, off by default; together with the above in the "modern" recipe (train/mixing.py, ema.py).
+    mixup: float = 0.0  # MixUp's Beta(alpha, alpha) (Zhang et al. 2018); 0: off
+    cutmix: float = 0.0  # CutMix's alpha (Yun et al. 2019); 0: off; with mixup too, each batch picks one
+    wd_bn_bias: str = "on"  # off: no weight decay on BN parameters and biases, the 1-D tensors (Jia et al. 2018)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, e.g. 0.999; 0: off
     # Run.
     out: str | None = None
     device: str = "auto"
@@ -106,6 +112,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Section 3.4: batch 256, lr 0.1 /10 when the (validation) error plateaus, up to 60e4 iterations.
     "imagenet-paper": dict(batch_size=256, lr=0.1, schedule="plateau", iterations=600_000, milestones=(),
                            normalize="channel"),
+    # Not the paper's: what timm and torchvision's reference scripts train with today (README, "Recipes"),
+    # on the paper's budget, batch, lr, momentum and weight decay. Cosine decay (Loshchilov & Hutter 2017)
+    # after a linear warm-up of 400 iterations from lr 0.01 (Goyal et al. 2017), label smoothing 0.1
+    # (Szegedy et al. 2016), MixUp 0.2 or CutMix 1.0 per batch (Zhang et al. 2018; Yun et al. 2019; the
+    # alphas of torchvision's recipe), no weight decay on BN and biases (Jia et al. 2018; He et al. 2019),
+    # and the EMA of the weights (Polyak averaging; timm's ModelEmaV2) when it beats them on validation.
+    "modern": dict(batch_size=128, lr=0.1, schedule="cosine", iterations=64_000, milestones=(), warmup_iters=400,
+                   warmup_shape="linear", label_smoothing=0.1, mixup=0.2, cutmix=1.0, wd_bn_bias="off", ema=0.999),
 }
 # Section 4.2: "For the 110-layer network, we use 0.01 to warm up the training until the training error
 # is below 80% (about 400 iterations), and then go back to 0.1". Applied to ResNet-110 and deeper: lr
@@ -156,9 +170,17 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr", "warmup_lr"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) > 0):
             raise bad(name, "must be a positive number")
-    for name in ("weight_decay", "momentum", "label_smoothing"):
+    for name in ("weight_decay", "momentum", "label_smoothing", "mixup", "cutmix", "ema"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise bad(name, "must be >= 0")
+    if cfg.ema >= 1:
+        raise bad("ema", "must be a decay below 1, such as 0.999 (0: off)")
+    for name, choices in (("wd_bn_bias", ("on", "off")), ("warmup_shape", ("constant", "linear"))):
+        if getattr(cfg, name) not in choices:
+            raise bad(name, f"must be {' or '.join(choices)}")
+    if cfg.warmup_shape == "linear" and cfg.warmup_below is not None:
+        raise ReslabError("a linear warm-up has a fixed length: pass --warmup-iters without --warmup-below. "
+                          f"Received: warmup_below={cfg.warmup_below}")
     if cfg.epochs is not None and not (cfg.epochs > 0):
         raise bad("epochs", "must be positive")
     if cfg.schedule not in SCHEDULES:

@@ -24,13 +24,14 @@ from reslab.train.balance import BalancedSampler, class_weight, epoch_order
 from reslab.train.batches import InMemoryBatches, LoaderBatches
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist
+from reslab.train.mixing import MixedBatches, mixed
 
 Evaluator = Callable[[nn.Module], EvalResult]
 
 
 @dataclass
 class TrainData:
-    batches: InMemoryBatches | LoaderBatches
+    batches: InMemoryBatches | LoaderBatches | MixedBatches
     evaluate_val: Evaluator
     evaluate_test: Evaluator
     classes: list[str]
@@ -59,7 +60,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
     preprocess = {"image_size": spec.image_size, "in_chans": spec.in_chans, "mode": cfg.normalize,
                   "mean": list(spec.mean), "std": list(spec.std), "resize": None, "crop": spec.image_size,
                   "dataset": cfg.data, "mean_image": mean_image.cpu(), **_subset_record(cfg)}
-    return TrainData(batches, _tensor_evaluator(val, aug, device, amp, False),
+    return TrainData(mixed(batches, cfg, len(train.classes), device), _tensor_evaluator(val, aug, device, amp, False),
                      _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess,
                      class_weight(cfg.balance, train.labels, len(train.classes), device), tensor_pictures(test.images))
 
@@ -111,7 +112,8 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     val = _folder_evaluator(root, cfg, device, amp, False, classes, "val")
     test = _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes, "test")
     weight = class_weight(cfg.balance, torch.tensor(train.targets), len(classes), device)
-    return TrainData(LoaderBatches(make_loader, steps), val, test, classes, 3, preprocess, weight,
+    batches = mixed(LoaderBatches(make_loader, steps), cfg, len(classes), device)
+    return TrainData(batches, val, test, classes, 3, preprocess, weight,
                      lambda indices: file_pictures([f for f, _ in _folder_split(root, cfg, "test").samples])(indices))
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from reslab.train.distributed import (
     restart_count,
     shutdown,
 )
+from reslab.train.ema import Ema, pick, verdict
 from reslab.train.progress import Progress
 from reslab.train.report import write_report
 from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
@@ -53,6 +55,7 @@ class TrainResult:
     seconds: float
     best_val_err: float
     test: EvalResult | None
+    weights: str | None = None  # with --ema: which weights won on validation and were saved (raw | ema)
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | None = None,
@@ -93,8 +96,9 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     schedule = Schedule.from_config(cfg, steps_per_epoch)
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
     opt = make_optimizer(model, cfg, device)
+    ema = Ema(model, cfg.ema)  # off (a no-op) unless --ema
     # Resume, or start the run directory.
-    state = _resumed_state(run, model, opt, schedule) if resume else TrainState()
+    state = _resumed_state(run, model, opt, schedule, ema) if resume else TrainState()
     if dist.main:
         _start_run(run, cfg, schedule, steps_per_epoch, state.iteration if resume else None, dist,
                    resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
@@ -103,10 +107,8 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     ckpt_every = cfg.ckpt_every or eval_every
     progress = Progress(total=schedule.total, start=state.iteration, steps_per_epoch=steps_per_epoch,
                         quiet=cfg.quiet or not dist.main, title=f"{cfg.model} on {cfg.data}")
-
-    def checkpoint(path: Path) -> None:
-        save_train_checkpoint(path, model=model, opt=opt, schedule=schedule, state=state, config=cfg.to_dict(),
-                              steps_per_epoch=steps_per_epoch, last=run.last_ckpt, write=dist.main)
+    checkpoint = partial(save_train_checkpoint, model=model, opt=opt, schedule=schedule, state=state, ema=ema,
+                         config=cfg.to_dict(), steps_per_epoch=steps_per_epoch, last=run.last_ckpt, write=dist.main)
 
     # Iterate: step, log, evaluate, checkpoint.
     window = Window(cfg.log_every, device, state.iteration)
@@ -120,6 +122,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
                                amp=amp, channels_last=channels_last, label_smoothing=cfg.label_smoothing,
                                cuda_graphs=cfg.compile == "reduce-overhead" and device.type == "cuda",
                                class_weight=data.loss_weight)
+        ema.update()
         window.add(loss, err)
         if schedule.observing(it) and schedule.observe(it, window.last_err(dist)):
             progress.note(_warmup_ended(schedule, cfg))
@@ -128,7 +131,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
         if window.n == cfg.log_every or done % eval_every == 0 or done % ckpt_every == 0 or done == schedule.total:
             _log(window, dist, run, progress, state, lr=lr, batch_size=cfg.batch_size, epoch_len=steps_per_epoch)
         if done % eval_every == 0 or done == schedule.total:
-            if _evaluate(data, model, schedule, state, run, progress, dist, lr, steps_per_epoch, checkpoint):
+            if _evaluate(data, model, ema, schedule, state, run, progress, dist, lr, steps_per_epoch, checkpoint):
                 break
             window.t0 = time.perf_counter()  # evaluation time is not training throughput
         if done % ckpt_every == 0 or done == schedule.total:
@@ -136,15 +139,13 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
             barrier(dist)
     # Finish: the planned iterations, or fewer when the plateau rule stopped the run.
     progress.close()
-    seconds = state.elapsed()
-    if not dist.main:
-        return TrainResult(run.path, state.iteration, seconds, state.best_val, None)
-    return _finish(cfg, run, model, data, state, seconds, command, device)
+    return _finish(cfg, run, model, ema, data, state, command, device, dist)
 
 
-def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule) -> TrainState:
+def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
+                   ema: Ema) -> TrainState:
     """The checkpoint's state; a run already past the asked-for length is an error, not a silent re-finish."""
-    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule)
+    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule, ema=ema)
     if state.iteration > schedule.total:
         raise ReslabError(f"{run.path} has done {state.iteration:,} iterations, more than the {schedule.total:,} "
                           f"asked for; resume with a larger --iterations (or --epochs) to train further, or "
@@ -192,17 +193,21 @@ def _log(window: Window, dist: Dist, run: RunDir, progress: Progress, state: Tra
     progress.update(done, loss=row["train_loss"], err=row["train_err"], ips=ips, lr=lr)
 
 
-def _evaluate(data: TrainData, model: nn.Module, schedule: Schedule, state: TrainState, run: RunDir,
+def _evaluate(data: TrainData, model: nn.Module, ema: Ema, schedule: Schedule, state: TrainState, run: RunDir,
               progress: Progress, dist: Dist, lr: float, epoch_len: int, checkpoint: Callable[[Path], None]) -> bool:
-    """Validation on rank 0: its metrics row, best.pt at a new best, the plateau rule. True: stop now (all ranks)."""
+    """Validation on rank 0: its metrics row (and the EMA's), best.pt at a new best of either weights, the
+    plateau rule (on the raw weights). True: stop now (all ranks)."""
     stop, done = False, state.iteration
     if dist.main:
-        res = data.evaluate_val(model)
-        run.append_metrics({"kind": "eval", "iteration": done, "epoch": done / epoch_len, "lr": lr,
-                            "val_loss": res.loss, "val_err": res.top1_err, "elapsed_s": state.elapsed()})
-        progress.evaluated(done, res.top1_err, state.best_val)
-        if res.n and res.top1_err < state.best_val:
-            state.best_val = res.top1_err
+        res, ema_res = data.evaluate_val(model), ema.evaluate(data.evaluate_val)
+        row = {"iteration": done, "epoch": done / epoch_len, "lr": lr, "elapsed_s": state.elapsed()}
+        for kind, r in (("eval", res), ("eval_ema", ema_res)):
+            if r is not None:
+                run.append_metrics({"kind": kind, **row, "val_loss": r.loss, "val_err": r.top1_err})
+        progress.evaluated(done, res.top1_err, state.best_val, ema_err=ema_res.top1_err if ema_res else None)
+        err, weights = pick(res, ema_res)
+        if res.n and err < state.best_val:
+            state.best_val, state.best_weights = err, weights
             checkpoint(run.best_ckpt)
         stop = bool(res.n) and schedule.evaluated(res.top1_err)
     if schedule.plateau is not None and dist.enabled:  # every rank follows rank 0's schedule
@@ -210,17 +215,28 @@ def _evaluate(data: TrainData, model: nn.Module, schedule: Schedule, state: Trai
     return broadcast_flag(dist, stop)
 
 
-def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, data: TrainData, state: TrainState, seconds: float,
-            command: str, device: torch.device) -> TrainResult:
-    """Model selection on validation; the test set evaluated once; weights, curves, report."""
+def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, data: TrainData, state: TrainState,
+            command: str, device: torch.device, dist: Dist) -> TrainResult:
+    """Model selection on validation (with --ema, of the raw or the averaged weights); the test set
+    evaluated once; weights, curves, report (rank 0)."""
+    seconds = state.elapsed()
+    if not dist.main:
+        return TrainResult(run.path, state.iteration, seconds, state.best_val, None)
     if run.best_ckpt.exists():
-        model.load_state_dict(load_checkpoint(run.best_ckpt)["model"])
-    test = data.evaluate_test(model)
+        best = load_checkpoint(run.best_ckpt)
+        model.load_state_dict(best["model"])
+        ema.load_state_dict(best)
+    chosen = ema.module if state.best_weights == "ema" else model
+    test = data.evaluate_test(chosen)
     run.append_metrics({"kind": "test", "iteration": state.iteration, "val_loss": test.loss, "val_err": test.top1_err})
-    save_weights(model.to(memory_format=torch.contiguous_format), run.path, model_name=cfg.model,
-                 model_kwargs=model_kwargs(cfg, len(data.classes), data.in_chans), classes=data.classes,
-                 preprocess=data.preprocess)
-    plot_curves(run.read_metrics(), run.path / "curves.png", title=f"{cfg.model} on {cfg.data}")
+    save = partial(save_weights, model_name=cfg.model, model_kwargs=model_kwargs(cfg, len(data.classes), data.in_chans),
+                   classes=data.classes, preprocess=data.preprocess)
+    save(chosen.to(memory_format=torch.contiguous_format), run.path)
+    if ema.on:  # each of the two beside the chosen one: weights directories of their own
+        save(model.to(memory_format=torch.contiguous_format), run.path / "raw")
+        save(ema.module.to(memory_format=torch.contiguous_format), run.path / "ema")
+    rows = run.read_metrics()
+    plot_curves(rows, run.path / "curves.png", title=f"{cfg.model} on {cfg.data}")
     if test.n:
         save_confusion_png(test.confusion, data.classes, run.path / "confusion.png",
                            title=f"{cfg.model} on {cfg.data} test: {100 * (1 - test.top1_err):.2f}% top-1")
@@ -228,8 +244,10 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, data: TrainData, st
         save_top_losses_png(data.test_pictures([i for i, *_ in test.top_losses]), test.top_losses, data.classes,
                             run.path / TOP_LOSSES_PNG, title=f"{cfg.model} on {cfg.data}: most confidently wrong")
     write_report(run, cfg, command=command, seconds=seconds, iterations=state.iteration, best_val=state.best_val,
-                 test=test, classes=data.classes, device=device)
-    return TrainResult(run.path, state.iteration, seconds, state.best_val, test)
+                 test=test, classes=data.classes, device=device,
+                 weights=verdict(rows, state.best_weights) if ema.on else None)
+    return TrainResult(run.path, state.iteration, seconds, state.best_val, test,
+                       weights=state.best_weights if ema.on else None)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:

@@ -63,8 +63,10 @@ class Progress:
         assert self._bar is not None and self._task is not None
         self._bar.update(self._task, completed=done - epoch * self.steps, stats=stats)
 
-    def evaluated(self, done: int, val_err: float, best: float) -> None:
+    def evaluated(self, done: int, val_err: float, best: float, ema_err: float | None = None) -> None:
         shown = "n/a (no validation images)" if math.isnan(val_err) else f"{100 * val_err:.2f}%"
+        if ema_err is not None and not math.isnan(ema_err):
+            shown, best = f"{shown}, EMA {100 * ema_err:.2f}%", min(best, ema_err)
         best_shown = "" if math.isnan(val_err) else f" (best {100 * min(val_err, best):.2f}%)"
         msg = (f"iter {done:,} ({done / self.steps:.2f} ep): val error {shown}{best_shown}, "
                f"{time.perf_counter() - self.t0:.0f}s, ETA {self._eta(done)}")

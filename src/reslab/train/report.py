@@ -28,7 +28,8 @@ def reported_split(cfg: TrainConfig) -> tuple[str, str]:
 
 
 def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float, iterations: int, best_val: float,
-                 test: EvalResult, classes: list[str], device: torch.device) -> None:
+                 test: EvalResult, classes: list[str], device: torch.device, weights: str | None = None) -> None:
+    """report.md; `weights` (with --ema) names the weights that won on validation, which were tested and saved."""
     view = "10-crop" if cfg.ten_crop else "single view"
     split, meaning = reported_split(cfg)
     scores = test.scores if test.n else None
@@ -56,7 +57,7 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 | {split} loss | {test.loss:.4f} |
 | {split} images | {test.n:,} |
 
-{meaning}
+{meaning}{_weights_line(weights, cfg.ema)}
 
 {_per_class_table(test, classes, split)}
 
@@ -81,6 +82,13 @@ def _per_class_table(test: EvalResult, classes: list[str], split: str) -> str:
     s = test.scores
     return head + "\n".join(f"| {c} | {n:,} | {_percent(p)} | {_percent(r)} | {_percent(f)} |"
                              for c, n, p, r, f in zip(classes, s.support, s.precision, s.recall, s.f1, strict=True))
+
+
+def _weights_line(weights: str | None, decay: float) -> str:
+    if weights is None:
+        return ""
+    return (f"\n\nWeights (`--ema {decay:g}`): {weights}. The winner was tested and saved as model.safetensors; "
+            "raw/ and ema/ hold each of the two at the selected checkpoint.")
 
 
 def _percent(value: float, missing: str = "n/a") -> str:

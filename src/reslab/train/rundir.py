@@ -120,6 +120,10 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     ax.plot(x, y, lw=0.8, ls="--", color="tab:blue", marker="." if len(x) < 50 else None, label="training error")
     x, y = series("eval", "val_err")
     ax.plot(x, y, lw=2.2, color="tab:blue", marker="o" if len(x) < 50 else None, ms=5, label="validation error")
+    x, y = series("eval_ema", "val_err")
+    if x:
+        ax.plot(x, y, lw=1.6, color="tab:green", marker="o" if len(x) < 50 else None, ms=4,
+                label="validation error, EMA of the weights")
     x, y = series("test", "val_err")
     if x:
         ax.scatter(x, y, s=40, color="tab:red", zorder=3, label=f"test error {y[-1]:.2f}%")
@@ -137,7 +141,7 @@ LOCK_FILE = ".reslab.lock"
 # What a run writes; `--overwrite` removes these and nothing else.
 RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
              "model.json", "test-metrics.json", "top-losses.png", LOCK_FILE)
-RUN_FOLDERS = ("checkpoints", "tensorboard")
+RUN_FOLDERS = ("checkpoints", "tensorboard", "raw", "ema")  # raw/ and ema/: the weights of an --ema run
 
 
 def trained_data_dir(path: Path) -> str | None:

@@ -42,6 +42,12 @@ def cosine_lr(it: int, *, base_lr: float, total: int, warmup_iters: int = 0, war
     return 0.5 * base_lr * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
+def linear_warmup_lr(it: int, *, base_lr: float, warmup_iters: int, warmup_lr: float) -> float:
+    """Goyal et al. 2017's gradual warm-up: from `warmup_lr` at iteration 0 in equal steps towards
+    `base_lr`, which iteration `warmup_iters` (the schedule's first) reaches."""
+    return warmup_lr + (base_lr - warmup_lr) * it / warmup_iters
+
+
 def rescale_milestones(milestones: tuple[int, ...], reference: int, total: int) -> tuple[int, ...]:
     """Milestones of a `reference`-iteration schedule moved to a `total`-iteration run, each keeping
     its fraction of the run (at least iteration 1; one that lands on the end is dropped)."""
@@ -114,6 +120,10 @@ class WarmupRule:
 class Schedule:
     """lr(it) for a run of `total` iterations: warm-up at `warmup_lr`, then step / plateau / cosine.
 
+    The warm-up is constant at `warmup_lr` (the paper's, Section 4.2) or, with `warmup_shape`
+    "linear", a ramp from `warmup_lr` at iteration 0 towards `base_lr` (Goyal et al. 2017, "gradual
+    warmup"; not in the paper).
+
     Like flax's `create_learning_rate_fn`: built once from the config (`from_config`), then asked
     for `lr(it)`; `observe` feeds the warm-up rule its training errors and `evaluated` the plateau
     rule its validation errors. `state_dict` / `load_state_dict` carry both through checkpoints.
@@ -127,6 +137,7 @@ class Schedule:
     warmup_lr: float
     warmup: WarmupRule
     plateau: Plateau | None = None
+    warmup_shape: str = "constant"  # constant | linear
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
@@ -137,7 +148,7 @@ class Schedule:
             milestones = rescale_milestones(milestones, cfg.iterations, total)
         plateau = Plateau(cfg.lr, patience=cfg.plateau_patience) if cfg.schedule == "plateau" else None
         return cls(cfg.schedule, cfg.lr, total, milestones, cfg.gamma, cfg.warmup_lr,
-                   WarmupRule(cfg.warmup_iters, cfg.warmup_below), plateau)
+                   WarmupRule(cfg.warmup_iters, cfg.warmup_below), plateau, cfg.warmup_shape)
 
     @property
     def warmup_iters(self) -> int:
@@ -147,6 +158,8 @@ class Schedule:
     def lr(self, it: int) -> float:
         """The learning rate of iteration `it` (0-based)."""
         warm = self.warmup.length
+        if it < warm and self.warmup_shape == "linear":
+            return linear_warmup_lr(it, base_lr=self.base_lr, warmup_iters=warm, warmup_lr=self.warmup_lr)
         if self.plateau is not None:
             return self.warmup_lr if it < warm else self.plateau.lr
         if self.kind == "cosine":

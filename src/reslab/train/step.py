@@ -35,8 +35,20 @@ def build_model(cfg: TrainConfig, kwargs: dict, device: torch.device, channels_l
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
     """SGD with momentum and weight decay (Section 3.4): fused on CUDA; the for-loop kernel on CPU."""
     cuda = device.type == "cuda"
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov, fused=cuda or None, foreach=None if cuda else False)
+    return torch.optim.SGD(param_groups(model, cfg.wd_bn_bias == "on"), lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=cuda or None,
+                           foreach=None if cuda else False)
+
+
+def param_groups(model: nn.Module, wd_bn_bias: bool) -> list[dict]:
+    """One group of every parameter (the paper decays them all), or with `wd_bn_bias` False two: the
+    weights of convs and fc, then the 1-D tensors (BN's scale and shift, biases) with weight decay 0
+    (Jia et al. 2018; He et al. 2019, "Bag of Tricks": decaying them only shrinks BN's scale)."""
+    params = list(model.parameters())
+    if wd_bn_bias:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -73,6 +85,10 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tenso
     """One SGD step on a batch x (N, C, H, W) float, y (N,) int64, both on the model's device: forward
     under bf16 autocast when `amp` (weights, optimiser and loss stay fp32), backward, update.
 
+    `y` may be soft targets (N, K) float (MixUp / CutMix, train/mixing.py): the loss takes them as they
+    are, and the error counts a prediction wrong when it misses the target's largest share, the
+    dominant label.
+
     A model that returns a tuple in training (GoogLeNet with aux_logits: main, aux1, aux2) trains on the
     main loss plus AUX_WEIGHT times each auxiliary loss; its error is the main logits'. Returns the loss
     () and the batch's top-1 error () as device tensors; nothing waits for the device. `cuda_graphs`:
@@ -92,7 +108,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tenso
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.detach().float(), (logits.detach().argmax(1) != y).float().mean()
+    labels = y if y.ndim == 1 else y.argmax(1)
+    return loss.detach().float(), (logits.detach().argmax(1) != labels).float().mean()
 
 
 class Window:
