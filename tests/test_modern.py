@@ -123,7 +123,7 @@ def test_modern_recipe_end_to_end_saves_the_winner(fmnist_dir, tmp_path, capsys)
     assert all(torch.equal(saved[k], chosen[k]) for k in saved)  # evaluate and predict read the winner
     rows = (out / "metrics.csv").read_text().splitlines()
     assert sum(r.startswith("eval_ema,") for r in rows) == sum(r.startswith("eval,") for r in rows) == 2
-    assert main(["evaluate", str(out / "ema"), "--data-dir", str(fmnist_dir), "--json"]) == 0
+    assert main(["evaluate", str(out / "ema"), "--json"]) == 0  # its data: the run's, found from ema/
 
 
 def test_modern_recipe_pieces_are_each_a_flag_and_refuse_bad_values():

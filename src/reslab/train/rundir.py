@@ -145,7 +145,10 @@ RUN_FOLDERS = ("checkpoints", "tensorboard", "raw", "ema")  # raw/ and ema/: the
 
 
 def trained_data_dir(path: Path) -> str | None:
-    """The --data-dir the run at `path` was trained on (None: not a run, or the default location)."""
+    """The --data-dir the run at `path` (or the run holding `path` as its raw/ or ema/ weights) was trained
+    on (None: not a run, or the default location)."""
+    if path.name in ("raw", "ema") and not is_run(path):
+        path = path.parent
     try:
         return json.loads((path / "config.json").read_text()).get("data_dir")
     except (OSError, ValueError, AttributeError):
