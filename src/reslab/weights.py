@@ -21,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
@@ -306,7 +307,8 @@ def convert(
     `num_classes` defaults to `len(classes)` or else the checkpoint's classifier rows.
     The preprocessing recorded is torchvision's ImageNet evaluation transform (resize 256,
     centre crop 224, per-channel mean/std) at the model's design resolution; for the 32x32
-    nets, no resize and a 32x32 view. Class names default to "0" .. "N-1".
+    nets, no resize and a 32x32 view. Class names default to ImageNet's for a kept 1000-class
+    classifier (`default_class_names`), else "0" .. "N-1".
     """
 
     ckpt = Path(ckpt_path)
@@ -335,6 +337,15 @@ def convert(
     preprocess = dict(IMAGENET_PREPROCESS) if size >= 224 else {
         **IMAGENET_PREPROCESS, "image_size": size, "resize": None, "crop": size}
     preprocess["in_chans"] = getattr(net, "in_chans", 3)
-    names = classes if classes is not None else [str(i) for i in range(num_classes)]
+    names = classes if classes is not None else default_class_names(num_classes, ckpt_classes, finetune)
     return save_weights(net.eval(), out_dir, model_name=model, model_kwargs={"num_classes": num_classes},
                         classes=list(names), preprocess=preprocess)
+
+
+def default_class_names(num_classes: int, ckpt_classes: int | None, finetune: bool) -> list[str]:
+    """A foreign checkpoint's 1000-class classifier, kept as it is, is ImageNet-1k's (torchvision's and
+    timm's order): its names; any other head is named "0" .. "N-1"."""
+    kept = ckpt_classes == num_classes and not finetune
+    if kept and num_classes == IMAGENET_CLASSES:
+        return imagenet_classes()
+    return [str(i) for i in range(num_classes)]

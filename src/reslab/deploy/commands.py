@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from reslab import cli_types
 from reslab.errors import ReslabError
@@ -23,6 +22,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
     p.add_argument("--batch-size", type=cli_types.positive_int, default=32)
     p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path (default: auto)")
+    p.add_argument("--classes", metavar="FILE", help="class names to print instead of model.json's: one per line, "
+                                                     "or a JSON list")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="torchvision/timm/.pth checkpoint -> reslab weights")
@@ -31,7 +32,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
     p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--finetune", action="store_true", help="keep a fresh classifier when the head's shape differs")
-    p.add_argument("--classes", help="text file with one class name per line")
+    p.add_argument("--classes", metavar="FILE", help="class names: one per line, or a JSON list (default: "
+                                                     "ImageNet's for a 1000-class classifier, else 0..N-1)")
     p.add_argument("--overwrite", action="store_true", help="replace model.safetensors / model.json in --out")
     p.set_defaults(func=_cmd_convert)
 
@@ -63,12 +65,15 @@ def _stderr(msg: str) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from reslab.classnames import check_class_count, read_class_names
     from reslab.deploy.bench import tune_malloc
     from reslab.deploy.predict import build_predict_engine, expand_inputs, predict
     from reslab.weights import load_weights
 
     tune_malloc()
     model, meta = load_weights(args.weights)
+    if args.classes:
+        meta["classes"] = check_class_count(read_class_names(args.classes), len(meta["classes"]), args.weights)
     files = expand_inputs(args.inputs)
     engine = build_predict_engine(model, meta, files, args.path, batch_size=args.batch_size)
     _stderr(f"reslab predict: inference path {engine.name} (--path {args.path}, {len(files)} images)")
@@ -106,14 +111,10 @@ def _print_tables(results: list[dict]) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from reslab.classnames import read_class_names
     from reslab.weights import convert
 
-    classes = None
-    if args.classes:
-        try:
-            classes = [c.strip() for c in Path(args.classes).read_text().splitlines() if c.strip()]
-        except OSError as e:
-            raise ReslabError(f"{args.classes}: cannot read class names ({e.strerror})") from e
+    classes = read_class_names(args.classes) if args.classes else None
     out = convert(args.checkpoint, model=args.model, out_dir=args.out, num_classes=args.num_classes,
                   finetune=args.finetune, classes=classes, overwrite=args.overwrite)
     print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")

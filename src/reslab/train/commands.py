@@ -83,8 +83,9 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule")
-    g.add_argument("--recipe", help="cifar-paper (default), imagenet-paper, or modern (not the paper's: cosine, "
-                   "linear warm-up, label smoothing, MixUp/CutMix, no wd on BN/bias, EMA)")
+    g.add_argument("--recipe", help="cifar-paper (default), imagenet-paper, modern (not the paper's: cosine, "
+                   "linear warm-up, label smoothing, MixUp/CutMix, no wd on BN/bias, EMA), or finetune (not the "
+                   "paper's: lr 0.01, cosine, 10 epochs, the head alone for the first; with --init)")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
     g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
@@ -120,6 +121,7 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
                         "reduce-overhead (CUDA graphs); see docs/gpu.md")
     g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
+    _add_finetune_flags(p.add_argument_group("fine-tuning (not in the paper; docs/finetuning.md)"))
     add_run_flags(g := p.add_argument_group("run"))
     g.add_argument("--eval-every", type=cli_types.nonneg_int,
                    help="iterations between validation passes (default: each epoch)")
@@ -135,6 +137,18 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
                    help="folder data: leave unreadable images out (counted) instead of stopping")
 
 
+def _add_finetune_flags(g: _Adder) -> None:
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights: a run or weights directory, "
+                   "model.safetensors, or a torchvision/timm checkpoint (a new run, unlike --resume)")
+    g.add_argument("--freeze", metavar="STAGES", help="stages never trained, e.g. stem,layer1 or all-but-head "
+                   "(their BatchNorm statistics stay frozen too)")
+    g.add_argument("--head-epochs", type=cli_types.nonneg_int, metavar="K",
+                   help="train only the head for the first K epochs, then every stage")
+    g.add_argument("--lr-decay-per-stage", type=cli_types.positive_float, metavar="F",
+                   help="stage i from the head trains at lr x F**i (default 1; recipe finetune: 0.5)")
+    g.add_argument("--classes", metavar="FILE", help="class names for the outputs: one per line, or a JSON list")
+
+
 MODEL_FLAGS = ("variant", "shortcut", "zero_init_last")
 WEIGHTS = {"raw": "the raw weights", "ema": "the EMA of the weights"}  # an --ema run's two
 
@@ -145,12 +159,15 @@ NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "conf
 def config_from_args(args: argparse.Namespace, *, skip: tuple[str, ...] = ()):
     """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field):
     the recipe, then --config's file, then the flags given."""
+    from reslab.classnames import read_class_names
     from reslab.train.config import TrainConfig, resolve_config, validate
 
     flags = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG + skip}
     if flags.get("epochs") is not None and flags.get("iterations") is not None:
         raise ReslabError(f"--epochs {flags['epochs']:g} and --iterations {flags['iterations']} both set the "
                           f"run's length; pass one of them")
+    if flags.get("classes") is not None:
+        flags["classes"] = read_class_names(flags["classes"])
     model_kwargs = {k: flags.pop(k) for k in MODEL_FLAGS if flags.get(k) is not None}
     for k in MODEL_FLAGS:
         flags.pop(k, None)

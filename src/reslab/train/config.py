@@ -73,6 +73,12 @@ class TrainConfig:
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False
     skip_bad: bool = False  # folder data: leave unreadable images out (counted) instead of stopping
+    # Fine-tuning (train/finetune.py; not in the paper: fastai's two-phase fine_tune, Howard & Gugger 2020).
+    init: str | None = None  # start from these weights (a new run: its own optimiser and schedule)
+    freeze: str | None = None  # stages never trained: "stem,layer1" or "all-but-head"
+    head_epochs: int = 0  # train only the head for the first epochs, then every stage
+    lr_decay_per_stage: float = 1.0  # stage i from the head trains at lr * this**i
+    classes: list[str] | None = None  # class names for the run's outputs, instead of the data's
 
     def __post_init__(self) -> None:
         if isinstance(self.compile, bool):  # a bare switch (and configs saved before the modes): True is "default"
@@ -120,6 +126,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # and the EMA of the weights (Polyak averaging; timm's ModelEmaV2) when it beats them on validation.
     "modern": dict(batch_size=128, lr=0.1, schedule="cosine", iterations=64_000, milestones=(), warmup_iters=400,
                    warmup_shape="linear", label_smoothing=0.1, mixup=0.2, cutmix=1.0, wd_bn_bias="off", ema=0.999),
+    # Not the paper's: fine-tuning pretrained weights (`--init`), as fastai's fine_tune does it: the head
+    # alone for an epoch, then every stage at rates halving per stage from the head, a low lr, cosine decay.
+    "finetune": dict(batch_size=64, lr=0.01, schedule="cosine", epochs=10, milestones=(), head_epochs=1,
+                     lr_decay_per_stage=0.5),
 }
 # Section 4.2: "For the 110-layer network, we use 0.01 to warm up the training until the training error
 # is below 80% (about 400 iterations), and then go back to 0.1". Applied to ResNet-110 and deeper: lr
@@ -144,6 +154,8 @@ def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
     if unknown:
         raise ReslabError(f"unknown training option(s): {', '.join(unknown)}")
     given = {k for k, v in flags.items() if v is not None}
+    if "iterations" in given:  # a length in iterations replaces the recipe's length in epochs
+        values["epochs"] = flags.get("epochs")
     if "iterations" in given and "milestones" not in given:  # keep the recipe's fractions
         ref = RECIPES[recipe].get("iterations", TrainConfig.iterations)
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
@@ -204,6 +216,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ReslabError("warmup_below needs warmup_iters >= 1, the most iterations the warm-up may last. "
                               f"Received: warmup_below={cfg.warmup_below}, warmup_iters={cfg.warmup_iters}")
     _validate_subset(cfg)
+    if cfg.head_epochs < 0 or not (0 < cfg.lr_decay_per_stage <= 1):
+        raise ReslabError("head_epochs must be >= 0 and lr_decay_per_stage in (0, 1]. "
+                          f"Received: {cfg.head_epochs}, {cfg.lr_decay_per_stage}")
     if cfg.warmup_iters < 0 or cfg.eval_every < 0 or cfg.ckpt_every < 0 or cfg.workers < 0:
         raise ReslabError("warmup_iters, eval_every, ckpt_every and workers must be >= 0. "
                           f"Received: {cfg.warmup_iters}, {cfg.eval_every}, {cfg.ckpt_every}, {cfg.workers}")

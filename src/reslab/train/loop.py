@@ -38,11 +38,12 @@ from reslab.train.distributed import (
     shutdown,
 )
 from reslab.train.ema import Ema, pick, verdict
+from reslab.train.finetune import FineTune
 from reslab.train.progress import Progress
 from reslab.train.report import write_report
 from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
 from reslab.train.schedule import Schedule
-from reslab.train.step import Window, build_model, make_optimizer, model_kwargs, set_lr, step_model, train_step
+from reslab.train.step import Window, build_model, make_optimizer, model_kwargs, step_model, train_step
 from reslab.weights import save_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "train_step"]
@@ -95,6 +96,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     steps_per_epoch = data.batches.steps_per_epoch
     schedule = Schedule.from_config(cfg, steps_per_epoch)
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
+    tuning = FineTune.setup(cfg, model, data, schedule, dist, fresh=resume is None)  # --init, --freeze, --classes
     opt = make_optimizer(model, cfg, device)
     ema = Ema(model, cfg.ema)  # off (a no-op) unless --ema
     # Resume, or start the run directory.
@@ -116,7 +118,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
     model.train()
     for it in range(state.iteration, schedule.total):
         lr = schedule.lr(it)
-        set_lr(opt, lr)
+        tuning.set_lr(opt, it, lr)  # and the fine-tuning phase
         x, y = data.batches.batch(it)
         loss, err = train_step(stepper, opt, x.to(device, non_blocking=True), y.to(device, non_blocking=True),
                                amp=amp, channels_last=channels_last, label_smoothing=cfg.label_smoothing,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from reslab.models.registry import create_model
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist, convert_sync_batchnorm, mean_over_ranks
+from reslab.train.finetune import set_lr, stage_groups  # noqa: F401 (set_lr: the loop's and lr-find's)
 
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary losses join the main loss with weight 0.3 (Szegedy et al. 2015, Sec. 5)
 
@@ -33,27 +34,24 @@ def build_model(cfg: TrainConfig, kwargs: dict, device: torch.device, channels_l
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD with momentum and weight decay (Section 3.4): fused on CUDA; the for-loop kernel on CPU."""
+    """SGD with momentum and weight decay (Section 3.4): fused on CUDA; the for-loop kernel on CPU. One
+    group of every parameter, or with fine-tuning flags one per trained stage (train/finetune.py)."""
     cuda = device.type == "cuda"
-    return torch.optim.SGD(param_groups(model, cfg.wd_bn_bias == "on"), lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=cuda or None,
-                           foreach=None if cuda else False)
+    groups = param_groups(model, cfg.wd_bn_bias == "on", stage_groups(model, cfg))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov, fused=cuda or None, foreach=None if cuda else False)
 
 
-def param_groups(model: nn.Module, wd_bn_bias: bool) -> list[dict]:
-    """One group of every parameter (the paper decays them all), or with `wd_bn_bias` False two: the
-    weights of convs and fc, then the 1-D tensors (BN's scale and shift, biases) with weight decay 0
-    (Jia et al. 2018; He et al. 2019, "Bag of Tricks": decaying them only shrinks BN's scale)."""
-    params = list(model.parameters())
+def param_groups(model: nn.Module, wd_bn_bias: bool, groups: list[dict] | None = None) -> list[dict]:
+    """`groups`, by default one group of every parameter (the paper decays them all; fine-tuning flags:
+    one per stage), or with `wd_bn_bias` False each split in two: the weights of convs and fc, then the
+    1-D tensors (BN's scale and shift, biases) with weight decay 0 (Jia et al. 2018; He et al. 2019,
+    "Bag of Tricks": decaying them only shrinks BN's scale)."""
+    groups = groups or [{"params": list(model.parameters())}]
     if wd_bn_bias:
-        return [{"params": params}]
-    return [{"params": [p for p in params if p.ndim > 1]},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
+        return groups
+    return ([{**g, "params": [p for p in g["params"] if p.ndim > 1]} for g in groups]
+            + [{**g, "params": [p for p in g["params"] if p.ndim <= 1], "weight_decay": 0.0} for g in groups])
 
 
 def step_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.device) -> nn.Module:
