@@ -203,7 +203,9 @@ def test_convert_writes_imagenet_preprocess(tmp_path, tv_resnet18):
     torch.save({"model": tv_resnet18.state_dict()}, tmp_path / "r18.pth")
     out = convert(tmp_path / "r18.pth", model="resnet18", out_dir=tmp_path / "w")
     model, meta = load_weights(out)
-    assert meta["model_kwargs"] == {"num_classes": 1000} and meta["classes"][:3] == ["0", "1", "2"]
+    # a kept 1000-class classifier is ImageNet's: its names, in torchvision's (and timm's) order
+    assert meta["model_kwargs"] == {"num_classes": 1000} and meta["classes"][:2] == ["tench", "goldfish"]
+    assert meta["classes"][281] == "tabby" and len(meta["classes"]) == 1000
     pre = meta["preprocess"]
     assert (pre["resize"], pre["crop"], pre["mode"]) == (256, 224, "channel")
     assert pre["mean"] == [0.485, 0.456, 0.406] and pre["std"] == [0.229, 0.224, 0.225]

@@ -106,6 +106,9 @@ def hold(model: nn.Module, stages: set[str]) -> None:
 
 def _read_init(path: Path) -> tuple[dict[str, Tensor], list[str] | None]:
     """(state dict, class names when known) of reslab weights or a foreign checkpoint."""
+    if not path.exists():
+        raise ReslabError("no such file or directory; pass a run or weights directory, a "
+                          "model.safetensors, or a torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors)")
     reslab = path.is_dir() or (path.suffix == ".safetensors" and (path.with_suffix(".json").is_file()
                                                                    or path.with_name(META_FILE).is_file()))
     if reslab:
