@@ -23,7 +23,7 @@ from reslab.train.finetune import init_weights
 from reslab.weights import convert, load_weights
 from test_train import TINY, _run_cli  # the kill-and-resume driver
 
-from fakedata import randomise_bn
+from fakedata import randomise_bn, tiny_weights
 
 STEPS_PER_EPOCH = 13  # the fake Fashion-MNIST's 240 images less the held-out ones, batch 16
 
@@ -86,7 +86,7 @@ def test_a_classifier_of_another_shape_is_replaced_and_the_body_loads(tmp_path):
     reference, _ = load_weights(convert(ckpt, model="resnet18", out_dir=tmp_path / "converted"))
     model = create_model("resnet18", num_classes=3)
     fresh_fc = model.fc.weight.clone()
-    notice, names = init_weights(model, ckpt)
+    notice, names = init_weights(model, ckpt, ["ant", "bee", "cat"])
     assert notice is not None and "fc (1000 outputs) replaced" in notice and "3 classes" in notice and names is None
     assert torch.equal(model.fc.weight, fresh_fc)
     x = torch.randn(2, 3, 64, 64)
@@ -94,7 +94,14 @@ def test_a_classifier_of_another_shape_is_replaced_and_the_body_loads(tmp_path):
         assert torch.equal(model.forward_head(model.forward_features(x), pre_logits=True),
                            reference.forward_head(reference.forward_features(x), pre_logits=True))
     kept = create_model("resnet18")  # a kept 1000-class head carries ImageNet's names
-    assert init_weights(kept, ckpt) == (None, imagenet_classes())
+    assert init_weights(kept, ckpt, [f"n{i:08d}" for i in range(1000)]) == (None, imagenet_classes())
+    # reslab weights name their classes: a head of the same shape for other classes is replaced too
+    weights = tiny_weights(tmp_path / "w", {"mode": "channel", "mean": [0.5] * 3, "std": [0.25] * 3, "in_chans": 3,
+                                            "image_size": 32, "resize": None, "crop": 32})
+    same = [f"class{i}" for i in range(10)]
+    assert init_weights(create_model("resnet20"), weights, same) == (None, None)
+    notice, _ = init_weights(create_model("resnet20"), weights, [f"other{i}" for i in range(10)])
+    assert notice is not None and "fc (10 outputs for other classes) replaced" in notice
 
 
 def test_frozen_parameters_and_bn_statistics_do_not_change(fmnist_dir, tmp_path, pretrained):

@@ -105,7 +105,7 @@ def hold(model: nn.Module, stages: set[str]) -> None:
 
 
 def _read_init(path: Path) -> tuple[dict[str, Tensor], list[str] | None]:
-    """(state dict, class names when known) of reslab weights or a foreign checkpoint."""
+    """(state dict, class names) of reslab weights; (state dict, None) of a foreign checkpoint."""
     if not path.exists():
         raise ReslabError("no such file or directory; pass a run or weights directory, a "
                           "model.safetensors, or a torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors)")
@@ -114,26 +114,29 @@ def _read_init(path: Path) -> tuple[dict[str, Tensor], list[str] | None]:
     if reslab:
         net, meta = load_weights(path)
         return net.state_dict(), meta["classes"]
-    state = load_checkpoint_state(path)
-    rows = next((v.shape[0] for k, v in state.items() if k.endswith("fc.weight")), None)
-    return state, imagenet_classes() if rows == IMAGENET_CLASSES else None
+    return load_checkpoint_state(path), None
 
 
-def init_weights(model: nn.Module, source: str | Path) -> tuple[str | None, list[str] | None]:
-    """Load `source` into `model` (built for the data). Every tensor must match but the classifier's: a
-    classifier of another shape keeps the model's fresh one. Returns (a notice when the classifier was
-    replaced, the source's ImageNet class names when its 1000-class classifier was kept)."""
+def init_weights(model: nn.Module, source: str | Path, data_classes: list[str]) -> tuple[str | None, list[str] | None]:
+    """Load `source` into `model` (built for the data). Every tensor must match but the classifier's,
+    which is replaced by the model's fresh one when its shape differs or when it is reslab weights'
+    for other classes than the data's. A kept 1000-class classifier of a foreign checkpoint (or of
+    converted weights) is ImageNet's. Returns (a notice when the classifier was replaced, ImageNet's
+    class names when its classifier was kept)."""
+    imagenet = imagenet_classes()
     try:
         state, names = _read_init(Path(source))
         head = head_prefix(model)
         own, theirs = model.state_dict()[f"{head}.weight"], state.get(f"{head}.weight")
-        replace = theirs is None or theirs.shape != own.shape
+        other = names is not None and names not in (list(data_classes), imagenet)
+        replace = theirs is None or theirs.shape != own.shape or other
         load_into(model, state, finetune=replace)
     except ReslabError as e:
         raise ReslabError(f"--init {source}: {e}") from e
     if not replace:
-        return None, names if names is not None and names == imagenet_classes() else None
-    was = f"{theirs.shape[0]} outputs" if theirs is not None else "none"
+        kept_imagenet = own.shape[0] == IMAGENET_CLASSES and names in (None, imagenet)
+        return None, imagenet if kept_imagenet else None
+    was = "none" if theirs is None else f"{theirs.shape[0]} outputs{' for other classes' if other else ''}"
     return f"--init {source}: classifier {head} ({was}) replaced by a new one for the data's {own.shape[0]} " \
            f"classes", None
 
@@ -163,7 +166,7 @@ class FineTune:
         if head_iters and dist.enabled:
             raise ReslabError(f"--head-epochs {cfg.head_epochs} under torchrun: DDP fixes the trained parameters "
                               f"when it starts; fine-tune in one process, or use --freeze alone")
-        notice, names = init_weights(model, cfg.init) if cfg.init and fresh else (None, None)
+        notice, names = init_weights(model, cfg.init, data.classes) if cfg.init and fresh else (None, None)
         if cfg.classes is not None:
             names = check_class_count(list(cfg.classes), len(data.classes), f"data of {len(data.classes)} classes")
         data.classes = names or data.classes
