@@ -105,8 +105,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, comma
         _start_run(run, cfg, schedule, steps_per_epoch, state.iteration if resume else None, dist,
                    resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
     stepper = step_model(model, cfg, dist, device)
-    eval_every = cfg.eval_every or steps_per_epoch
-    ckpt_every = cfg.ckpt_every or eval_every
+    eval_every, ckpt_every = cfg.eval_every or steps_per_epoch, cfg.ckpt_every or cfg.eval_every or steps_per_epoch
     progress = Progress(total=schedule.total, start=state.iteration, steps_per_epoch=steps_per_epoch,
                         quiet=cfg.quiet or not dist.main, title=f"{cfg.model} on {cfg.data}")
     checkpoint = partial(save_train_checkpoint, model=model, opt=opt, schedule=schedule, state=state, ema=ema,
