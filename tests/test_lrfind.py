@@ -58,7 +58,8 @@ def test_lr_find_suggests_inside_the_sweep_and_leaves_the_run_untouched(fmnist_d
     lrs = [float(r["lr"]) for r in rows]
     assert 1e-4 <= res["suggested_lr"] <= 1 and min(lrs) <= res["suggested_lr"] <= max(lrs)
     assert len(rows) == res["iterations"] <= 30 and (tmp_path / "lf" / "lr-find.png").is_file()
-    assert res["weights"] == str(run) and f"--config {run / 'config.json'}" in res["train_command"]
+    assert res["init"] == str(run)  # the run's weights, and the command that fine-tunes them
+    assert f"--config {run / 'config.json'} " in res["train_command"] and f"--init {run} " in res["train_command"]
     assert main(["lr-find", str(run), "--data-dir", str(fmnist_dir), *TINY, "--out", str(run / "lr")]) == 2
     assert "never writes into a run" in capsys.readouterr().err
     assert _snapshot(run) == before

@@ -254,8 +254,8 @@ def _add_lr_find(sub: argparse._SubParsersAction) -> None:
                                    "--max-lr (Smith 2017, Section 3.3); plot the smoothed loss, suggest the lr of "
                                    "its steepest descent and print the `reslab train` command that uses it. "
                                    "Writes only its own --out folder.")
-    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="sweep from this run's config and trained weights "
-                   "(only read; --config RUN_DIR/config.json sweeps a fresh model of its config)")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="sweep from this run's config and trained weights, "
+                   "as --config RUN_DIR/config.json --init RUN_DIR (only read; --config alone: a fresh model)")
     add_model_data_flags(p)
     g = p.add_argument_group("sweep")
     g.add_argument("--min-lr", type=cli_types.positive_float, default=1e-5, help="first lr (default 1e-5)")
@@ -263,6 +263,7 @@ def _add_lr_find(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iterations", type=cli_types.positive_int, default=200, help="length of the sweep (default 200)")
     g.add_argument("--recipe", help="cifar-paper (default) or imagenet-paper: batch size, momentum, weight decay")
     g.add_argument("--config", metavar="FILE", help="options from a YAML file or a run's config.json, as for train")
+    _add_finetune_flags(p.add_argument_group("fine-tuning (docs/finetuning.md)"))
     add_run_flags(g := p.add_argument_group("run"))
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_lr_find)
@@ -275,14 +276,15 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from reslab.train.lrfind import LRFindConfig, lr_find
 
     if args.run is not None:
-        if args.config:
-            raise ReslabError(f"{args.run} and --config {args.config} both give the config; pass one of them")
-        args.config = str(Path(args.run) / "config.json")
+        if args.config or args.init:
+            raise ReslabError(f"{args.run} and --{'config' if args.config else 'init'} both give the "
+                              f"{'config' if args.config else 'weights'}; pass one of them")
+        args.config, args.init = str(Path(args.run) / "config.json"), args.run
         if not Path(args.config).is_file():
             raise ReslabError(f"{args.run} is not a run directory (no config.json); pass the folder that "
                               "`reslab train` created")
     cfg = LRFindConfig(config_from_args(args, skip=LR_FIND_ONLY), min_lr=args.min_lr, max_lr=args.max_lr,
-                       iterations=args.iterations, out=args.out, weights=args.run, train_args=train_flags(args))
+                       iterations=args.iterations, out=args.out, train_args=train_flags(args))
     result = lr_find(cfg, log=lambda s: print(s, file=sys.stderr))
     if args.json:
         print((result.out / "lr-find.json").read_text(), end="")

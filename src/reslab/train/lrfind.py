@@ -33,9 +33,10 @@ from reslab.plotting import pyplot, save_figure
 from reslab.train.config import TrainConfig
 from reslab.train.data import TrainData, prepare_data
 from reslab.train.distributed import Dist
+from reslab.train.finetune import FineTune
 from reslab.train.rundir import is_run
-from reslab.train.step import build_model, make_optimizer, model_kwargs, set_lr, train_step
-from reslab.weights import load_into, load_weights
+from reslab.train.schedule import Schedule
+from reslab.train.step import build_model, make_optimizer, model_kwargs, train_step
 
 BETA = 0.98  # fastai's smoothing of the loss
 STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum (fastai)
@@ -51,7 +52,6 @@ class LRFindConfig:
     max_lr: float = 10.0
     iterations: int = 200
     out: str | None = None  # default: lr-find/<model>-<data>-<time>
-    weights: str | None = None  # a run or weights folder to start from (only read); None: a fresh model
     train_args: list[str] = field(default_factory=list)  # `reslab train` flags of the same config, for the command
 
 
@@ -139,9 +139,10 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindR
     torch.manual_seed(tc.seed)
     data = prepare_data(tc, device, Dist(), amp)
     model = build_model(tc, model_kwargs(tc, len(data.classes), data.in_chans), device, channels_last)
-    if cfg.weights is not None:
-        load_into(model, load_weights(cfg.weights)[0].state_dict())
-    lrs, losses = _sweep(cfg, model, data, device, amp, channels_last, log)
+    # --init (weights, only read), --freeze, --head-epochs and --lr-decay-per-stage as `reslab train` applies them
+    tuning = FineTune.setup(tc, model, data, Schedule.from_config(tc, data.batches.steps_per_epoch), Dist(),
+                            fresh=True)
+    lrs, losses = _sweep(cfg, model, data, tuning, device, amp, channels_last, log)
     smoothed = smooth(losses)
     steepest, min_over_10 = suggest(lrs, smoothed)
     command = shlex.join(["reslab", "train", *cfg.train_args, "--lr", f"{steepest:.3g}"])
@@ -150,8 +151,8 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindR
     return result
 
 
-def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, device: torch.device, amp: bool, channels_last: bool,
-           log: Callable[[str], None]) -> tuple[list[float], list[float]]:
+def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, tuning: FineTune, device: torch.device, amp: bool,
+           channels_last: bool, log: Callable[[str], None]) -> tuple[list[float], list[float]]:
     """Train at each lr of the sweep until the smoothed loss exceeds STOP_FACTOR x its minimum (or is not finite);
     returns the lrs run and their mini-batch losses. Batches (b, C, H, W) float32 come from `data.batches.batch(it)`."""
     opt = make_optimizer(model, cfg.train, device)
@@ -159,7 +160,7 @@ def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, device: torch.d
     smoother, best = Smoother(), math.inf
     model.train()
     for it, lr in enumerate(sweep_lrs(cfg.min_lr, cfg.max_lr, cfg.iterations)):
-        set_lr(opt, lr)
+        tuning.set_lr(opt, 0, lr)  # with --head-epochs the whole sweep is of the first phase, the head's
         x, y = data.batches.batch(it)
         loss, _ = train_step(model, opt, x.to(device), y.to(device), amp=amp, channels_last=channels_last,
                              label_smoothing=cfg.train.label_smoothing, class_weight=data.loss_weight)
@@ -190,7 +191,7 @@ def _write(result: LRFindResult, cfg: LRFindConfig) -> None:
     summary = {"suggested_lr": result.suggested_lr, "rule": "steepest descent of the smoothed loss",
                "min_lr_over_10": result.min_lr_over_10, "min_lr": cfg.min_lr, "max_lr": cfg.max_lr,
                "iterations": len(result.lrs), "planned_iterations": cfg.iterations,
-               "stopped_early": result.stopped_early, "weights": cfg.weights, "train_command": result.train_command,
+               "stopped_early": result.stopped_early, "init": cfg.train.init, "train_command": result.train_command,
                "config": cfg.train.to_dict()}
     atomic_write_text(out / FILES[2], json.dumps(summary, indent=2, default=list) + "\n")
 
