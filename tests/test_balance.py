@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from reslab.cli import main
@@ -20,6 +21,8 @@ from reslab.train import resolve_config, train
 from reslab.train.balance import BalancedSampler, balanced_order, epoch_order, loss_weights
 from reslab.train.batches import InMemoryBatches
 from reslab.train.checkpoint import load_checkpoint
+from reslab.train.data import prepare_data
+from reslab.train.distributed import Dist
 from reslab.train.step import train_step
 
 LABELS = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)  # 80 / 15 / 5: imbalanced
@@ -161,3 +164,19 @@ def test_bad_balance_is_a_one_line_error(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "--balance" in err[-1] and "weights" in err[-1]
+
+
+def test_an_image_folder_draws_balanced_batches(tmp_path):
+    for split, counts in (("train", {"ant": 12, "bee": 4}), ("val", {"ant": 1, "bee": 1})):
+        for c, n in counts.items():
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 16, 0, 0)).save(tmp_path / split / c / f"{i}.png")
+    cfg = resolve_config("cifar-paper", data="folder", data_dir=str(tmp_path), batch_size=4, workers=0,
+                         balance="sampler", device="cpu")
+    data = prepare_data(cfg, torch.device("cpu"), Dist(), amp=False)
+    labels = torch.cat([data.batches.batch(it)[1] for it in range(3 * data.batches.steps_per_epoch)])
+    assert labels.bincount().tolist() == [24, 24]  # 12 + 4 images: 8 draws of each class per epoch
+    loss = prepare_data(resolve_config("cifar-paper", data="folder", data_dir=str(tmp_path), batch_size=4,
+                                       workers=0, balance="loss", device="cpu"), torch.device("cpu"), Dist(), False)
+    assert loss.loss_weight.tolist() == pytest.approx([16 / 24, 16 / 8])
