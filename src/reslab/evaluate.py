@@ -8,7 +8,7 @@ the centre, and their flips) with softmax scores averaged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,7 @@ class EvalResult:
         names = classes or [str(i) for i in range(len(self.per_class_acc))]
         s = self.scores
 
-        def per_class(values: list[float]) -> dict[str, float]:
+        def per_class(values: Sequence[float]) -> dict[str, float]:
             return dict(zip(names, values, strict=True))
 
         return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n,

@@ -93,7 +93,8 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     per_rank = cfg.batch_size // dist.world
 
     def make_loader(epoch: int) -> DataLoader:
-        sampler = (BalancedSampler(train.targets, seed=cfg.seed, rank=dist.rank, world=dist.world)
+        sampler: BalancedSampler | DistributedSampler = (
+            BalancedSampler(train.targets, seed=cfg.seed, rank=dist.rank, world=dist.world)
                    if cfg.balance == "sampler" else
                    DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True))
         sampler.set_epoch(epoch)
