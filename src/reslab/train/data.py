@@ -95,8 +95,8 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     def make_loader(epoch: int) -> DataLoader:
         sampler: BalancedSampler | DistributedSampler = (
             BalancedSampler(train.targets, seed=cfg.seed, rank=dist.rank, world=dist.world)
-                   if cfg.balance == "sampler" else
-                   DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True))
+            if cfg.balance == "sampler" else
+            DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True))
         sampler.set_epoch(epoch)
         g = torch.Generator().manual_seed(cfg.seed + epoch)
         return DataLoader(train, per_rank, sampler=sampler, num_workers=cfg.workers, drop_last=True,
