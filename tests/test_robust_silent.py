@@ -148,3 +148,20 @@ def test_curves_of_one_validation_pass_show_a_point(tmp_path, monkeypatch):
     train_line, val_line = figures[0].axes[0].lines[:2]
     assert list(val_line.get_xdata()) == [10] and val_line.get_marker() == "o"
     assert train_line.get_marker() not in (None, "None", "")
+
+
+def test_evaluate_val_uses_the_validation_split_the_run_held_out(tmp_path, capsys):
+    """`evaluate --split val` rebuilds the run's own hold-out (its seed and size), not seed 0's."""
+    from reslab.evaluate import _held_out
+
+    run = tmp_path / "run"
+    tiny_weights(run)
+    (run / "config.json").write_text(json.dumps({"seed": 7, "val_size": 300}))
+    assert _held_out(run) == {"seed": 7, "val_size": 300}
+    tiny_weights(run / "ema")  # a run's ema/ and raw/ weights: the config is one level up
+    assert _held_out(run / "ema") == {"seed": 7, "val_size": 300}
+    capsys.readouterr()
+    bare = tmp_path / "bare"
+    tiny_weights(bare)
+    assert _held_out(bare) == {}
+    assert "no run config.json" in capsys.readouterr().err

@@ -7,7 +7,9 @@ the centre, and their flips) with softmax scores averaged.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +212,7 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
                                          whole_images=bool(multiscale))
     else:
         classes, batches = _tensor_split(name, split, data_dir, pre, subset, batch_size=batch_size,
-                                         ten_crop=ten_crop)
+                                         ten_crop=ten_crop, held_out=_held_out(weights) if split == "val" else {})
     if list(classes) != list(meta["classes"]):
         raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
                           f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
@@ -238,10 +240,28 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 
+def _held_out(weights: str | Path) -> dict[str, Any]:
+    """The seed and size of the validation split the run held out, from the config.json of the run the
+    weights belong to (beside them, or one level up for a run's raw/ and ema/); {} when there is none."""
+    folder = resolve_weights(weights)[0].parent
+    for config in (folder / "config.json", folder.parent / "config.json"):
+        try:
+            saved = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict) and isinstance(saved.get("seed"), int):
+            return {"seed": saved["seed"], "val_size": saved.get("val_size")}
+    print(f"reslab evaluate: no run config.json beside {weights}: the validation split is the default one "
+          "(seed 0), which may not be the images this model held out", file=sys.stderr)
+    return {}
+
+
 def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], subset: Subset, *,
-                  batch_size: int, ten_crop: bool) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
-    """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4)."""
-    ds = subset_tensor(load_dataset(name, split, data_dir=data_dir), subset, train=False)
+                  batch_size: int, ten_crop: bool, held_out: dict[str, Any],
+                  ) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
+    """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4);
+    `held_out`: the seed and val_size the run split its validation images with."""
+    ds = subset_tensor(load_dataset(name, split, data_dir=data_dir, **held_out), subset, train=False)
 
     def norm(x: Tensor) -> Tensor:
         return normalize(x, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))
