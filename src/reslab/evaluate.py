@@ -7,7 +7,6 @@ the centre, and their flips) with softmax scores averaged.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +30,7 @@ from reslab.errors import ReslabError
 from reslab.hardware import check_device
 from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
-from reslab.weights import load_weights, resolve_weights
+from reslab.weights import load_weights, resolve_weights, run_config
 
 Split = Literal["test", "val"]
 SPLITS = ("test", "val")  # image folders have no public test labels: both mean root/val there (Section 3.4)
@@ -241,16 +240,11 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *
 
 
 def _held_out(weights: str | Path) -> dict[str, Any]:
-    """The seed and size of the validation split the run held out, from the config.json of the run the
-    weights belong to (beside them, or one level up for a run's raw/ and ema/); {} when there is none."""
-    folder = resolve_weights(weights)[0].parent
-    for config in (folder / "config.json", folder.parent / "config.json"):
-        try:
-            saved = json.loads(config.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(saved, dict) and isinstance(saved.get("seed"), int):
-            return {"seed": saved["seed"], "val_size": saved.get("val_size")}
+    """The seed and size of the validation split the run held out, from the config of the run the weights
+    belong to; {} (the default split, with a note) when there is none."""
+    saved = run_config(resolve_weights(weights)[0].parent)
+    if isinstance(saved.get("seed"), int):
+        return {"seed": saved["seed"], "val_size": saved.get("val_size")}
     print(f"reslab evaluate: no run config.json beside {weights}: the validation split is the default one "
           "(seed 0), which may not be the images this model held out", file=sys.stderr)
     return {}

@@ -349,3 +349,15 @@ def default_class_names(num_classes: int, ckpt_classes: int | None, finetune: bo
     if kept and num_classes == IMAGENET_CLASSES:
         return imagenet_classes()
     return [str(i) for i in range(num_classes)]
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """The saved config.json of the run at `path`, or of the run holding `path` as its raw/ or ema/
+    weights; {} when there is none (not a run, or an unreadable config.json)."""
+    if path.name in ("raw", "ema") and not (path / "config.json").is_file():
+        path = path.parent
+    try:
+        saved = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}

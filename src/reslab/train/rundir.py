@@ -14,6 +14,7 @@ from typing import Any
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.plotting import pyplot, save_figure
+from reslab.weights import run_config
 
 METRIC_FIELDS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
                  "images_per_s", "elapsed_s")
@@ -145,14 +146,9 @@ RUN_FOLDERS = ("checkpoints", "tensorboard", "raw", "ema")  # raw/ and ema/: the
 
 
 def trained_data_dir(path: Path) -> str | None:
-    """The --data-dir the run at `path` (or the run holding `path` as its raw/ or ema/ weights) was trained
-    on (None: not a run, or the default location)."""
-    if path.name in ("raw", "ema") and not is_run(path):
-        path = path.parent
-    try:
-        return json.loads((path / "config.json").read_text()).get("data_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The --data-dir the run at `path` (or holding it as raw/ or ema/) was trained on (None: not a run,
+    or the default location)."""
+    return run_config(path).get("data_dir")
 
 
 def is_run(path: Path) -> bool:
