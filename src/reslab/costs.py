@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from functools import cache
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import torch
 from reslab import models as models_pkg
 from reslab.analysis import count_params, layer_stats
 from reslab.fileio import atomic_write_text
+from reslab.model_index import CACHE_ENV as CACHE_ENV  # re-exported: the folder setting, shared
+from reslab.model_index import cache_dir
 from reslab.models.registry import create_model, list_models, model_entry
 from reslab.models.resnet import ResNet
-
-CACHE_ENV = "RESLAB_CACHE"  # folder for cached tables; default ~/.cache/reslab
 
 
 def model_costs(name: str) -> tuple[int, int]:
@@ -52,8 +51,7 @@ def measure_costs(name: str) -> tuple[int, int]:
 
 
 def cache_path() -> Path:
-    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "reslab")
-    return folder / f"model-costs-{_code_key()}.json"
+    return cache_dir() / f"model-costs-{_code_key()}.json"
 
 
 @cache

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from reslab.fileio import atomic_write_text
 
-CACHE_ENV = "RESLAB_CACHE"  # the same folder as reslab.costs's table
+CACHE_ENV = "RESLAB_CACHE"  # folder for cached tables (these rows, reslab.costs's); default ~/.cache/reslab
 COLUMNS = ("name", "family", "depth", "input", "params", "macs", "description")
 _PACKAGE = Path(__file__).parent
 
@@ -53,9 +53,13 @@ def models_table(pattern: str = "*", *, family: str | None = None) -> Table:
     return table
 
 
+def cache_dir() -> Path:
+    """Where reslab caches the tables it measures: $RESLAB_CACHE, else ~/.cache/reslab."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "reslab")
+
+
 def index_path() -> Path:
-    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "reslab")
-    return folder / f"model-rows-{_source_key()}.json"
+    return cache_dir() / f"model-rows-{_source_key()}.json"
 
 
 def _source_key() -> str:
