@@ -8,15 +8,10 @@ from rich.table import Table
 
 from reslab.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
 from reslab.console import console
-from reslab.model_index import models_table
 from reslab.models.registry import create_model, model_entry
 
 _HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}
 
-
-
-def print_models(pattern: str = "*", *, family: str | None = None) -> None:
-    console().print(models_table(pattern, family=family))
 
 
 def print_summary(name: str, *, input_size: tuple[int, int] | None = None, stages_only: bool = False,
