@@ -45,6 +45,9 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
     """The whole parser; `commands=False` leaves out the sub-commands of `_COMMAND_MODULES`, whose
     modules import torch (for `reslab models`, which answers in well under a second without it)."""
     parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning toolkit (He et al. 2015).")
+    parser.add_argument("--cpu-flags", metavar="FLAGS",
+                        help="act as on a CPU with only these flags, e.g. 'avx2 fma avx512f' (no bf16) or none: "
+                             "every automatic choice (--amp auto, --path auto, the bf16 rows) follows them")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list registered models with parameters and GMACs")
@@ -80,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(commands=argv[:1] != ["models"])
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    cpu_flags = vars(args).pop("cpu_flags")  # a global flag, not one of the command's options
+    if cpu_flags is not None:
+        os.environ["RESLAB_CPU_FLAGS"] = cpu_flags  # hardware.SIMULATED_FLAGS_ENV, read without torch
     try:
         return func(args) or 0
     except USER_ERRORS as e:

@@ -24,9 +24,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@cache
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+# `reslab --cpu-flags "avx2 fma avx512f"` (or this variable) makes every automatic choice act as on a CPU with
+# only these flags: how the tests check the choices of a machine without bf16 on one that has it.
+SIMULATED_FLAGS_ENV = "RESLAB_CPU_FLAGS"
+
+
 def cpu_flags() -> list[str]:
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+    """The instruction-set flags of CPU_FLAGS this CPU has (/proc/cpuinfo), or the simulated ones of
+    $RESLAB_CPU_FLAGS (space- or comma-separated; "none": no flag) when it is set."""
+    simulated = os.environ.get(SIMULATED_FLAGS_ENV)
+    if simulated is None:
+        return _detected_flags()
+    given = set(simulated.replace(",", " ").split()) - {"none"}
+    unknown = sorted(given - set(CPU_FLAGS))
+    if unknown:
+        raise ReslabError(f"unknown CPU flag(s) {', '.join(unknown)} in {SIMULATED_FLAGS_ENV}={simulated!r}; "
+                          f"choose from {' '.join(CPU_FLAGS)} (or none)")
+    return [w for w in CPU_FLAGS if w in given]
+
+
+def simulated_flags() -> bool:
+    """Whether the flags come from $RESLAB_CPU_FLAGS instead of the CPU."""
+    return SIMULATED_FLAGS_ENV in os.environ
+
+
+@cache
+def _detected_flags() -> list[str]:
+    wanted = CPU_FLAGS
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -43,7 +68,7 @@ def describe(device: torch.device | str | None = None) -> dict[str, str]:
         "cpu": cpu_model(),
         "cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
-        "cpu_flags": " ".join(cpu_flags()),
+        "cpu_flags": " ".join(cpu_flags()) + (f" (simulated: {SIMULATED_FLAGS_ENV})" if simulated_flags() else ""),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

@@ -10,7 +10,8 @@ from reslab import cli_types
 from reslab.errors import ReslabError
 
 # reslab.deploy.fast.PATHS, spelled out so that `reslab --help` need not import torch (a test keeps them equal)
-_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
+_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8-ort",
+                "int8-torchao", "int8")
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
@@ -131,11 +132,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_infer(args: argparse.Namespace) -> int:
-    from reslab.deploy.bench import bench_infer, print_report, report_path, save_report
-    from reslab.deploy.fast import PATHS
+    from reslab.deploy.bench import BENCH_PATHS, bench_infer, print_report, report_path, save_report
 
     report_path(args.out, args.model)  # a bad --out fails now, not after the benchmark
-    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else PATHS
+    paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else BENCH_PATHS
     side = None
     if args.image_size is not None:
         side, width = args.image_size

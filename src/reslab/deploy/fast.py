@@ -11,11 +11,17 @@ Paths, cheapest to build first:
   compiled       folded + channels-last through `torch.compile` with inductor freezing
                  (weights become constants, convs are pre-packed); minutes to build.
   onnxruntime    ONNX export (dynamic batch) run by onnxruntime, all graph optimisations on.
-  int8           onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8
+  int8-ort       onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8
                  activations calibrated on sample images (U8S8, the VNNI-friendly pair).
+  int8-torchao   PyTorch's own int8: torchao's pt2e flow with X86InductorQuantizer (per-channel
+                 int8 weights, uint8 activations, calibrated on the same images), lowered by
+                 inductor with freezing to oneDNN's VNNI / AMX-int8 kernels; a minute to build.
+  int8           both int8 paths built and timed on the example batch; the faster one serves
+                 (one of them alone where the other cannot be built here).
 
-int8 goes through onnxruntime because PyTorch's own pt2e flow (`quantize_pt2e` with
-`X86InductorQuantizer`) has left `torch.ao` for torchao, which is not installed here.
+torchao needs `torch.export(strict=True)`: torch 2.14's default non-strict export leaves out the
+per-call source names, so the quantiser sees the three uses of a block's one ReLU module as a
+single node with three outputs and stops ("Input partition has more than one output node").
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from reslab.errors import ReslabError
 from reslab.models.blocks import BasicBlock, Bottleneck
 from reslab.models.resnet import ResNet
 
-PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8")
+PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8-ort",
+                          "int8-torchao", "int8")
+INT8_PATHS: tuple[str, ...] = ("int8-ort", "int8-torchao")  # what "int8" chooses between
 # select_fastest's default field: the fp32 paths that must agree with eager.
 FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
 
@@ -216,6 +224,36 @@ def quantize_onnx(model: bytes, calib: Tensor, *, batch_size: int = 8) -> bytes:
         return q8.read_bytes()
 
 
+def quantize_torchao(model: nn.Module, example_input: Tensor, calib: Tensor, *, batch_size: int = 8) -> nn.Module:
+    """`model` (eval) quantised by torchao's pt2e flow for x86: exported at `example_input`'s shape,
+    annotated by X86InductorQuantizer (its default static config: per-channel int8 weights, uint8
+    activations with MinMax observers), calibrated on `calib` (N, C, H, W) in chunks of the example's
+    batch, converted to quantize/dequantize pairs that inductor lowers to int8 oneDNN kernels."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ModuleNotFoundError as e:
+        raise ReslabError("the int8-torchao path needs torchao; install it with `pip install reslab[deploy]`") from e
+    if calib is None or len(calib) == 0:
+        raise ReslabError("int8 needs calibration images; pass a few dozen representative images (--calib DIR)")
+    batch = example_input.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(model.eval(), (example_input,), strict=True).module()
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            for chunk in calib.split(batch):
+                prepared(_pad_to(chunk, batch))
+        return convert_pt2e(prepared)
+
+
+def _pad_to(x: Tensor, batch: int) -> Tensor:
+    """`x` with its last row repeated up to `batch` rows (a fixed-shape graph's input)."""
+    n = x.shape[0]
+    return x if n == batch else torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
+
+
 # ---------------------------------------------------------------------------- engines
 def _torch_runner(module: nn.Module, *, channels_last: bool, dtype: torch.dtype = torch.float32
                   ) -> Callable[[Tensor], Tensor]:
@@ -237,7 +275,8 @@ def _bf16_module(model: nn.Module) -> nn.Module:
     return fold_bn(model).to(memory_format=torch.channels_last, dtype=torch.bfloat16)
 
 
-def _compiled_runner(module: nn.Module, example_input: Tensor) -> Callable[[Tensor], Tensor]:
+def _compiled_runner(module: nn.Module, example_input: Tensor, *, channels_last: bool = True
+                     ) -> Callable[[Tensor], Tensor]:
     """torch.compile with inductor freezing for the example's batch size.
 
     Other batch sizes are padded up to it or split into chunks of it, so one compile
@@ -250,17 +289,14 @@ def _compiled_runner(module: nn.Module, example_input: Tensor) -> Callable[[Tens
 
     def call(x: Tensor) -> Tensor:
         with torch.no_grad(), inductor_config.patch(freezing=True):
-            return compiled(x.contiguous(memory_format=torch.channels_last)).clone()
+            return compiled(x.contiguous(memory_format=torch.channels_last) if channels_last else x).clone()
 
     call(example_input)  # compile now, so that failures surface here and timing excludes it
 
     def run(x: Tensor) -> Tensor:
         outs = []
         for chunk in x.split(batch):
-            n = chunk.shape[0]
-            if n < batch:
-                chunk = torch.cat([chunk, chunk[-1:].expand(batch - n, *chunk.shape[1:])])
-            outs.append(call(chunk)[:n])
+            outs.append(call(_pad_to(chunk, batch))[:chunk.shape[0]])
         return torch.cat(outs)
 
     return run
@@ -271,7 +307,7 @@ def build_engine(
 ) -> InferenceEngine:
     """Build inference path `path` (one of PATHS) for `model` and inputs shaped like `example_input`.
 
-    `calib` (N, C, H, W) are preprocessed sample images for "int8"; `threads` sets
+    `calib` (N, C, H, W) are preprocessed sample images for the int8 paths; `threads` sets
     onnxruntime's intra-op threads (torch uses `torch.get_num_threads()`). "compiled" falls
     back to channels-last eager with a warning if torch.compile fails.
     """
@@ -298,17 +334,44 @@ def build_engine(
                                    build_s=time.perf_counter() - start)
     elif path == "onnxruntime":
         run = ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))
-    else:  # int8
+    elif path == "int8":
+        return fastest_int8(model, example_input, calib, threads=threads)
+    else:  # int8-ort, int8-torchao
         if calib is None:
-            raise ReslabError("the int8 path needs calibration images (calib=...)")
-        quantized = quantize_onnx(onnx_bytes(model, example_input), calib)
-        run = ort_runner(ort_session(quantized, threads=threads))
+            raise ReslabError("the int8 paths need calibration images (calib=...)")
+        if path == "int8-ort":
+            run = ort_runner(ort_session(quantize_onnx(onnx_bytes(model, example_input), calib), threads=threads))
+        else:
+            run = _compiled_runner(quantize_torchao(model, example_input, calib), example_input, channels_last=False)
     return InferenceEngine(path, run, build_s=time.perf_counter() - start)
 
 
 def agreement(ref: Tensor, out: Tensor) -> tuple[float, float]:
     """(max |ref - out|, fraction of rows with the same arg-max)."""
     return float((ref - out).abs().max()), float((ref.argmax(1) == out.argmax(1)).float().mean())
+
+
+def fastest_int8(model: nn.Module, example_input: Tensor, calib: Tensor | None, *, threads: int | None = None,
+                 repeats: int = 5) -> InferenceEngine:
+    """`int8`: both int8 paths built, each timed on `example_input` (median of `repeats` after a warm-up
+    call), the faster returned under its own name; one that cannot be built here is left out, with a
+    warning. Its `build_s` is both builds and the timing."""
+    if calib is None:
+        raise ReslabError("the int8 paths need calibration images (calib=...)")
+    start, timed = time.perf_counter(), []
+    for path in INT8_PATHS:
+        try:
+            engine = build_engine(model, path, example_input, calib, threads=threads)
+        except (ReslabError, RuntimeError, ImportError) as e:
+            warnings.warn(f"int8: skipping {path}: {str(e).splitlines()[0][:200]}", RuntimeWarning, stacklevel=2)
+            continue
+        timed.append((statistics.median(time_call(lambda e=engine: e(example_input), repeats=repeats)), engine))
+    if not timed:
+        raise ReslabError(f"no int8 path could be built here ({', '.join(INT8_PATHS)}); install onnxruntime or "
+                          "torchao (`pip install reslab[deploy]`)")
+    best = min(timed, key=lambda t: t[0])[1]
+    best.build_s = time.perf_counter() - start
+    return best
 
 
 def time_call(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> list[float]:

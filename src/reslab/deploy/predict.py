@@ -123,7 +123,7 @@ def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: 
     if path == "fastest":
         return select_fastest(net, example)
     calib = None
-    if path == "int8":
+    if path.startswith("int8"):
         calib = calibration_batch(files[:INT8_CALIB_MAX], pre)
     if path not in PATHS:
         raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")

@@ -345,7 +345,7 @@ def _keep_sigterm(signum: int, frame) -> None:
 
 def run_server(config: ServeConfig) -> int:
     """Serve until SIGTERM or Ctrl-C; SIGTERM stops accepting, answers everything admitted, exits 0."""
-    if config.path == "int8" and not config.calib:
+    if config.path.startswith("int8") and not config.calib:
         raise ReslabError("--path int8 needs calibration images; pass --calib DIR with a few dozen typical images")
     tune_malloc()
     Image.MAX_IMAGE_PIXELS = config.max_pixels  # load_image refuses anything larger (a decompression bomb)

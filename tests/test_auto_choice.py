@@ -1,0 +1,78 @@
+"""The automatic choices (--amp auto, the bf16 rows, --path int8) on the CPU at hand and on a simulated one:
+`reslab --cpu-flags` / $RESLAB_CPU_FLAGS make a bf16 CPU act as one without bf16, so the choice logic of
+both kinds of machine is tested on either."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab import hardware
+from reslab.cli import main
+from reslab.deploy.bench import bench_infer
+from reslab.deploy.fast import INT8_PATHS, build_engine
+from reslab.errors import ReslabError
+from reslab.models import create_model
+
+from fakedata import randomise_bn
+
+NO_BF16 = "avx2 fma avx512f avx512_vnni"
+BF16 = "avx2 fma avx512f avx512_vnni avx512_bf16"
+
+
+def test_simulated_flags_replace_the_detected_ones(monkeypatch):
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, NO_BF16)
+    assert hardware.cpu_flags() == ["avx2", "fma", "avx512f", "avx512_vnni"]
+    assert not hardware.native_bf16_cpu() and not hardware.native_bf16(torch.device("cpu"))
+    assert "simulated" in hardware.describe_line()
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, "amx_bf16,amx_tile")
+    assert hardware.native_bf16_cpu()
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, "none")
+    assert hardware.cpu_flags() == []
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, "avx2 sse9")
+    with pytest.raises(ReslabError, match=r"unknown CPU flag.*sse9"):
+        hardware.cpu_flags()
+    monkeypatch.delenv(hardware.SIMULATED_FLAGS_ENV)
+    assert hardware.cpu_flags() == hardware._detected_flags()
+
+
+@pytest.mark.parametrize(("flags", "amp"), [(NO_BF16, False), (BF16, True)])
+def test_amp_auto_follows_the_cpu(fmnist_dir, tmp_path, monkeypatch, flags, amp):
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, "none")  # restored after the test: main sets it
+    out = tmp_path / "run"
+    assert main(["--cpu-flags", flags, "train", "--data-dir", str(fmnist_dir), "--iterations", "2",
+                 "--batch-size", "8", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    assert resolved["amp"] is amp  # bf16 autocast only where the CPU has bf16 instructions
+
+
+def test_bench_infer_leaves_out_bf16_without_it(monkeypatch):
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, NO_BF16)
+    report = bench_infer("resnet20", batch_size=2, repeats=1, paths=("channels-last", "bf16"))
+    assert [r["name"] for r in report["rows"]] == ["reslab channels-last"]
+    assert "bf16" not in report["matmul_gflops"]  # no bf16 peak is measured where bf16 is emulated
+    assert "simulated" not in report["hardware"]["cpu"]
+
+
+def test_int8_paths_agree_with_fp32_and_int8_picks_one(monkeypatch):
+    pytest.importorskip("torchao")
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet20")).eval()
+    x, calib = torch.randn(8, 3, 32, 32), torch.randn(16, 3, 32, 32)
+    with torch.inference_mode():
+        ref = model(x)
+    for path in INT8_PATHS:
+        engine = build_engine(model, path, x, calib)
+        out = engine(x)
+        assert engine.name == path and out.shape == ref.shape and out.dtype == torch.float32
+        # int8 rounding: close to fp32, not equal to it
+        assert 0 < (out - ref).abs().max() <= 0.1 * ref.abs().max(), path
+        odd = engine(torch.cat([x, x[:3]]))  # a fixed-shape graph serves other batch sizes too
+        assert torch.allclose(odd[8:], out[:3], atol=1e-5)
+    chosen = build_engine(model, "int8", x, calib)
+    assert chosen.name in INT8_PATHS
+    with pytest.raises(ReslabError, match="calibration images"):
+        build_engine(model, "int8", x)
