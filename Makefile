@@ -2,29 +2,40 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+BASE   := $(VENV)/.reslab-base
 STAMP  := $(VENV)/.reslab-installed
 # torch 2.14.1 / torchvision 0.29.1 install offline on the project's machines; any torch >= 2.10 works.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
-PIP    := $(PY) -m pip install --progress-bar off -q
+# --no-compile: Python byte-compiles a module when it is first imported; compiling all of torch's files
+# at install time only delays `make run`.
+PIP    := $(PY) -m pip install --progress-bar off -q --no-compile
 
 .PHONY: setup run test test-slow lint data clean
 
+# `make setup`: the package with its dev extras (tests, lint, ONNX, serve, explain). `make run` needs
+# only the package itself ($(BASE)); the extras come with the first `make test` or `make setup`.
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH)
+	$(PIP) -e .
+	@touch $(BASE)
+
+$(STAMP): $(BASE)
 	$(PIP) -e ".[dev]"
 	@touch $(STAMP)
 
 data:
 	@scripts/ensure-fashion-mnist.sh
 
-# The main job: ResNet-20 on Fashion-MNIST with the paper's CIFAR recipe, its schedule rescaled to
-# RUN_EPOCHS epochs so it fits in 15 minutes on 2 CPU cores; prints the test accuracy and the report.
-RUN_EPOCHS ?= 14
-run: setup data
-	$(PY) -m reslab train --model resnet20 --data fashion-mnist --recipe cifar-paper --epochs $(RUN_EPOCHS)
+# The main job: ResNet-20 on Fashion-MNIST with the cifar-budget recipe (the paper's CIFAR recipe with cosine
+# decay and weight decay 5e-4, trained on the whole training set, tested on 10 crops: README "Training"), its
+# schedule rescaled to RUN_EPOCHS epochs so that set-up and training fit in 12 minutes on 2 CPU cores; prints
+# the test accuracy and the report. The paper's own recipe: `reslab train --recipe cifar-paper --epochs N`.
+RUN_EPOCHS ?= 11
+run: $(BASE) data
+	$(PY) -m reslab train --model resnet20 --data fashion-mnist --recipe cifar-budget --epochs $(RUN_EPOCHS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -78,3 +78,19 @@ def test_config_with_resume_or_a_folder_is_an_error(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "config.json"), "--resume", str(tmp_path)]) == 2
     assert "drop --config" in capsys.readouterr().err
+
+
+def test_cifar_budget_recipe_departs_only_where_named():
+    """make run's recipe: cosine and wd 5e-4 are its two departures from cifar-paper; the whole training set
+    and the 10-crop test are the paper's own protocol (Sections 4.2, 3.4). Every other value is cifar-paper's."""
+    from pathlib import Path
+
+    from reslab.train.config import resolve_config
+
+    paper, budget = resolve_config("cifar-paper").to_dict(), resolve_config("cifar-budget").to_dict()
+    changed = {k: (paper[k], budget[k]) for k in paper if paper[k] != budget[k]}
+    assert changed == {"recipe": ("cifar-paper", "cifar-budget"), "schedule": ("step", "cosine"),
+                       "milestones": ((32_000, 48_000), ()), "weight_decay": (1e-4, 5e-4),
+                       "val_size": (None, 0), "ten_crop": (False, True)}
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "--recipe cifar-budget" in makefile  # what `make run` trains, documented in README and results.md

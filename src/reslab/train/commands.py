@@ -83,7 +83,8 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule")
-    g.add_argument("--recipe", help="cifar-paper (default), imagenet-paper, modern (not the paper's: cosine, "
+    g.add_argument("--recipe", help="cifar-paper (default), imagenet-paper, cifar-budget (make run's: cosine, "
+                   "wd 5e-4, the whole training set, 10-crop test), modern (not the paper's: cosine, "
                    "linear warm-up, label smoothing, MixUp/CutMix, no wd on BN/bias, EMA), or finetune (not the "
                    "paper's: lr 0.01, cosine, 10 epochs, the head alone for the first; with --init)")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")

@@ -118,6 +118,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Section 3.4: batch 256, lr 0.1 /10 when the (validation) error plateaus, up to 60e4 iterations.
     "imagenet-paper": dict(batch_size=256, lr=0.1, schedule="plateau", iterations=600_000, milestones=(),
                            normalize="channel"),
+    # The CIFAR recipe for a short budget (what `make run` trains, docs/results.md "make run"): two departures
+    # from Section 4.2, each measured at 11 epochs on Fashion-MNIST: cosine decay instead of the /10 steps
+    # (Loshchilov & Hutter 2017; +0.4 points), weight decay 5e-4 instead of 1e-4 (Zagoruyko & Komodakis 2016's
+    # CIFAR value; +0.6). Faithful otherwise: batch 128, lr 0.1, momentum 0.9; it trains on the whole training
+    # set, as the paper's final CIFAR models do (Section 4.2: the 45k/5k split only chose the schedule), and
+    # tests on 10 crops, the paper's test of Section 3.4.
+    "cifar-budget": dict(batch_size=128, lr=0.1, schedule="cosine", iterations=64_000, milestones=(),
+                         weight_decay=5e-4, val_size=0, ten_crop=True),
     # Not the paper's: what timm and torchvision's reference scripts train with today (README, "Recipes"),
     # on the paper's budget, batch, lr, momentum and weight decay. Cosine decay (Loshchilov & Hutter 2017)
     # after a linear warm-up of 400 iterations from lr 0.01 (Goyal et al. 2017), label smoothing 0.1
