@@ -16,7 +16,7 @@ from reslab.deploy.fast import INT8_PATHS, build_engine
 from reslab.errors import ReslabError
 from reslab.models import create_model
 
-from fakedata import randomise_bn
+from fakedata import randomise_bn, tiny_weights
 
 NO_BF16 = "avx2 fma avx512f avx512_vnni"
 BF16 = "avx2 fma avx512f avx512_vnni avx512_bf16"
@@ -54,6 +54,26 @@ def test_bench_infer_leaves_out_bf16_without_it(monkeypatch):
     assert [r["name"] for r in report["rows"]] == ["reslab channels-last"]
     assert "bf16" not in report["matmul_gflops"]  # no bf16 peak is measured where bf16 is emulated
     assert "simulated" not in report["hardware"]["cpu"]
+
+
+@pytest.mark.parametrize(("flags", "allowed"), [(NO_BF16, {"onnxruntime"}), (BF16, {"onnxruntime", "bf16"})])
+def test_path_auto_times_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, flags, allowed):
+    pytest.importorskip("onnxruntime")
+    from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine
+    from reslab.weights import load_weights
+
+    model, meta = load_weights(tiny_weights(tmp_path / "w", {"mode": "channel", "mean": [0.5] * 3,
+                                                            "std": [0.25] * 3, "size": 32, "crop": 32}))
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, flags)
+    calls = []
+    import reslab.deploy.predict as predict_mod
+    real = predict_mod.auto_engine
+    monkeypatch.setattr(predict_mod, "auto_engine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    engine = build_predict_engine(model, meta, [], "auto", batch_size=8, n_images=AUTO_ORT_MIN)
+    assert engine.name in allowed
+    assert bool(calls) == ("bf16" in allowed)  # no bf16 is even timed where it would be emulated
+    small = build_predict_engine(model, meta, [], "auto", batch_size=8, n_images=2)
+    assert small.name == "channels-last"  # a few images: nothing worth an export
 
 
 def test_int8_paths_agree_with_fp32_and_int8_picks_one(monkeypatch):

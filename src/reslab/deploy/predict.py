@@ -3,15 +3,19 @@
 Inference path rule for `path="auto"`: folded BatchNorm + channels-last eager, which costs
 nothing to build (about a second for ResNet-50), for fewer than AUTO_ORT_MIN images; from
 AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s for
-ResNet-50) is repaid by its faster batches. torch.compile (a minute or more) and int8 are
-never chosen automatically; ask for them with `path="compiled"` / `"int8"`, or
-`path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
-`path="bf16"` (reduced precision, CPUs with bf16 instructions) is likewise opt-in only.
+ResNet-50) is repaid by its faster batches; and there, on a CPU with bf16 instructions
+(avx512_bf16, amx_bf16), the bf16 path too, timed beside onnxruntime on the example batch: the
+faster serves (`auto_engine`). bf16 is reduced precision but measured accurate: on the trained
+ResNet-20 of `make run` its test top-1 is within 0.05 points of fp32 (docs/benchmarks.md); it
+is faster for ResNet-50 on both CPU kinds measured, not for ResNet-20. torch.compile (a minute
+or more) and int8 are never chosen automatically; ask for them with `path="compiled"` /
+`"int8"`, or `path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest
+from reslab import hardware
+from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest, time_call
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
 from reslab.weights import load_weights
@@ -52,6 +57,13 @@ def auto_path(n_images: int) -> str:
     if n_images >= AUTO_ORT_MIN and importlib.util.find_spec("onnxruntime") is not None:
         return "onnxruntime"
     return "channels-last"
+
+
+def auto_engine(net: nn.Module, example: Tensor, repeats: int = 3) -> InferenceEngine:
+    """onnxruntime (fp32) and bf16 both built and timed on `example` (median of `repeats` after a warm-up
+    call); the faster is returned. For CPUs with bf16 instructions only: elsewhere bf16 is emulated."""
+    engines = [build_engine(net, p, example) for p in ("onnxruntime", "bf16")]
+    return min(engines, key=lambda e: statistics.median(time_call(lambda: e(example), repeats=repeats)))
 
 
 class _Features(nn.Module):
@@ -120,6 +132,8 @@ def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: 
     net: nn.Module = _Features(model).eval() if features else model
     if path == "auto":
         path = auto_path(n_images)
+        if path == "onnxruntime" and hardware.native_bf16_cpu():
+            return auto_engine(net, example)
     if path == "fastest":
         return select_fastest(net, example)
     calib = None
