@@ -96,3 +96,8 @@ def test_int8_paths_agree_with_fp32_and_int8_picks_one(monkeypatch):
     assert chosen.name in INT8_PATHS
     with pytest.raises(ReslabError, match="calibration images"):
         build_engine(model, "int8", x)
+
+
+def test_matmul_probe_covers_each_precision_of_the_rows():
+    for dtype in (torch.float32, torch.bfloat16, torch.int8):
+        assert hardware.matmul_gflops(dtype, n=128, reps=1) > 0

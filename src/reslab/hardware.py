@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 import platform
 import time
 from functools import cache
@@ -92,21 +93,29 @@ def native_bf16_cpu() -> bool:
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int = 2048, reps: int = 3) -> float:
     """Best of `reps` timed n x n matrix products, in GFLOP/s (2 n^3 per product): the machine's
-    measured peak for dense math in `dtype` (a measurement, not the data sheet's figure)."""
+    measured peak for dense math in `dtype` (a measurement, not the data sheet's figure). int8:
+    `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI / AMX-int8 kernels), in GOP/s."""
     device = torch.device(device)
+    if dtype == torch.int8:
+        a8, b8 = (torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device) for _ in range(2))
+        return _best_rate(lambda: torch._int_mm(a8, b8), n, reps, device)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return _best_rate(lambda: a @ b, n, reps, device)
 
+
+def _best_rate(product: Callable[[], object], n: int, reps: int, device: torch.device) -> float:
+    """GFLOP/s of the fastest of `reps` timed calls of an n x n `product`, after one untimed call."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b
+    product()
     best = float("inf")
     for _ in range(reps):
         sync()
         t = time.perf_counter()
-        a @ b
+        product()
         sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9

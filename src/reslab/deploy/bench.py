@@ -183,8 +183,8 @@ def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: T
         add(TV_EAGER, lambda: (_torch_fn(tv),) * 2)
         add(TV_ORT, lambda: (ort_runner(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
     for p in paths:
-        if p == "compiled":  # fixed-shape compile: one per batch size
-            add(f"reslab {p}", lambda p=p: (build_engine(net, p, x), build_engine(net, p, x1)))
+        if p in ("compiled", "int8-torchao"):  # fixed-shape graphs: one per batch size
+            add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib), build_engine(net, p, x1, calib)))
         else:
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib, threads=threads),) * 2)
     return runners, rows
@@ -196,7 +196,9 @@ def _time_rows(runners: _Runners, rows: dict[str, Row], x: Tensor, repeats: int,
     # Each timed call follows an untimed one of the same path, so that the previous path's
     # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
     x1 = x[:1].clone()
-    probe_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16_cpu() else {})}
+    probe_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16_cpu() else {}),
+                    **({"int8": torch.int8} if any(n.endswith("int8-ort") or n.endswith("int8-torchao")
+                                                   for n in runners) else {})}
     peaks: dict[str, list[float]] = {k: [] for k in probe_dtypes}
     for r in range(repeats):
         log(f"round {r + 1}/{repeats}")
@@ -270,7 +272,8 @@ def print_report(report: dict) -> None:
                       f"{r['max_abs_diff']:.1e}", f"{r['top1_agreement']:.0%}")
     console.print(table)
     m = report["matmul_gflops"]
-    rates = ", ".join(f"{m[k]:.0f} GFLOP/s {k}" for k in ("fp32", "bf16") if k in m)
+    rates = ", ".join(f"{m[k]:.0f} {'GOP' if k == 'int8' else 'GFLOP'}/s {k}" for k in ("fp32", "bf16", "int8")
+                      if k in m)
     if report.get("int8_choice"):
         console.print(f"--path int8 serves {report['int8_choice']}, the faster int8 row here")
     console.print(f"measured peak (2048x2048 matmul, median of rounds): {rates}; "
