@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 import platform
 import time
+from collections.abc import Callable
 from functools import cache
 
 import torch
