@@ -197,8 +197,7 @@ def _time_rows(runners: _Runners, rows: dict[str, Row], x: Tensor, repeats: int,
     # thread pool (onnxruntime's spinning workers, OpenMP's) has gone quiet and caches hold this one.
     x1 = x[:1].clone()
     probe_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if native_bf16_cpu() else {}),
-                    **({"int8": torch.int8} if any(n.endswith("int8-ort") or n.endswith("int8-torchao")
-                                                   for n in runners) else {})}
+                    **({"int8": torch.int8} if any(row_precision(n) == "int8" for n in runners) else {})}
     peaks: dict[str, list[float]] = {k: [] for k in probe_dtypes}
     for r in range(repeats):
         log(f"round {r + 1}/{repeats}")

@@ -224,7 +224,7 @@ def quantize_onnx(model: bytes, calib: Tensor, *, batch_size: int = 8) -> bytes:
         return q8.read_bytes()
 
 
-def quantize_torchao(model: nn.Module, example_input: Tensor, calib: Tensor, *, batch_size: int = 8) -> nn.Module:
+def quantize_torchao(model: nn.Module, example_input: Tensor, calib: Tensor) -> nn.Module:
     """`model` (eval) quantised by torchao's pt2e flow for x86: exported at `example_input`'s shape,
     annotated by X86InductorQuantizer (its default static config: per-channel int8 weights, uint8
     activations with MinMax observers), calibrated on `calib` (N, C, H, W) in chunks of the example's
@@ -358,20 +358,23 @@ def fastest_int8(model: nn.Module, example_input: Tensor, calib: Tensor | None, 
     warning. Its `build_s` is both builds and the timing."""
     if calib is None:
         raise ReslabError("the int8 paths need calibration images (calib=...)")
-    start, timed = time.perf_counter(), []
+    start, built = time.perf_counter(), []
     for path in INT8_PATHS:
         try:
-            engine = build_engine(model, path, example_input, calib, threads=threads)
+            built.append(build_engine(model, path, example_input, calib, threads=threads))
         except (ReslabError, RuntimeError, ImportError) as e:
             warnings.warn(f"int8: skipping {path}: {str(e).splitlines()[0][:200]}", RuntimeWarning, stacklevel=2)
-            continue
-        timed.append((statistics.median(time_call(lambda e=engine: e(example_input), repeats=repeats)), engine))
-    if not timed:
+    if not built:
         raise ReslabError(f"no int8 path could be built here ({', '.join(INT8_PATHS)}); install onnxruntime or "
                           "torchao (`pip install reslab[deploy]`)")
-    best = min(timed, key=lambda t: t[0])[1]
+    best = faster_of(built, example_input, repeats=repeats)
     best.build_s = time.perf_counter() - start
     return best
+
+
+def faster_of(engines: Sequence[InferenceEngine], example_input: Tensor, *, repeats: int = 3) -> InferenceEngine:
+    """The engine of `engines` with the lowest median time on `example_input` (after a warm-up call)."""
+    return min(engines, key=lambda e: statistics.median(time_call(lambda: e(example_input), repeats=repeats)))
 
 
 def time_call(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> list[float]:

@@ -15,7 +15,6 @@ or more) and int8 are never chosen automatically; ask for them with `path="compi
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from reslab import hardware
-from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest, time_call
+from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, faster_of, select_fastest
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
 from reslab.weights import load_weights
@@ -62,8 +61,7 @@ def auto_path(n_images: int) -> str:
 def auto_engine(net: nn.Module, example: Tensor, repeats: int = 3) -> InferenceEngine:
     """onnxruntime (fp32) and bf16 both built and timed on `example` (median of `repeats` after a warm-up
     call); the faster is returned. For CPUs with bf16 instructions only: elsewhere bf16 is emulated."""
-    engines = [build_engine(net, p, example) for p in ("onnxruntime", "bf16")]
-    return min(engines, key=lambda e: statistics.median(time_call(lambda: e(example), repeats=repeats)))
+    return faster_of([build_engine(net, p, example) for p in ("onnxruntime", "bf16")], example, repeats=repeats)
 
 
 class _Features(nn.Module):
