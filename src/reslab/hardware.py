@@ -52,13 +52,12 @@ def simulated_flags() -> bool:
 
 @cache
 def _detected_flags() -> list[str]:
-    wanted = CPU_FLAGS
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
+                    return [w for w in CPU_FLAGS if w in have]
     except OSError:
         pass
     return []

@@ -406,7 +406,7 @@ def select_fastest(
     """
     eager = build_engine(model, "eager", example_input)
     ref = eager(example_input)
-    best, best_t = eager, statistics.median(time_call(lambda: eager(example_input), repeats=repeats))
+    agreeing = [eager]
     tol = rtol * max(1.0, float(ref.abs().max()))
     for path in paths:
         if path == "eager":
@@ -417,9 +417,6 @@ def select_fastest(
             warnings.warn(f"skipping {path}: {e}", RuntimeWarning, stacklevel=2)
             continue
         diff, top1 = agreement(ref, engine(example_input))
-        if diff > tol or top1 < 1.0:
-            continue
-        t = statistics.median(time_call(lambda e=engine: e(example_input), repeats=repeats))
-        if t < best_t:
-            best, best_t = engine, t
-    return best
+        if diff <= tol and top1 == 1.0:
+            agreeing.append(engine)
+    return faster_of(agreeing, example_input, repeats=repeats)
