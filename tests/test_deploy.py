@@ -297,6 +297,27 @@ def test_bf16_path_is_close_to_fp32_and_never_picked_as_fp32(monkeypatch):
     assert "bf16" not in FP32_CANDIDATES
 
 
+def test_bf16_compiled_is_close_to_fp32_at_every_batch_size(monkeypatch):
+    import reslab.hardware
+
+    torch.manual_seed(0)
+    model = randomise_bn(create_model("resnet20"))
+    x = torch.randn(4, 3, 32, 32)
+    monkeypatch.setattr(reslab.hardware, "native_bf16_cpu", lambda: False)
+    with pytest.raises(ReslabError, match="bf16 instructions"):  # refused, not a "compile failed" fallback
+        build_engine(model, "bf16-compiled", x)
+    monkeypatch.setattr(reslab.hardware, "native_bf16_cpu", lambda: True)
+    engine = build_engine(model, "bf16-compiled", x)
+    assert engine.name == "bf16-compiled"
+    with torch.inference_mode():
+        ref = model(x)
+    for batch in (x, x[:3], torch.cat([x, x, x[:1]])):  # padded up to, or split into, the compiled batch
+        out, want = engine(batch), ref.repeat(3, 1)[:len(batch)]
+        assert out.dtype == torch.float32 and out.shape == want.shape
+        assert 1e-6 < (out - want).abs().max() <= 0.05 * want.abs().max()
+    assert "bf16-compiled" not in FP32_CANDIDATES
+
+
 # ---------------------------------------------------------------------------- export
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported-program"])
 def test_export_parity(tmp_path, weights, fmt):

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from reslab.analysis import count_macs
 from reslab.console import console as make_console
 from reslab.deploy.fast import (
+    FIXED_SHAPE_PATHS,
     INT8_PATHS,
     PATHS,
     agreement,
@@ -183,7 +184,7 @@ def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: T
         add(TV_EAGER, lambda: (_torch_fn(tv),) * 2)
         add(TV_ORT, lambda: (ort_runner(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
     for p in paths:
-        if p in ("compiled", "int8-torchao"):  # fixed-shape graphs: one per batch size
+        if p in FIXED_SHAPE_PATHS:  # one graph per batch size
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib), build_engine(net, p, x1, calib)))
         else:
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib, threads=threads),) * 2)

@@ -10,8 +10,8 @@ from reslab import cli_types
 from reslab.errors import ReslabError
 
 # reslab.deploy.fast.PATHS, spelled out so that `reslab --help` need not import torch (a test keeps them equal)
-_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8-ort",
-                "int8-torchao", "int8")
+_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "bf16-compiled",
+                 "onnxruntime", "int8-ort", "int8-torchao", "int8")
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,11 @@ Paths, cheapest to build first:
                  on CPUs with bf16 instructions (avx512_bf16, amx_bf16), where oneDNN runs it
                  at about 4x the fp32 matrix rate; elsewhere it is an error, not an emulation.
   compiled       folded + channels-last through `torch.compile` with inductor freezing
-                 (weights become constants, convs are pre-packed); minutes to build.
+                 (weights become constants, convs are pre-packed); 10 s to build for ResNet-50.
+  bf16-compiled  bf16 through `torch.compile` with freezing: the convs' bf16 weights pre-packed
+                 once into oneDNN's blocked layout instead of reordered on every eager call;
+                 for ResNet-50 at batch 16 on the EPYC 1.17x the bf16 path's images/s and
+                 0.64x its batch-1 latency (docs/benchmarks.md). The same CPUs as bf16.
   onnxruntime    ONNX export (dynamic batch) run by onnxruntime, all graph optimisations on.
   int8-ort       onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8
                  activations calibrated on sample images (U8S8, the VNNI-friendly pair).
@@ -45,8 +49,9 @@ from reslab.errors import ReslabError
 from reslab.models.blocks import BasicBlock, Bottleneck
 from reslab.models.resnet import ResNet
 
-PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "onnxruntime", "int8-ort",
-                          "int8-torchao", "int8")
+PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "bf16-compiled", "onnxruntime",
+                          "int8-ort", "int8-torchao", "int8")
+FIXED_SHAPE_PATHS: tuple[str, ...] = ("compiled", "bf16-compiled", "int8-torchao")  # one graph per batch size
 INT8_PATHS: tuple[str, ...] = ("int8-ort", "int8-torchao")  # what "int8" chooses between
 # select_fastest's default field: the fp32 paths that must agree with eager.
 FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
@@ -275,9 +280,10 @@ def _bf16_module(model: nn.Module) -> nn.Module:
     return fold_bn(model).to(memory_format=torch.channels_last, dtype=torch.bfloat16)
 
 
-def _compiled_runner(module: nn.Module, example_input: Tensor, *, channels_last: bool = True
-                     ) -> Callable[[Tensor], Tensor]:
-    """torch.compile with inductor freezing for the example's batch size.
+def _compiled_runner(module: nn.Module, example_input: Tensor, *, channels_last: bool = True,
+                     dtype: torch.dtype = torch.float32) -> Callable[[Tensor], Tensor]:
+    """torch.compile with inductor freezing for the example's batch size; inputs cast to `dtype` (the
+    module's), logits returned as float32.
 
     Other batch sizes are padded up to it or split into chunks of it, so one compile
     serves every call (each new shape would otherwise cost a fresh compile).
@@ -288,8 +294,10 @@ def _compiled_runner(module: nn.Module, example_input: Tensor, *, channels_last:
     compiled = torch.compile(module, dynamic=False)
 
     def call(x: Tensor) -> Tensor:
+        x = x.to(dtype)
         with torch.no_grad(), inductor_config.patch(freezing=True):
-            return compiled(x.contiguous(memory_format=torch.channels_last) if channels_last else x).clone()
+            out = compiled(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+            return out.float() if out.dtype != torch.float32 else out.clone()
 
     call(example_input)  # compile now, so that failures surface here and timing excludes it
 
@@ -323,14 +331,18 @@ def build_engine(
         run = _torch_runner(fold_bn(model).to(memory_format=torch.channels_last), channels_last=True)
     elif path == "bf16":
         run = _torch_runner(_bf16_module(model), channels_last=True, dtype=torch.bfloat16)
-    elif path == "compiled":
-        folded = fold_bn(model).to(memory_format=torch.channels_last)
+    elif path in ("compiled", "bf16-compiled"):
+        dtype = torch.bfloat16 if path == "bf16-compiled" else torch.float32
+        eager_name = "bf16" if path == "bf16-compiled" else "channels-last"
+        prepared = _bf16_module(model) if path == "bf16-compiled" else fold_bn(model).to(
+            memory_format=torch.channels_last)
         try:
-            run = _compiled_runner(folded, example_input)
+            run = _compiled_runner(prepared, example_input, dtype=dtype)
         except Exception as e:
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                          f"using channels-last eager instead", RuntimeWarning, stacklevel=2)
-            return InferenceEngine("channels-last (compile failed)", _torch_runner(folded, channels_last=True),
+                          f"using {eager_name} eager instead", RuntimeWarning, stacklevel=2)
+            return InferenceEngine(f"{eager_name} (compile failed)",
+                                   _torch_runner(prepared, channels_last=True, dtype=dtype),
                                    build_s=time.perf_counter() - start)
     elif path == "onnxruntime":
         run = ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))

@@ -7,8 +7,9 @@ ResNet-50) is repaid by its faster batches; and there, on a CPU with bf16 instru
 (avx512_bf16, amx_bf16), the bf16 path too, timed beside onnxruntime on the example batch: the
 faster serves (`auto_engine`). bf16 is reduced precision but measured accurate: on the trained
 ResNet-20 of `make run` its test top-1 is within 0.05 points of fp32 (docs/benchmarks.md); it
-is faster for ResNet-50 on both CPU kinds measured, not for ResNet-20. torch.compile (a minute
-or more) and int8 are never chosen automatically; ask for them with `path="compiled"` /
+is faster for ResNet-50 on both CPU kinds measured, not for ResNet-20. torch.compile (about 10 s
+for ResNet-50, and a graph fixed at one batch size that pads smaller batches up to it) and int8
+are never chosen automatically; ask for them with `path="compiled"` / `"bf16-compiled"` /
 `"int8"`, or `path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
 """
 
