@@ -1,4 +1,4 @@
-"""int8 (onnxruntime and torchao) and bf16 vs fp32 top-1 on the Fashion-MNIST test set for a trained reslab run.
+"""int8 (onnxruntime and torchao) and bf16 (eager and compiled) vs fp32 top-1 on the Fashion-MNIST test set for a trained reslab run.
 
 Usage: .venv/bin/python scripts/int8_accuracy.py RUN_DIR   (calibrates on 256 training images)
 """
@@ -22,7 +22,7 @@ calib_src = load_dataset("fashion-mnist", "train")
 calib = norm(calib_src.images[torch.randperm(len(calib_src))[:256]])
 x_all = norm(test.images)
 res = {}
-paths = ("eager", "onnxruntime", "int8-ort", "int8-torchao") + (("bf16",) if native_bf16_cpu() else ())
+paths = ("eager", "onnxruntime", "int8-ort", "int8-torchao") + (("bf16", "bf16-compiled") if native_bf16_cpu() else ())
 for path in paths:
     eng = build_engine(model, path, x_all[:500], calib=calib if path.startswith("int8") else None)
     t = time.perf_counter()
