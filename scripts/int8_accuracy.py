@@ -1,4 +1,5 @@
-"""int8 (onnxruntime and torchao) and bf16 (eager and compiled) vs fp32 top-1 on the Fashion-MNIST test set for a trained reslab run.
+"""int8 (onnxruntime and torchao) and bf16 (eager and compiled) vs fp32 top-1 on the Fashion-MNIST test set,
+for a trained reslab run.
 
 Usage: .venv/bin/python scripts/int8_accuracy.py RUN_DIR   (calibrates on 256 training images)
 """
