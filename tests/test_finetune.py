@@ -21,7 +21,7 @@ from reslab.train import loop, resolve_config, train
 from reslab.train.checkpoint import load_checkpoint
 from reslab.train.finetune import init_weights
 from reslab.weights import convert, load_weights
-from test_train import TINY, _run_cli  # the kill-and-resume driver
+from test_train import TINY, _run_cli, _run_cli_together  # the kill-and-resume driver
 
 from fakedata import randomise_bn, tiny_weights
 
@@ -140,10 +140,11 @@ def test_the_head_trains_alone_until_exactly_head_epochs_then_everything(fmnist_
 def test_a_run_killed_in_either_phase_resumes_bit_identically(fmnist_dir, tmp_path, pretrained):
     flags = ("--init", str(pretrained), "--iterations", "20", "--head-epochs", "1", "--lr-decay-per-stage", "0.5",
              "--ckpt-every", "4", "--eval-every", "10")
-    assert _run_cli(_train_args(fmnist_dir, tmp_path / "full", *flags)).returncode == 0
     run = tmp_path / "killed"
     # Killed in the head phase (13 iterations) after iteration 10, then again after the switch, after 18.
-    killed = _run_cli(_train_args(fmnist_dir, run, *flags), kill_after=10)
+    full, killed = _run_cli_together((_train_args(fmnist_dir, tmp_path / "full", *flags), None),
+                                     (_train_args(fmnist_dir, run, *flags), 10))
+    assert full.returncode == 0, full.stderr
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 8
     killed = _run_cli(["train", "--resume", str(run), "--quiet"], kill_after=18)

@@ -21,7 +21,7 @@ from reslab.train.ema import Ema
 from reslab.train.mixing import MixedBatches, batch_mixer
 from reslab.train.schedule import Schedule
 from reslab.train.step import make_optimizer, param_groups, train_step
-from test_train import TINY, _run_cli, _tiny_batches
+from test_train import TINY, _run_cli, _run_cli_together, _tiny_batches
 
 
 def _tiny_net() -> nn.Module:
@@ -146,9 +146,9 @@ def test_modern_recipe_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path):
     args = ["train", "--recipe", "modern", "--data-dir", str(fmnist_dir), "--iterations", "24", "--batch-size",
             "16", "--warmup-iters", "6", "--ema", "0.8", "--eval-every", "12", "--ckpt-every", "4", "--log-every",
             "4", "--device", "cpu", "--quiet"]
-    full = _run_cli([*args, "--out", str(tmp_path / "full")])
+    full, killed = _run_cli_together(([*args, "--out", str(tmp_path / "full")], None),
+                                     ([*args, "--out", str(tmp_path / "killed")], 18))
     assert full.returncode == 0, full.stderr
-    killed = _run_cli([*args, "--out", str(tmp_path / "killed")], kill_after=18)
     assert killed.returncode == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["ema"]["n_averaged"] == 16
     resumed = _run_cli(["train", "--resume", str(tmp_path / "killed"), "--quiet"])

@@ -193,20 +193,39 @@ KILL_DRIVER = str(Path(__file__).with_name("killdriver.py"))
 
 
 def _run_cli(args: list[str], kill_after: int | None = None) -> subprocess.CompletedProcess:
+    return _run_cli_together((args, kill_after))[0]
+
+
+def _run_cli_together(*runs: tuple[list[str], int | None]) -> list[subprocess.CompletedProcess]:
+    """Independent `reslab` runs (args, kill_after) at the same time, one thread each, so that a test's
+    uninterrupted run and its killed one keep the 2 cores busy together."""
     # One thread per process: bit identity does not depend on it, and it keeps the test fast on busy cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # killdriver.py: `reslab train` that SIGKILLs itself after iteration `kill_after` (train's on_iteration_end).
-    cmd = ["-m", "reslab", *args] if kill_after is None else [KILL_DRIVER, str(kill_after), "-1", *args[1:]]
-    return subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=300)
+    procs = []
+    for args, kill_after in runs:
+        # killdriver.py: `reslab train` that SIGKILLs itself after iteration `kill_after` (train's on_iteration_end).
+        cmd = ["-m", "reslab", *args] if kill_after is None else [KILL_DRIVER, str(kill_after), "-1", *args[1:]]
+        procs.append((cmd, subprocess.Popen([sys.executable, *cmd], env=env, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)))
+    done = []
+    for cmd, proc in procs:
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for _, p in procs:
+                p.kill()
+            raise
+        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return done
 
 
 @pytest.mark.parametrize("warmup", [[], ["--warmup-iters", "20", "--warmup-below", "0.6"]], ids=["plain", "warmup"])
 def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path, warmup):
     args = ["train", "--data-dir", str(fmnist_dir), "--iterations", "24", "--batch-size", "16", "--eval-every",
             "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cpu", "--quiet", *warmup]
-    full = _run_cli([*args, "--out", str(tmp_path / "full")])
+    full, killed = _run_cli_together(([*args, "--out", str(tmp_path / "full")], None),
+                                     ([*args, "--out", str(tmp_path / "killed")], 18))
     assert full.returncode == 0, full.stderr
-    killed = _run_cli([*args, "--out", str(tmp_path / "killed")], kill_after=18)
     assert killed.returncode == -signal.SIGKILL  # died mid-epoch (13 iterations per epoch), after iteration 18
     assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["iteration"] == 16
     resumed = _run_cli(["train", "--resume", str(tmp_path / "killed"), "--quiet"])
