@@ -332,10 +332,9 @@ def build_engine(
     elif path == "bf16":
         run = _torch_runner(_bf16_module(model), channels_last=True, dtype=torch.bfloat16)
     elif path in ("compiled", "bf16-compiled"):
-        dtype = torch.bfloat16 if path == "bf16-compiled" else torch.float32
-        eager_name = "bf16" if path == "bf16-compiled" else "channels-last"
-        prepared = _bf16_module(model) if path == "bf16-compiled" else fold_bn(model).to(
-            memory_format=torch.channels_last)
+        bf16 = path == "bf16-compiled"
+        dtype, eager_name = (torch.bfloat16, "bf16") if bf16 else (torch.float32, "channels-last")
+        prepared = _bf16_module(model) if bf16 else fold_bn(model).to(memory_format=torch.channels_last)
         try:
             run = _compiled_runner(prepared, example_input, dtype=dtype)
         except Exception as e:
