@@ -101,3 +101,14 @@ def test_int8_paths_agree_with_fp32_and_int8_picks_one(monkeypatch):
 def test_matmul_probe_covers_each_precision_of_the_rows():
     for dtype in (torch.float32, torch.bfloat16, torch.int8):
         assert hardware.matmul_gflops(dtype, n=128, reps=1) > 0
+
+
+@pytest.mark.parametrize(("flags", "bf16_n"), [(NO_BF16, 512), ("avx2 fma avx512f avx512_bf16", 2048)])
+def test_the_bf16_matmul_probe_is_small_where_bf16_is_emulated(monkeypatch, flags, bf16_n):
+    # Emulated bf16 runs at about 1 GFLOP/s (14 s per 2048 product on a Zen 2): the probe must not stall there.
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, flags)
+    sizes: list[int] = []
+    monkeypatch.setattr(hardware, "_best_rate", lambda product, n, reps, device: sizes.append(n) or 1.0)
+    hardware.matmul_gflops(torch.bfloat16)
+    hardware.matmul_gflops(torch.float32)
+    assert sizes == [bf16_n, 2048]
