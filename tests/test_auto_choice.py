@@ -112,3 +112,4 @@ def test_the_bf16_matmul_probe_is_small_where_bf16_is_emulated(monkeypatch, flag
     hardware.matmul_gflops(torch.bfloat16)
     hardware.matmul_gflops(torch.float32)
     assert sizes == [bf16_n, 2048]
+    assert [hardware.probe_size(torch.bfloat16), hardware.probe_size(torch.float32)] == sizes  # what the JSON says

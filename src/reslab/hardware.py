@@ -97,14 +97,20 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int
     CPU without bf16 instructions is emulated at about 1 GFLOP/s (AMD Zen 2: 14 s per 2048 product),
     so there the probe times 512 x 512 products: the same rate, 64x less work."""
     device = torch.device(device)
-    if dtype == torch.bfloat16 and device.type == "cpu" and not native_bf16_cpu():
-        n = min(n, 512)
+    n = probe_size(dtype, device, n)
     if dtype == torch.int8:
         a8, b8 = (torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device) for _ in range(2))
         return _best_rate(lambda: torch._int_mm(a8, b8), n, reps, device)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     return _best_rate(lambda: a @ b, n, reps, device)
+
+
+def probe_size(dtype: torch.dtype, device: torch.device | str = "cpu", n: int = 2048) -> int:
+    """The side of the products `matmul_gflops(dtype, device, n)` times: n, or at most 512 for bf16 on a
+    CPU without bf16 instructions (what a benchmark's JSON records beside the rate)."""
+    emulated = dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not native_bf16_cpu()
+    return min(n, 512) if emulated else n
 
 
 def _best_rate(product: Callable[[], object], n: int, reps: int, device: torch.device) -> float:

@@ -51,7 +51,7 @@ from reslab.console import console
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir
 from reslab.errors import ReslabError
-from reslab.hardware import describe, describe_line, matmul_gflops, native_bf16, pick_device
+from reslab.hardware import describe, describe_line, matmul_gflops, native_bf16, pick_device, probe_size
 from reslab.models.registry import create_model
 from reslab.plotting import pyplot, save_figure
 from reslab.train.batches import InMemoryBatches
@@ -335,7 +335,7 @@ def _pair_report(b: _Bench, rates: dict[str, list[float]], curves: dict[str, Any
         "load_avg": list(_loadavg()), "model_macs": b.macs, "train_flops_per_image": flops_per_image,
         "reference_workers": workers, "reference_workers_probe": {str(k): v for k, v in probe.items()},
         "matmul_gflops": {"fp32": p32, "bf16": p16, "fp32_rounds": rates["fp32"], "bf16_rounds": rates["bf16"],
-                          "n": 2048},
+                          "n": {"fp32": probe_size(torch.float32, device), "bf16": probe_size(torch.bfloat16, device)}},
         "rows": rows, "speedup": res_ips / ref_ips,
         "speedup_per_round": [r / a for a, r in zip(rates["ref"], rates["res"], strict=True)], "curves": curves,
     }
