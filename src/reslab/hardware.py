@@ -93,9 +93,8 @@ def native_bf16_cpu() -> bool:
 def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int = 2048, reps: int = 3) -> float:
     """Best of `reps` timed n x n matrix products, in GFLOP/s (2 n^3 per product): the machine's
     measured peak for dense math in `dtype` (a measurement, not the data sheet's figure). int8:
-    `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI / AMX-int8 kernels), in GOP/s. bf16 on a
-    CPU without bf16 instructions is emulated at about 1 GFLOP/s (AMD Zen 2: 14 s per 2048 product),
-    so there the probe times 512 x 512 products: the same rate, 64x less work."""
+    `torch._int_mm` (int8 x int8 -> int32, oneDNN's VNNI / AMX-int8 kernels), in GOP/s. The products'
+    side is `probe_size`'s (smaller for emulated bf16)."""
     device = torch.device(device)
     n = probe_size(dtype, device, n)
     if dtype == torch.int8:
@@ -107,8 +106,9 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device | str = "cpu", n: int
 
 
 def probe_size(dtype: torch.dtype, device: torch.device | str = "cpu", n: int = 2048) -> int:
-    """The side of the products `matmul_gflops(dtype, device, n)` times: n, or at most 512 for bf16 on a
-    CPU without bf16 instructions (what a benchmark's JSON records beside the rate)."""
+    """The side of the products `matmul_gflops(dtype, device, n)` times, which a benchmark's JSON records
+    beside the rate: n, or at most 512 for bf16 on a CPU without bf16 instructions, where it is emulated
+    at about 1 GFLOP/s (AMD Zen 2: 14 s per 2048 product): the same rate, 64x less work."""
     emulated = dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not native_bf16_cpu()
     return min(n, 512) if emulated else n
 
