@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reslab.models.registry import create_model
+from reslab.train.compiled_bn import use_scale_shift_bn
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist, convert_sync_batchnorm, mean_over_ranks
 from reslab.train.finetune import set_lr, stage_groups  # noqa: F401 (set_lr: the loop's and lr-find's)
@@ -67,9 +68,13 @@ def step_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.dev
 
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """torch.compile with `mode` (default | max-autotune | reduce-overhead, the last with CUDA graphs),
-    or the eager model for "off" or where compiling fails (with a warning)."""
+    or the eager model for "off" or where compiling fails (with a warning). On the CPU the model's
+    BatchNorm2d layers become ScaleShiftBatchNorm2d first, in place: the same function in arithmetic
+    that inductor's CPU code runs faster (train/compiled_bn.py)."""
     if mode == "off":
         return model
+    if next(model.parameters()).device.type == "cpu":
+        use_scale_shift_bn(model)
     try:
         return torch.compile(model, mode=None if mode == "default" else mode)
     except Exception as e:
