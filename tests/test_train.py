@@ -346,6 +346,14 @@ def test_a_plateau_run_that_stops_early_reports_its_real_length(fmnist_dir, tmp_
     assert load_checkpoint(out / "checkpoints" / "best.pt")["iteration"] <= 4
 
 
+def test_a_run_without_validation_says_it_tested_its_last_weights(fmnist_dir, tmp_path):
+    """cifar-budget trains on the whole training set: nothing picks a checkpoint, and the report says so."""
+    out = tmp_path / "run"
+    train(resolve_config("cifar-budget", data_dir=str(fmnist_dir), iterations=4, out=str(out), **TINY))
+    text = (out / "report.md").read_text()
+    assert "with the last weights" in text and "lowest validation error" not in text
+
+
 def test_googlenet_aux_logits_train_with_the_papers_weight(tmp_path):
     import copy
 

@@ -32,6 +32,8 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
     """report.md; `weights` (with --ema) names the weights that won on validation, which were tested and saved."""
     view = "10-crop" if cfg.ten_crop else "single view"
     split, meaning = reported_split(cfg)
+    if split == "test" and not math.isfinite(best_val):  # the whole training set, as cifar-budget trains
+        meaning = "The test set was evaluated once, with the last weights: no validation images, no selection."
     scores = test.scores if test.n else None
     if scores is not None:
         atomic_write_text(run.path / "test-metrics.json", json.dumps({"split": split, **test.as_dict(classes)},
