@@ -12,8 +12,8 @@ running statistics. Only the arithmetic is arranged differently, for the code in
   aten's batch norm recomputes the division and the reciprocal square root for every element.
 
 Measured on ResNet-20's compiled bf16 training step, 2 cores of an Intel Xeon (Sapphire Rapids,
-AMX), interleaved in one process: 1.29-1.32x eager against 1.20-1.21x for the compiled nn.BatchNorm2d
-(docs/benchmarks.md). Evaluation (eval mode) is nn.BatchNorm2d's own code, and the parameters,
+AMX), interleaved in one process: 1.23-1.36x eager against 1.12-1.24x for the compiled nn.BatchNorm2d
+(docs/benchmarks.md, run 5). Evaluation (eval mode) is nn.BatchNorm2d's own code, and the parameters,
 buffers and state-dict names are unchanged, so checkpoints and weights do not know the difference.
 """
 
