@@ -18,12 +18,15 @@ from reslab.train.config import TrainConfig
 from reslab.train.rundir import RunDir
 
 
-def reported_split(cfg: TrainConfig) -> tuple[str, str]:
-    """What the final evaluation is called in the report, and the sentence that says what it means."""
+def reported_split(cfg: TrainConfig, selected: bool = True) -> tuple[str, str]:
+    """What the final evaluation is called in the report, and the sentence that says what it means;
+    `selected` False: no validation images picked a checkpoint (cifar-budget trains on the whole set)."""
     if cfg.data == "folder" and not has_test_split(find_data_dir("folder", cfg.data_dir)):
         return "validation", ("This folder has no test/ split: val/ both picked the checkpoint and is reported "
                               "here, so these are validation numbers (as ImageNet's val numbers are in the paper), "
                               "slightly optimistic for unseen images; add test/<class>/ folders for a held-out test.")
+    if not selected:
+        return "test", "The test set was evaluated once, with the last weights: no validation images, no selection."
     return "test", "The test set was evaluated once, with the checkpoint of lowest validation error."
 
 
@@ -31,9 +34,7 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
                  test: EvalResult, classes: list[str], device: torch.device, weights: str | None = None) -> None:
     """report.md; `weights` (with --ema) names the weights that won on validation, which were tested and saved."""
     view = "10-crop" if cfg.ten_crop else "single view"
-    split, meaning = reported_split(cfg)
-    if split == "test" and not math.isfinite(best_val):  # the whole training set, as cifar-budget trains
-        meaning = "The test set was evaluated once, with the last weights: no validation images, no selection."
+    split, meaning = reported_split(cfg, selected=math.isfinite(best_val))
     scores = test.scores if test.n else None
     if scores is not None:
         atomic_write_text(run.path / "test-metrics.json", json.dumps({"split": split, **test.as_dict(classes)},
