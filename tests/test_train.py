@@ -258,6 +258,37 @@ def test_kill_and_resume_is_bit_identical(fmnist_dir, tmp_path, warmup):
     assert len(iters) == len(set(iters))  # nothing logged twice after the resume
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_kill_and_resume_is_bit_identical_when_deterministic(fmnist_dir, tmp_path):
+    """On CUDA with --deterministic (cuDNN without benchmark, cuBLAS's fixed workspace): killed after
+    iteration 18 and resumed, a run ends with the same bits as an uninterrupted one."""
+    args = ["train", "--data-dir", str(fmnist_dir), "--iterations", "24", "--batch-size", "16", "--eval-every",
+            "12", "--ckpt-every", "4", "--log-every", "4", "--device", "cuda", "--deterministic", "--quiet"]
+    full, killed = _run_cli_together(([*args, "--out", str(tmp_path / "full")], None),
+                                     ([*args, "--out", str(tmp_path / "killed")], 18))
+    assert full.returncode == 0, full.stderr
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["iteration"] == 16
+    resumed = _run_cli(["train", "--resume", str(tmp_path / "killed"), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "killed" / "config.json").read_text())["resolved"]["device"].startswith("cuda")
+    a = load_file(tmp_path / "full" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kernel_choice_is_restored_after_a_run():
+    """--deterministic changes process-wide settings for the run only; CUDA runs get cudnn.benchmark."""
+    from reslab.train.step import kernel_choice
+
+    before = (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    with kernel_choice(torch.device("cpu"), True):
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    with kernel_choice(torch.device("cuda"), False):
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()) == before
+
+
 def test_divergence_stops_with_iteration_and_keeps_checkpoint(fmnist_dir, tmp_path):
     out = tmp_path / "run"
     # Four sane warm-up iterations (each checkpointed), then an lr that blows the weights up.
@@ -516,3 +547,34 @@ def test_old_configs_load_with_sync_bn_and_compile_moved():
     assert resolve_config("cifar-paper", compile=False).compile == "off"
     with pytest.raises(ReslabError, match="compile='fast'"):
         resolve_config("cifar-paper", compile="fast")
+
+
+def test_a_failing_compile_warns_and_trains_eager(tmp_path, monkeypatch):
+    """torch.compile fails at the first call, not when wrapped: with inductor pointed at a missing C++
+    compiler (and a fresh cache, so nothing compiled before is reused), the step warns once and trains
+    the eager model, with the same result as an eager step."""
+    import copy
+
+    import torch._inductor.config as inductor_config
+    from torch import nn
+
+    from reslab.train.step import CompileFallback, compile_model, train_step
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 7 * 7, 3))
+    model = copy.deepcopy(eager)
+    stepper = compile_model(model, "default")
+    assert isinstance(stepper, CompileFallback) and stepper.compiled_ok
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, eager)]
+    x, y = torch.randn(4, 1, 7, 7), torch.randint(0, 3, (4,))
+    with pytest.warns(UserWarning, match="torch.compile failed .*training in eager mode"):
+        a, _ = train_step(stepper, opts[0], x, y, amp=False, channels_last=False)
+    assert not stepper.compiled_ok
+    b, _ = train_step(eager, opts[1], x, y, amp=False, channels_last=False)
+    assert torch.equal(a, b)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), eager.parameters(), strict=True))
+    torch._dynamo.reset()

@@ -67,7 +67,7 @@ def config_from_args(args: argparse.Namespace):
     from reslab.experiments.config import ExperimentConfig, parse_depths, parse_seeds
 
     given = {k: getattr(args, k, None) for k in ("data", "data_dir", "download", "batch_size", "out", "device",
-                                                  "workers", "quiet", "eval_every", "log_every", "jobs")}
+                                                  "workers", "quiet", "eval_every", "log_every", "jobs", "compile")}
     cfg = ExperimentConfig(name=args.experiment, budget=args.budget,
                            seeds=parse_seeds(args.seeds, base=args.seed or 0),
                            **{k: v for k, v in given.items() if v is not None})

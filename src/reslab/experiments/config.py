@@ -44,6 +44,7 @@ class ExperimentConfig:
     from_dir: str | None = None  # responses: reuse the nets of a degradation experiment folder
     images: int = 1000  # responses: test images the response statistics are measured on
     jobs: int = 1  # training runs at once, each in its own process (one device)
+    compile: str | None = None  # torch.compile mode of every run (train's --compile); None: off
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

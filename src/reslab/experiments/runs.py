@@ -151,7 +151,7 @@ def train_run(cfg: ExperimentConfig, folder: Path, model: str, *, label: str, se
                           eval_every=cfg.eval_every or max(1, cfg.budget // 10),
                           log_every=cfg.log_every or max(1, min(50, cfg.budget // 40)), out=str(run_dir),
                           device=cfg.device, seed=seed, workers=cfg.workers, quiet=cfg.quiet,
-                          model_kwargs=model_kwargs or None)
+                          compile=cfg.compile, model_kwargs=model_kwargs or None)
     resume = run_dir if (run_dir / "checkpoints" / "last.pt").is_file() else None
     if resume is None:
         (run_dir / "metrics.csv").unlink(missing_ok=True)  # a run that died before its first checkpoint

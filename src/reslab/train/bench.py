@@ -59,7 +59,7 @@ from reslab.train.config import resolve_config
 from reslab.train.data import prepare_data
 from reslab.train.distributed import Dist
 from reslab.train.loop import train
-from reslab.train.step import compile_model, make_optimizer, train_step
+from reslab.train.step import compile_model, kernel_choice, make_optimizer, train_step
 
 SMOOTH = 20  # iterations in the moving average of the loss curves
 _TV_CLASS = {"fashion-mnist": ("FashionMNIST", "FashionMNIST"), "mnist": ("MNIST", "MNIST")}
@@ -226,8 +226,14 @@ def _check(cfg: TrainBenchConfig, data: str) -> None:
 
 def bench_train(cfg: TrainBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark; returns the report (also what `save_report` writes). On CUDA (or when asked) it adds
-    the ResNet-50 pair ("resnet50") and a timed full-schedule run ("full_schedule")."""
+    the ResNet-50 pair ("resnet50") and a timed full-schedule run ("full_schedule"). On CUDA both sides
+    run with cudnn.benchmark, as `train` does (`kernel_choice`)."""
     device = pick_device(cfg.device)
+    with kernel_choice(device, deterministic=False):
+        return _bench_train(cfg, device, log)
+
+
+def _bench_train(cfg: TrainBenchConfig, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     data = cfg.data or ("synthetic" if device.type == "cuda" else "fashion-mnist")
     _check(cfg, data)
     if cfg.threads is not None:

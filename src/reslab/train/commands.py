@@ -121,6 +121,9 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
                    choices=("off", "default", "max-autotune", "reduce-overhead"),
                    help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
                         "reduce-overhead (CUDA graphs); see docs/gpu.md")
+    g.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels only (cuDNN, cuBLAS; no cudnn.benchmark): on CUDA a rerun or a "
+                        "resumed run is bit-identical, a little slower; on the CPU runs are so already")
     g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     _add_finetune_flags(p.add_argument_group("fine-tuning (not in the paper; docs/finetuning.md)"))
     add_run_flags(g := p.add_argument_group("run"))

@@ -69,6 +69,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs | bf16 | off (fp32, the paper's)
     channels_last: str = "auto"  # auto (= on) | on | off
     compile: str = "off"  # off | default | max-autotune | reduce-overhead (CUDA graphs): torch.compile's mode
+    deterministic: bool = False  # deterministic kernels (cuDNN, cuBLAS): bit-identical reruns and resumes on CUDA
     sync_bn: bool = False  # under torchrun: batch statistics over the global batch (SyncBatchNorm)
     ten_crop: bool = False  # final test with 10 views
     quiet: bool = False

@@ -43,7 +43,15 @@ from reslab.train.progress import Progress
 from reslab.train.report import write_report
 from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
 from reslab.train.schedule import Schedule
-from reslab.train.step import Window, build_model, make_optimizer, model_kwargs, step_model, train_step
+from reslab.train.step import (
+    Window,
+    build_model,
+    kernel_choice,
+    make_optimizer,
+    model_kwargs,
+    step_model,
+    train_step,
+)
 from reslab.weights import save_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "train_step"]
@@ -76,8 +84,10 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | 
         if dist.main:
             created = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
                                     restarted=restart_count() > 0)
-        with run:  # closes its TensorBoard writer
-            return _train(cfg, dist, run, resume, command or " ".join(["reslab", *sys.argv[1:]]),
+        device = pick_device(cfg.device, dist.local_rank if dist.enabled else None)
+        # `run` closes its TensorBoard writer; `kernel_choice` restores the process's kernel settings.
+        with run, kernel_choice(device, cfg.deterministic):
+            return _train(cfg, dist, run, resume, device, command or " ".join(["reslab", *sys.argv[1:]]),
                           on_iteration_end or (lambda done: None))
     finally:
         if run is not None and dist.main:
@@ -85,10 +95,9 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | 
         shutdown(dist)
 
 
-def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, command: str,
+def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, device: torch.device, command: str,
            on_iteration_end: Callable[[int], None]) -> TrainResult:
-    # Build: device, data, schedule, model, optimiser.
-    device = pick_device(cfg.device, dist.local_rank if dist.enabled else None)
+    # Build: data, schedule, model, optimiser.
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
     channels_last = cfg.channels_last in ("on", "auto")  # measured faster on CUDA and on oneDNN CPUs
     torch.manual_seed(cfg.seed)

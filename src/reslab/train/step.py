@@ -8,8 +8,11 @@ measured faster on CPU than foreach (docs/gpu.md) and gives the same bits.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -68,18 +71,86 @@ def step_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.dev
 
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """torch.compile with `mode` (default | max-autotune | reduce-overhead, the last with CUDA graphs),
-    or the eager model for "off" or where compiling fails (with a warning). On the CPU the model's
-    BatchNorm2d layers become ScaleShiftBatchNorm2d first, in place: the same function in arithmetic
-    that inductor's CPU code runs faster (train/compiled_bn.py)."""
+    or the eager model for "off". On the CPU the model's BatchNorm2d layers become ScaleShiftBatchNorm2d
+    first, in place: the same function in arithmetic that inductor's CPU code runs faster
+    (train/compiled_bn.py).
+
+    torch.compile is lazy: a missing compiler, Triton or an unsupported op fails at the first call, not
+    here. So the compiled model is returned inside `CompileFallback`, which runs the eager model, with a
+    warning, when compiling fails."""
     if mode == "off":
         return model
     if next(model.parameters()).device.type == "cpu":
         use_scale_shift_bn(model)
     try:
-        return torch.compile(model, mode=None if mode == "default" else mode)
+        compiled = torch.compile(model, mode=None if mode == "default" else mode)
     except Exception as e:
-        warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training in eager mode", stacklevel=2)
+        _warn_eager(e)
         return model
+    return CompileFallback(compiled, model)
+
+
+class CompileFallback(nn.Module):
+    """The compiled model, or the eager one from the call where compiling failed on: the first call
+    (where torch.compile builds its graph) falls back on any error, a later one on the compiler's own
+    errors (a recompile). An error of the model itself raises again from the eager call.
+    `compiled_ok`: whether the compiled model is still the one called."""
+
+    def __init__(self, compiled: nn.Module, eager: nn.Module) -> None:
+        super().__init__()
+        self.compiled, self.eager = compiled, eager
+        self.compiled_ok, self._calls = True, 0
+
+    def forward(self, *args, **kwargs):
+        if self.compiled_ok:
+            try:
+                out = self.compiled(*args, **kwargs)
+                self._calls += 1
+                return out
+            except Exception as e:
+                if self._calls and not _compiler_error(e):
+                    raise
+                self.compiled_ok = False
+                _warn_eager(e)
+        return self.eager(*args, **kwargs)
+
+
+def _compiler_error(e: Exception) -> bool:
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(e, TorchDynamoException) or type(e).__module__.startswith("torch._inductor")
+
+
+def _warn_eager(e: Exception) -> None:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); training in eager mode", stacklevel=3)
+
+
+@contextmanager
+def kernel_choice(device: torch.device, deterministic: bool) -> Iterator[None]:
+    """The kernels a run may use, for its duration (the settings are the process's; restored after).
+
+    On CUDA, by default, cuDNN times its algorithms for each new shape once and keeps the fastest
+    (`cudnn.benchmark`): training batches have one shape, so that is paid once. Its choice, and some
+    of its backward algorithms (atomic adds), can differ from one process to the next, so a resumed
+    run is not bit-identical to an uninterrupted one. `deterministic` asks for deterministic kernels
+    only: cuDNN without benchmark, cuBLAS with a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when
+    cuBLAS starts), `torch.use_deterministic_algorithms` (an op without a deterministic kernel warns).
+    The CPU's kernels are deterministic already."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        cudnn.benchmark, cudnn.deterministic = False, True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, *, amp: bool,
