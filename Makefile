@@ -10,7 +10,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # at install time only delays `make run`.
 PIP    := $(PY) -m pip install --progress-bar off -q --no-compile
 
-.PHONY: setup run test test-slow lint data clean
+.PHONY: setup run test test-slow lint data gpu-data clean
 
 # `make setup`: the package with its dev extras (tests, lint, ONNX, serve, explain). `make run` needs
 # only the package itself ($(BASE)); the extras come with the first `make test` or `make setup`.
@@ -28,6 +28,14 @@ $(STAMP): $(BASE)
 
 data:
 	@scripts/ensure-fashion-mnist.sh
+
+# The GPU machine reaches no registry and holds no data: this copies Fashion-MNIST's IDX files (30 MB) into
+# .data/ (git-ignored), which a device call carries (carry: [".data"]) and scripts/gpu_visit.py finds through
+# RESLAB_DATA (docs/gpu.md).
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+gpu-data: data
+	@mkdir -p .data/fashion-mnist
+	cp -u $(FMNIST_DIR)/*-idx*-ubyte.gz .data/fashion-mnist/
 
 # The main job: ResNet-20 on Fashion-MNIST with the cifar-budget recipe (the paper's CIFAR recipe with cosine
 # decay and weight decay 5e-4, trained on the whole training set, tested on 10 crops: README "Training"), its
