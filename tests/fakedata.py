@@ -140,10 +140,9 @@ def tiny_weights(folder: Path, preprocess: dict) -> Path:
                         classes=[f"class{i}" for i in range(10)], preprocess=preprocess)
 
 
-def verdicts(summary: Path) -> list[bool]:
-    """The verdict column of an experiment summary.md's claims table, in order."""
-    return [v == "held" for v in re.findall(r"\| \*\*(held|NOT held)(?: \(short-budget\))?\*\* \|",
-                                            summary.read_text())]
+def verdicts(summary: Path) -> list[str]:
+    """The verdict column of an experiment summary.md's claims table, in order: held, NOT held or within noise."""
+    return re.findall(r"\| \*\*(held|NOT held|within noise)(?: \(short-budget\))?\*\* \|", summary.read_text())
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ import torch
 
 from reslab.cli import main
 from reslab.errors import ReslabError
-from reslab.experiments.claims import Claim, Stat, by_label
+from reslab.experiments.claims import Claim, Stat, binomial_se, by_label, count_outcomes, less
 from reslab.experiments.config import ExperimentConfig, budget_warning, parse_seeds, short_budget
 from reslab.experiments.degradation import degradation_claims
 from reslab.experiments.depth import depth_claims, paper_params_match
@@ -82,7 +82,7 @@ def test_degradation_verdicts_follow_the_measured_numbers(degradation_dir):
     cfg, records = read_manifest(degradation_dir)
     assert cfg.depths == (20, 32) and len(records) == 4
     claims = degradation_claims(by_label(records, "train_err"), by_label(records, "test_err"), 20, 32)
-    assert verdicts(degradation_dir / "summary.md") == [c.held for c in claims]
+    assert verdicts(degradation_dir / "summary.md") == [c.outcome for c in claims]
     text = (degradation_dir / "summary.md").read_text()
     assert "last 10% of iterations" in text  # the training-error definition is stated
     r = next(r for r in records if r.label == "plain32")
@@ -262,7 +262,7 @@ def test_responses_from_degradation(degradation_dir, tmp_path):
     assert len(per_layer) == 19 + 31 + 19 + 31
     means = {net: Stat(float(r["mean std"]), 0.0, 1) for net, r in table.items()}
     keyed = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): v for k, v in means.items()}
-    assert verdicts(out / "summary.md") == [c.held for c in responses_claims(keyed)]
+    assert verdicts(out / "summary.md") == [c.outcome for c in responses_claims(keyed)]
     assert json.loads((out / "experiment.json").read_text())["source"] == str(degradation_dir.resolve())
 
 
@@ -295,8 +295,8 @@ def test_shortcuts_end_to_end(fmnist_dir, tmp_path, capsys):
     assert table["C"]["paper top-1 (ResNet-34, ImageNet)"] == "24.19%"
     assert (out / "shortcuts.png").is_file()
     _, records = read_manifest(out)
-    test = {r.label.split("-")[1]: s(r.test_err) for r in records}
-    assert verdicts(out / "summary.md") == [c.held for c in shortcuts_claims(test, params)]
+    test = {k.split("-")[1]: v for k, v in by_label(records, "test_err").items()}
+    assert verdicts(out / "summary.md") == [c.outcome for c in shortcuts_claims(test, params)]
 
 
 def test_shortcuts_claims_both_ways():
@@ -324,7 +324,7 @@ def test_depth_end_to_end_with_two_seeds(fmnist_dir, tmp_path):
     assert len(list((out / "runs").iterdir())) == 4
     _, records = read_manifest(out)
     test = {int(k.removeprefix("resnet")): v for k, v in by_label(records, "test_err").items()}
-    assert verdicts(out / "summary.md") == [c.held for c in depth_claims(test, {20: 269_722, 32: 464_154})]
+    assert verdicts(out / "summary.md") == [c.outcome for c in depth_claims(test, {20: 269_722, 32: 464_154})]
     assert (out / "depth.png").is_file()
 
 
@@ -374,3 +374,47 @@ def test_summary_googlenet_prints_inception_arithmetic(capsys):
     out = capsys.readouterr().out
     assert "Inception arithmetic" in out and "inception3a" in out and "all modules" in out
     assert "1x1 96 -> 3x3 128" in out and "221,440" in out  # inception3a's 3x3 branch, naive: 192 -> 128
+
+
+# ---------------------------------------------------------------------------- noise
+def test_a_difference_inside_the_seeds_spread_is_within_noise():
+    gap = less(s(0.050, 0.004, 3), s(0.053, 0.003, 3))  # 0.3 pp apart, spread 0.5 pp
+    assert gap.lower and gap.within_noise and "within the seeds' spread 0.5 pp" in gap.note
+    gap = less(s(0.040, 0.001, 3), s(0.053, 0.001, 3))
+    assert gap.lower and not gap.within_noise and "beyond the seeds' spread" in gap.note
+
+
+def test_one_seed_test_errors_are_judged_against_the_binomial_standard_error():
+    # Two errors near 4.4% on 10,000 test images: each has a standard error of about 0.205 points, their
+    # difference about 0.29 (Zhong et al.'s ResNet-20 vs ResNet-56: 4.39% vs 4.39%, 4.16% for ResNet-32).
+    se = binomial_se(0.044, 10_000)
+    assert se == pytest.approx(0.00205, abs=1e-5)
+    close = degradation_claims({"plain20": s(0.05), "plain56": s(0.09), "resnet20": s(0.05), "resnet56": s(0.03)},
+                               {"plain20": Stat(0.050, 0, 1, binomial_se(0.050, 10_000)),
+                                "plain56": Stat(0.090, 0, 1, binomial_se(0.090, 10_000)),
+                                "resnet20": Stat(0.0439, 0, 1, binomial_se(0.0439, 10_000)),
+                                "resnet56": Stat(0.0416, 0, 1, binomial_se(0.0416, 10_000))}, 20, 56)
+    assert [c.outcome for c in close] == ["held", "held", "held", "within noise", "held"]
+    assert "within the test set's standard error 0.286 pp" in close[3].ours
+    assert close[3].verdict == "within noise" and not close[0].within_noise  # training errors: no band
+    assert count_outcomes(close) == "4 of 5 held, 1 within noise"
+    assert Claim("c", "p", "o", False, short_budget=True, within_noise=True).verdict == "within noise (short-budget)"
+
+
+def test_a_claim_over_several_steps_is_within_noise_unless_a_step_goes_against_it_beyond_the_noise():
+    params = {20: 269_722, 32: 464_154, 56: 853_018}
+    def t(err: float) -> Stat:
+        return Stat(err, 0, 1, binomial_se(err, 10_000))
+    falls = depth_claims({20: t(0.090), 32: t(0.080), 56: t(0.070)}, params)[0]
+    flat = depth_claims({20: t(0.0439), 32: t(0.0416), 56: t(0.0439)}, params)[0]
+    rises = depth_claims({20: t(0.040), 32: t(0.050), 56: t(0.049)}, params)[0]
+    assert (falls.outcome, flat.outcome, rises.outcome) == ("held", "within noise", "NOT held")
+    assert "1 of 2 steps lower; 2 within noise" in flat.ours
+
+
+def test_a_records_test_error_carries_its_binomial_error(tmp_path):
+    rec = RunRecord("resnet20", "resnet20", 0, tmp_path, {}, 0, 0.1, 0.05, 0.05, 1.0, test_n=10_000)
+    assert by_label([rec], "test_err")["resnet20"].se == pytest.approx(binomial_se(0.05, 10_000))
+    assert by_label([rec], "train_err")["resnet20"].se == 0
+    two = [rec, RunRecord("resnet20", "resnet20", 1, tmp_path, {}, 0, 0.1, 0.06, 0.05, 1.0, test_n=10_000)]
+    assert by_label(two, "test_err")["resnet20"].se == 0  # several seeds: their spread is the noise

@@ -137,7 +137,7 @@ def test_lesion_end_to_end(degradation_dir, tmp_path, capsys):
         single = [(Site(r["block"], r["downsampling"] == "1"), float(r["error"]))
                   for r in rows if r["net"] == label]
         lesions[label] = Lesion(label, float(t["intact error"].rstrip("%")) / 100, single)
-    assert verdicts(out / "summary.md") == [c.held for c in lesion_claims(lesions, 10)]
+    assert verdicts(out / "summary.md") == [c.outcome for c in lesion_claims(lesions, 10)]
     draws = read_csv(out / "random.csv")
     assert {r["draw"] for r in draws} == {"0", "1"} and max(int(r["k"]) for r in draws if r["net"] == "resnet32") == 4
 
@@ -216,7 +216,7 @@ def test_landscape_end_to_end(degradation_dir, tmp_path):
     nonconvex = {k.replace("plain-", "plain").replace("ResNet-", "resnet"): float(r["non-convexity (2-D)"])
                  for k, r in table.items()}
     claims = landscape_claims(minima, nonconvex, 32)
-    assert verdicts(out / "summary.md") == [c.held for c in claims]
+    assert verdicts(out / "summary.md") == [c.outcome for c in claims]
 
 
 @pytest.mark.parametrize("name, cfg, keys", [("lesion", LesionConfig(), ("images", "draws")),

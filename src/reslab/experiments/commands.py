@@ -90,7 +90,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     for col in ("claim", "paper", "ours", "verdict"):
         t.add_column(col, no_wrap=col == "verdict")  # "NOT held (short-budget)" reads as one verdict
     for c in result.claims:
-        t.add_row(c.claim, c.paper, c.ours, f"[{'green' if c.held else 'red'}]{c.verdict}[/]")
+        colour = "yellow" if c.within_noise else "green" if c.held else "red"
+        t.add_row(c.claim, c.paper, c.ours, f"[{colour}]{c.verdict}[/]")
     console().print(t)
     print(f"summary: {result.folder / 'summary.md'}")
     return 0

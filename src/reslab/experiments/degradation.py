@@ -23,28 +23,25 @@ KINDS = ("plain", "resnet")
 
 def degradation_claims(train: dict[str, Stat], test: dict[str, Stat], lo: int, hi: int) -> list[Claim]:
     """The paper's claims about depths `lo` < `hi`, judged on `train` / `test` errors keyed by "plain20", ...."""
-    def vs(subject: str, other: str, stats: dict[str, Stat], *, expect: str = "lower") -> tuple[bool, str]:
-        lower, note = less(stats[subject], stats[other])
-        held = lower if expect == "lower" else stats[subject].mean > stats[other].mean
+    def vs(claim: str, paper: str, subject: str, other: str, stats: dict[str, Stat], *,
+           expect: str = "lower") -> Claim:
+        gap = less(stats[subject], stats[other])
+        held = gap.lower if expect == "lower" else gap.higher
         a, b = display_name(subject), display_name(other)
-        return held, f"{a} {stats[subject].pct()} vs {b} {stats[other].pct()} ({note})"
+        return Claim(claim, paper, f"{a} {stats[subject].pct()} vs {b} {stats[other].pct()} ({gap.note})", held,
+                     within_noise=gap.within_noise)
 
     p_lo, p_hi, r_lo, r_hi = f"plain{lo}", f"plain{hi}", f"resnet{lo}", f"resnet{hi}"
-    claims = []
-    held, ours = vs(p_hi, p_lo, train, expect="higher")
-    claims.append(Claim(f"plain-{hi} has higher training error than plain-{lo} (degradation)",
-                        "Fig. 6 left: plain-56's training error above plain-20's throughout", ours, held))
-    held, ours = vs(r_hi, r_lo, train)
-    claims.append(Claim(f"ResNet-{hi} has lower training error than ResNet-{lo}",
-                        "Fig. 6 middle: ResNet-56 below ResNet-20", ours, held))
-    held, ours = vs(r_hi, p_hi, train)
-    claims.append(Claim(f"ResNet-{hi} has lower training error than plain-{hi}",
-                        "Fig. 6: ResNet-56 far below plain-56", ours, held))
-    held, ours = vs(r_hi, r_lo, test)
-    claims.append(Claim(f"ResNet-{hi} has lower test error than ResNet-{lo}", _paper_pair(hi, lo), ours, held))
-    held, ours = vs(r_hi, p_hi, test)
-    claims.append(Claim(f"ResNet-{hi} has lower test error than plain-{hi}", "Fig. 6: bold curves", ours, held))
-    return claims
+    return [
+        vs(f"plain-{hi} has higher training error than plain-{lo} (degradation)",
+           "Fig. 6 left: plain-56's training error above plain-20's throughout", p_hi, p_lo, train, expect="higher"),
+        vs(f"ResNet-{hi} has lower training error than ResNet-{lo}", "Fig. 6 middle: ResNet-56 below ResNet-20",
+           r_hi, r_lo, train),
+        vs(f"ResNet-{hi} has lower training error than plain-{hi}", "Fig. 6: ResNet-56 far below plain-56",
+           r_hi, p_hi, train),
+        vs(f"ResNet-{hi} has lower test error than ResNet-{lo}", _paper_pair(hi, lo), r_hi, r_lo, test),
+        vs(f"ResNet-{hi} has lower test error than plain-{hi}", "Fig. 6: bold curves", r_hi, p_hi, test),
+    ]
 
 
 def _paper_pair(hi: int, lo: int) -> str:

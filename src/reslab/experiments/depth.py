@@ -13,7 +13,15 @@ from pathlib import Path
 
 from reslab.analysis import count_macs, count_params
 from reslab.errors import ReslabError
-from reslab.experiments.claims import PAPER_CIFAR_PARAMS, PAPER_CIFAR_TEST_ERR, Claim, Stat, by_label, less
+from reslab.experiments.claims import (
+    PAPER_CIFAR_PARAMS,
+    PAPER_CIFAR_TEST_ERR,
+    Claim,
+    Stat,
+    all_lower,
+    by_label,
+    less,
+)
 from reslab.experiments.config import ExperimentConfig, resolve_depths
 from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
 from reslab.experiments.summary import Report
@@ -44,18 +52,21 @@ def depth_claims(test: dict[int, Stat], cifar_params: dict[int, int]) -> list[Cl
     if len(depths) < 2:
         raise ReslabError(f"depth compares depths: give at least two. Received: depths={tuple(depths)}")
     paper = [d for d in depths if d in PAPER_CIFAR_TEST_ERR]
-    steps = [less(test[b], test[a])[0] for a, b in pairwise(depths)]
+    steps = [less(test[b], test[a]) for a, b in pairwise(depths)]
+    held, noise = all_lower(steps)
+    lower, inside = sum(g.lower for g in steps), sum(g.within_noise for g in steps)
     claims = [
         Claim("test error falls with every step in depth",
               "Table 6: " + ", ".join(f"{d}: {PAPER_CIFAR_TEST_ERR[d]}%" for d in paper),
-              ", ".join(f"{d}: {test[d].pct()}" for d in depths) + f" ({sum(steps)} of {len(steps)} steps lower)",
-              all(steps)),
+              ", ".join(f"{d}: {test[d].pct()}" for d in depths) + f" ({lower} of {len(steps)} steps lower"
+              + (f"; {inside} within noise" if inside else "") + ")", held, within_noise=noise),
     ]
     lo, hi = depths[0], depths[-1]
-    held, note = less(test[hi], test[lo])
+    gap = less(test[hi], test[lo])
     claims.append(Claim(f"ResNet-{hi} has lower test error than ResNet-{lo}",
                         f"Table 6: {PAPER_CIFAR_TEST_ERR.get(hi, '-')}% vs {PAPER_CIFAR_TEST_ERR.get(lo, '-')}%",
-                        f"{test[hi].pct()} vs {test[lo].pct()} ({note})", held))
+                        f"{test[hi].pct()} vs {test[lo].pct()} ({gap.note})", gap.lower,
+                        within_noise=gap.within_noise))
     claims.append(Claim("parameter counts (CIFAR-10 form) are the paper's",
                         ", ".join(f"{d}: {PAPER_CIFAR_PARAMS[d]}M" for d in depths),
                         ", ".join(f"{d}: {cifar_params[d]:,}" for d in depths),

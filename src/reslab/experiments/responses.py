@@ -109,17 +109,19 @@ def responses_claims(means: dict[str, Stat]) -> list[Claim]:
     claims = []
     for d in depths("resnet"):
         if f"plain{d}" in means:
-            held, note = less(means[f"resnet{d}"], means[f"plain{d}"], scale=1, unit="")
+            gap = less(means[f"resnet{d}"], means[f"plain{d}"], scale=1, unit="")
             claims.append(Claim(f"ResNet-{d}'s responses are smaller than plain-{d}'s (mean std over 3x3 layers)",
                                 "Fig. 7: ResNets' curves below the plain nets'",
-                                f"{means[f'resnet{d}'].num()} vs {means[f'plain{d}'].num()} ({note})", held))
+                                f"{means[f'resnet{d}'].num()} vs {means[f'plain{d}'].num()} ({gap.note})", gap.lower,
+                                within_noise=gap.within_noise))
     res = depths("resnet")
     if len(res) >= 2:
         lo, hi = res[0], res[-1]
-        held, note = less(means[f"resnet{hi}"], means[f"resnet{lo}"], scale=1, unit="")
+        gap = less(means[f"resnet{hi}"], means[f"resnet{lo}"], scale=1, unit="")
         claims.append(Claim(f"the deeper ResNet-{hi} has smaller responses than ResNet-{lo}",
                             "Fig. 7: ResNet-56 below ResNet-20, ResNet-110 lower still",
-                            f"{means[f'resnet{hi}'].num()} vs {means[f'resnet{lo}'].num()} ({note})", held))
+                            f"{means[f'resnet{hi}'].num()} vs {means[f'resnet{lo}'].num()} ({gap.note})", gap.lower,
+                            within_noise=gap.within_noise))
     if not claims:
         raise ReslabError(f"responses needs plain and residual nets of one depth, or two ResNet depths. "
                           f"Received: {', '.join(sorted(means))}")

@@ -61,10 +61,11 @@ class RunRecord:
     seconds: float
     metrics: list[dict[str, str]] = field(default_factory=list, repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the run's config.json ({} if none)
+    test_n: int = 0  # test images the test error was measured on (test-metrics.json; 0: not recorded)
 
     def manifest(self, root: Path) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("label", "model", "seed", "model_kwargs", "params", "train_err",
-                                            "test_err", "best_val_err", "seconds")}
+                                            "test_err", "best_val_err", "seconds", "test_n")}
         try:
             d["run_dir"] = str(self.run_dir.resolve().relative_to(root.resolve()))
         except ValueError:
@@ -124,7 +125,16 @@ def read_record(run_dir: Path, *, label: str, seed: int) -> RunRecord:
                      model_kwargs=dict(meta["model_kwargs"]), params=count_params(model),
                      train_err=final_train_error(rows), test_err=final_test_error(rows),
                      best_val_err=min(evals, default=math.nan), seconds=max(elapsed, default=0.0), metrics=rows,
-                     config=run.read_config() if run.config_path.is_file() else {})
+                     config=run.read_config() if run.config_path.is_file() else {}, test_n=_test_images(run.path))
+
+
+def _test_images(run_dir: Path) -> int:
+    """How many test images the run's test error counts (its test-metrics.json), 0 where unknown."""
+    try:
+        n = json.loads((run_dir / "test-metrics.json").read_text()).get("n", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return n if isinstance(n, int) and n > 0 else 0
 
 
 def run_dir_of(folder: Path, label: str, seed: int) -> Path:

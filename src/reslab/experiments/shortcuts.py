@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reslab.errors import ReslabError
-from reslab.experiments.claims import Claim, Stat, by_label, less
+from reslab.experiments.claims import Claim, Stat, all_lower, by_label, less
 from reslab.experiments.config import ExperimentConfig
 from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
 from reslab.experiments.summary import Report
@@ -29,16 +29,17 @@ def shortcuts_claims(test: dict[str, Stat], params: dict[str, int]) -> list[Clai
     """Table 3's claims judged on test errors and parameter counts keyed by option (plain, A, B, C)."""
     p = {k: v[0] for k, v in PAPER_TABLE3.items()}
     claims = []
-    wins = [less(test[o], test["plain"])[0] for o in "ABC"]
+    held, noise = all_lower([less(test[o], test["plain"]) for o in "ABC"])
     claims.append(Claim("every option (A, B, C) has lower test error than the plain net",
                         f"plain {p['plain']}% vs A {p['A']}%, B {p['B']}%, C {p['C']}%",
                         ", ".join(f"{o} {test[o].pct()}" for o in "ABC") + f" vs plain {test['plain'].pct()}",
-                        all(wins)))
+                        held, within_noise=noise))
     for better, worse, why in (("B", "A", "zero-padded channels learn no residual"),
                                ("C", "B", "extra parameters of the projections")):
-        held, note = less(test[better], test[worse])
+        gap = less(test[better], test[worse])
         claims.append(Claim(f"{better} is slightly better than {worse} ({why})", f"{p[better]}% vs {p[worse]}%",
-                            f"{test[better].pct()} vs {test[worse].pct()} ({note})", held))
+                            f"{test[better].pct()} vs {test[worse].pct()} ({gap.note})", gap.lower,
+                            within_noise=gap.within_noise))
     abc = [test[o].mean for o in "ABC"]
     spread, gap = 100 * (max(abc) - min(abc)), 100 * (test["plain"].mean - max(abc))
     claims.append(Claim("the differences among A/B/C are small next to the gain over plain",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reslab.experiments.claims import Claim, claims_table
+from reslab.experiments.claims import Claim, claims_table, count_outcomes
 from reslab.experiments.config import ExperimentConfig, budget_warning
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
@@ -30,7 +30,6 @@ class Report:
 
 def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: Sequence[RunRecord]) -> Path:
     """summary.md: the setup, the claims table (verdicts from `report.claims`), the results table and the figures."""
-    held = sum(c.held for c in report.claims)
     minutes = sum(r.seconds for r in records) / 60
     data = sorted({r.config.get("data", cfg.data) for r in records}) or [cfg.data]
     warning = budget_warning(cfg.budget)
@@ -38,7 +37,7 @@ def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: 
             *training_lines(records), *([f"- **short budget**: {warning}"] if warning else []),
             f"- hardware: {describe_line(_run_device(records))}",
             f"- finished {time.strftime('%Y-%m-%d %H:%M:%S')}; {len(records)} runs, {minutes:.1f} min of training",
-            f"- claims held: {held} of {len(report.claims)}"]
+            f"- claims: {count_outcomes(report.claims)}"]
     notes = report.notes
     text = "\n".join([f"# {report.title}", "", *head, "", "## Claims", "",
                       "Each verdict is computed from the measured numbers below "
