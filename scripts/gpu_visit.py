@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"iterations per training run (default the paper's {PAPER_ITERS}); a small count with "
                         "--device cpu makes the tiny test")
     p.add_argument("--work", default="visits", help="where the part's folder is built (default visits/)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start empty, not from an earlier visit's folder in docs/results/")
     args = p.parse_args(argv)
     work = (ROOT / args.work / f"gpu-{args.part}").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -352,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
               time.monotonic() + args.budget_s, tiny=args.iterations < 1000)
     v.say(f"part {args.part}: {PARTS[args.part][0]}; budget {args.budget_s:.0f} s, {args.iterations:,} iterations "
           f"per run, device {args.device}")
-    seed_from_results(v)
+    if not args.fresh:
+        seed_from_results(v)
     for fn in PARTS[args.part][1]:
         if v.left() < PACK_RESERVE_S:
             v.say("budget spent: the remaining steps wait for the next visit")
