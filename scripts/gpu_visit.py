@@ -9,17 +9,18 @@ command, from the repository root:
 
 It runs the part's steps in order, each as its own process (`python3 -m reslab ...` with src/ on the
 path: nothing is installed) under a timeout cut from what is left of the budget, and after every step
-packs the part's folder into `<out>/<part>.tar.gz` plus a plain `<out>/<part>.log`: two files, so a
-visit stopped at any point still brings back every step that finished. A step that fails or runs out
-of time is recorded and the next one runs. The tarball unpacks into docs/results/ (its members are
-`gpu-<part>/...`):
+packs what the visit wrote into at most two files, `<out>/<part>.tar.gz` and, when the weights would
+take it past 15 MiB, `<out>/<part>-weights.tar`: a visit stopped at any point still brings back every
+step that finished. A step that fails or runs out of time is recorded and the next one runs.
 
-    tar -xzf <part>.tar.gz -C docs/results/
+Packed: summaries, tables, figures, experiment.json, bench JSONs and PNGs, logs, each run's
+metrics.csv, config.json, report.md, curves and final weights; no checkpoints, except the last.pt of a
+run that did not finish (so a later visit resumes it). Part 1 has its own folder (gpu-part1/); every
+later part adds to gpu-campaign/ and starts from it as earlier visits left it in docs/results/
+(unpacked and committed): finished runs are read back, cut ones resume, and only what changed is
+packed. Back on the development machine:
 
-Packed: summaries, tables, figures, experiment.json, bench JSONs and PNGs, each run's metrics.csv,
-config.json, report.md, curves and final weights; no checkpoints, except the last.pt of a run that did
-not finish (so a later visit can resume it). A part whose folder already sits in docs/results/ (an
-earlier visit's, unpacked and committed) starts from it: finished runs are read back, not retrained.
+    python3 scripts/gpu_visit.py unpack part.tar.gz [part-weights.tar]   # into docs/results/
 
 On the CPU, `--device cpu --iterations 20` runs the same steps at a tiny size (tests/test_gpu_visit.py).
 Stdlib only: it runs before anything is installed.
@@ -60,6 +61,8 @@ class Visit:
     steps: list[dict] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
+    seeded: dict = field(default_factory=dict)  # files the visit started from: {path: (size, mtime)}, not packed
+    results: Path = ROOT / "docs" / "results"  # where earlier visits' folders are
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -216,11 +219,11 @@ def step_bench(v: Visit) -> None:
 
 
 def compile_mode(v: Visit) -> str:
-    """The mode part 1 measured fastest (its visit.json in docs/results/gpu-part1/), else off."""
+    """The mode part 1 measured fastest (docs/results/gpu-part1/visit-part1.json), else off."""
     if "compile" in v.notes:
         return v.notes["compile"]
     try:
-        return json.loads((ROOT / "docs" / "results" / "gpu-part1" / "visit.json").read_text())["notes"]["compile"]
+        return json.loads((v.results / "gpu-part1" / "visit-part1.json").read_text())["notes"]["compile"]
     except (OSError, ValueError, KeyError):
         return "off"
 
@@ -254,91 +257,169 @@ def step_train(v: Visit, name: str, model: str, *, cap_s: float) -> None:
     step(v, name, cmd, cap_s=cap_s, need_s=60 if not v.tiny else 5, watch=progress(run))
 
 
-def step_experiment(v: Visit, name: str, *args: str, cap_s: float = 600, jobs: int = 4) -> None:
-    """`reslab experiment ...` in work/<folder>; an existing folder continues (finished runs are kept)."""
-    step(v, name, reslab("experiment", *args, "--budget", str(v.iterations), "--device", v.device,
-                         "--jobs", str(jobs if not v.tiny else 1), "--compile", compile_mode(v), "--quiet"),
-         cap_s=cap_s, need_s=60 if not v.tiny else 5, watch=progress(v.work))
+def step_experiment(v: Visit, name: str, experiment: str, *args: str, cap_s: float = 600, jobs: int = 4) -> None:
+    """`reslab experiment ...` in work/<experiment>/ (an existing folder continues: finished runs are kept,
+    cut ones resume); its summary, table and figure are kept under <experiment>/<name>/ too, since the
+    next part that uses the folder rewrites them."""
+    folder = v.work / experiment
+    step(v, name, reslab("experiment", experiment, *args, "--out", experiment, "--budget", str(v.iterations),
+                         "--device", v.device, "--jobs", str(jobs if not v.tiny else 1),
+                         "--compile", compile_mode(v), "--quiet"),
+         cap_s=cap_s, need_s=60 if not v.tiny else 5, watch=progress(folder))
+    if (folder / "summary.md").is_file() and v.steps[-1].get("rc") == 0:
+        keep_dir = folder / name
+        keep_dir.mkdir(exist_ok=True)
+        for f in folder.iterdir():
+            if f.is_file() and f.suffix in {".md", ".csv", ".png", ".json"}:
+                shutil.copy2(f, keep_dir / f.name)
+        pack(v)
 
 
-def _degradation(depths: str, seeds: str = "1") -> Callable[[Visit], None]:
-    def run(v: Visit) -> None:
-        step_experiment(v, f"degradation-{depths.replace(',', '-')}", "degradation", "--depths", depths,
-                        "--seeds", seeds, "--out", "degradation")
-    return run
+def reuse_runs(v: Visit, source: str, target: str, labels: list[str]) -> None:
+    """Finished runs of `source` that `target` would train with the same config (same label, recipe, budget
+    and seed: the same run, whichever experiment trains it) are copied instead of trained again."""
+    for label in labels:
+        src, dst = v.work / source / "runs" / label, v.work / target / "runs" / label
+        if (src / "model.safetensors").is_file() and not dst.exists():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.pt", "*.lock"))
+            v.say(f"{target}: reusing {source}'s finished run {label}")
+
+
+def _degradation(name: str, depths: str, seeds: str = "1") -> Callable[[Visit], None]:
+    return lambda v: step_experiment(v, name, "degradation", "--depths", depths, "--seeds", seeds)
+
+
+def _depth(v: Visit) -> None:
+    reuse_runs(v, "degradation", "depth", [f"resnet{d}-s0" for d in (20, 32, 44, 56)])
+    step_experiment(v, "depth", "depth", "--depths", "20,32,44,56,110")
 
 
 def _analyses(v: Visit) -> None:
-    deg = v.work.parent / "gpu-degradation" / "degradation"
-    src = deg if deg.is_dir() else ROOT / "docs" / "results" / "gpu-degradation" / "degradation"
+    """Responses, lesion and landscape of the degradation nets: no training."""
+    src = v.work / "degradation"
+    if not (src / "experiment.json").is_file():
+        v.say("analyses: no degradation folder yet (run the degradation part first)")
+        return
     for name in ("responses", "lesion", "landscape"):
-        extra = ["--device", v.device] if name != "responses" else ["--device", v.device, "--quiet"]
-        step(v, name, reslab("experiment", name, "--from", str(src), "--out", name, *extra), cap_s=240, need_s=30)
+        extra = ["--quiet"] if name == "responses" else []
+        step(v, name, reslab("experiment", name, "--from", "degradation", "--out", name, "--device", v.device,
+                             *extra), cap_s=240, need_s=30)
 
 
-PARTS: dict[str, tuple[str, list[Callable[[Visit], None]]]] = {
+# name: (what it runs, its folder under docs/results/, its steps). Every part after part1 adds to one folder,
+# gpu-campaign/, so later parts reuse earlier runs. The visits each part needs are docs/gpu.md's.
+PARTS: dict[str, tuple[str, str, list[Callable[[Visit], None]]]] = {
     "part1": ("nvidia-smi and versions; the CUDA tests; bench train eager and reduce-overhead; ResNet-20's "
-              "full 64k recipe", [step_env, step_tests, step_bench,
-                                  lambda v: step_train(v, "resnet20-64k", "resnet20", cap_s=600)]),
+              "full 64k recipe", "gpu-part1", [step_env, step_tests, step_bench,
+                                               lambda v: step_train(v, "resnet20-64k", "resnet20", cap_s=600)]),
     "degradation": ("Fig. 6 / Table 6: plain and residual nets of depth 20 and 56 at 64k iterations",
-                    [step_env, _degradation("20,56")]),
-    "degradation-deeper": ("depths 32 and 44 beside 20 and 56 (the same folder: finished runs are kept)",
-                           [step_env, _degradation("20,32,44,56")]),
-    "degradation-seeds": ("seeds 1-2 of the 20/56 pairs", [step_env, _degradation("20,56", "0,1,2")]),
-    "depth": ("Table 6: ResNet-20 ... 110", [step_env, lambda v: step_experiment(
-        v, "depth", "depth", "--depths", "20,32,44,56,110", "--out", "depth")]),
-    "shortcuts": ("Table 3 analogue: options A, B, C and plain, 3 seeds", [step_env, lambda v: step_experiment(
-        v, "shortcuts", "shortcuts", "--seeds", "3", "--out", "shortcuts")]),
+                    "gpu-campaign", [step_env, _degradation("degradation-20-56", "20,56")]),
+    "degradation-deeper": ("depths 32 and 44 beside 20 and 56 (finished runs are kept)", "gpu-campaign",
+                           [step_env, _degradation("degradation-20-32-44-56", "20,32,44,56")]),
+    "degradation-seeds": ("seeds 1 and 2 of the 20/56 pairs", "gpu-campaign",
+                          [step_env, _degradation("degradation-20-56-3seeds", "20,56", "3")]),
+    "depth": ("Table 6: ResNet-20 ... 110 (20-56 reused from degradation)", "gpu-campaign", [step_env, _depth]),
+    "shortcuts": ("Table 3 analogue: options A, B, C and plain on ResNet-20, 3 seeds", "gpu-campaign",
+                  [step_env, lambda v: step_experiment(v, "shortcuts", "shortcuts", "--seeds", "3")]),
     "analyses": ("Fig. 7 responses, lesion and landscape of the 64k degradation nets (no training)",
-                 [step_env, _analyses]),
-    "resnet1202": ("optional: ResNet-1202 at 64k", [step_env, lambda v: step_train(v, "resnet1202-64k",
-                                                                                   "resnet1202", cap_s=600)]),
+                 "gpu-campaign", [step_env, _analyses]),
+    "resnet1202": ("optional: ResNet-1202 at 64k", "gpu-campaign",
+                   [step_env, lambda v: step_train(v, "resnet1202-64k", "resnet1202", cap_s=600)]),
 }
 
 
 # ------------------------------------------------------------------------------------------------ packing
 
 def pack(v: Visit) -> None:
-    """<out>/<part>.tar.gz (members gpu-<part>/...) and <out>/<part>.log, rewritten after every step."""
-    (v.work / "visit.json").write_text(json.dumps({"part": v.part, "device": v.device, "iterations": v.iterations,
-                                                   "steps": v.steps, "notes": v.notes}, indent=2) + "\n")
+    """What this visit wrote or changed (not what it started from, which docs/results/ holds already):
+    <out>/<part>.tar.gz, and, when that would pass 15 MiB, the weights and resume checkpoints apart in
+    <out>/<part>-weights.tar. Members are gpu-<folder>/...; rewritten after every step."""
+    record = {"part": v.part, "device": v.device, "iterations": v.iterations, "steps": v.steps, "notes": v.notes}
+    (v.work / f"visit-{v.part}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (v.work / "logs").mkdir(exist_ok=True)
+    (v.work / "logs" / f"visit-{v.part}.log").write_text("\n".join(v.log_lines) + "\n")
+    files = [f for f in sorted(v.work.rglob("*")) if f.is_file() and keep(f)
+             and v.seeded.get(str(f.relative_to(v.work))) != _stamp(f)]
+    heavy = [f for f in files if f.suffix in {".safetensors", ".pt"}]
+    light = [f for f in files if f not in heavy]
     v.out.mkdir(parents=True, exist_ok=True)
-    (v.out / f"{v.part}.log").write_text("\n".join(v.log_lines) + "\n")
-    tmp = v.out / f".{v.part}.tar.gz"
-    for weights in (True, False):
-        with tarfile.open(tmp, "w:gz") as tar:
-            for path in sorted(v.work.rglob("*")):
-                if path.is_file() and keep(path, weights):
-                    tar.add(path, arcname=f"gpu-{v.part}/{path.relative_to(v.work)}")
-        if tmp.stat().st_size <= PACK_LIMIT:
-            break
-        v.notes["weights_left_out"] = "the pack was over 15 MiB with the weights"
-    tmp.replace(v.out / f"{v.part}.tar.gz")
+    if sum(f.stat().st_size for f in files) <= PACK_LIMIT:
+        light, heavy = files, []
+    if heavy:  # resume checkpoints first, then weights, while they fit
+        heavy.sort(key=lambda f: (f.suffix != ".pt", str(f)))
+        kept, size = [], 0
+        for f in heavy:
+            if size + f.stat().st_size <= PACK_LIMIT:
+                kept.append(f)
+                size += f.stat().st_size
+        left = [str(f.relative_to(v.work)) for f in heavy if f not in kept]
+        if left:
+            v.notes["left_out_over_16_MiB"] = left
+        _write_tar(v, v.out / f"{v.part}-weights.tar", kept, "w")
+    else:
+        (v.out / f"{v.part}-weights.tar").unlink(missing_ok=True)
+    _write_tar(v, v.out / f"{v.part}.tar.gz", light, "w:gz")
 
 
-def keep(path: Path, weights: bool) -> bool:
+def _write_tar(v: Visit, path: Path, files: list[Path], mode: str) -> None:
+    tmp = path.with_name(f".{path.name}")
+    with tarfile.open(tmp, mode) as tar:
+        for f in files:
+            tar.add(f, arcname=f"{v.work.name}/{f.relative_to(v.work)}")
+    tmp.replace(path)
+
+
+def _stamp(f: Path) -> tuple[int, int]:
+    st = f.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def keep(path: Path) -> bool:
     if path.name == "best.pt" or "__pycache__" in path.parts or path.name.endswith(".lock"):
         return False
     if path.name == "last.pt":  # only a run that did not finish: a later visit resumes it
         return not (path.parent.parent / "model.safetensors").is_file()
-    if path.suffix == ".safetensors":
-        return weights
     return path.suffix in {".json", ".csv", ".md", ".png", ".txt", ".log", ".safetensors", ".yaml"}
 
 
 def seed_from_results(v: Visit) -> None:
-    """An earlier visit's folder of this part, unpacked in docs/results/, is where this one starts."""
-    earlier = ROOT / "docs" / "results" / f"gpu-{v.part}"
+    """The folder as earlier visits left it (unpacked and committed in docs/results/) is where this one starts."""
+    earlier = v.results / v.work.name
     if earlier.is_dir() and not any(v.work.iterdir()):
-        shutil.copytree(earlier, v.work, dirs_exist_ok=True)
-        v.say(f"continuing from {earlier.relative_to(ROOT)}")
+        shutil.copytree(earlier, v.work, dirs_exist_ok=True)  # copy2: sizes and times kept
+        v.say(f"continuing from {earlier}")
+    v.seeded = {str(f.relative_to(v.work)): _stamp(f) for f in v.work.rglob("*") if f.is_file()}
+
+
+def unpack(files: list[str], results: Path) -> int:
+    """Extract a visit's files into `results` (docs/results/), over the folder earlier visits left there,
+    then drop the resume checkpoints of runs that have finished since."""
+    folders = set()
+    for name in files:
+        with tarfile.open(name) as tar:
+            tar.extractall(results, filter="data")
+            folders |= {m.split("/")[0] for m in tar.getnames()}
+    for folder in sorted(folders):
+        for last in (results / folder).rglob("checkpoints/last.pt"):
+            if (last.parent.parent / "model.safetensors").is_file():
+                last.unlink()
+        print(f"unpacked {results / folder}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["unpack"]:
+        u = argparse.ArgumentParser(prog="gpu_visit.py unpack", description=unpack.__doc__)
+        u.add_argument("files", nargs="+", help="the .tar.gz (and -weights.tar) a visit brought back")
+        u.add_argument("--results", default=str(ROOT / "docs" / "results"))
+        a = u.parse_args(argv[1:])
+        return unpack(a.files, Path(a.results))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="parts: " + "; ".join(f"{k}: {d}" for k, (d, _) in PARTS.items()))
+                                epilog="parts: " + "; ".join(f"{k}: {d}" for k, (d, _, _) in PARTS.items())
+                                + ". `gpu_visit.py unpack FILES` puts what a visit brought back into docs/results/.")
     p.add_argument("part", choices=list(PARTS))
-    p.add_argument("--out", required=True, help="the folder the two packed files go to ($OUT on the GPU machine)")
+    p.add_argument("--out", required=True, help="the folder the packed files go to ($OUT on the GPU machine)")
     p.add_argument("--budget-s", type=float, default=540, help="wall seconds for the whole visit (default 540)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a tiny test of the same steps)")
     p.add_argument("--iterations", type=int, default=PAPER_ITERS,
@@ -347,26 +428,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="visits", help="where the part's folder is built (default visits/)")
     p.add_argument("--fresh", action="store_true",
                    help="start empty, not from an earlier visit's folder in docs/results/")
+    p.add_argument("--results", default=str(ROOT / "docs" / "results"),
+                   help="where earlier visits' folders are (default docs/results/)")
     args = p.parse_args(argv)
-    work = (ROOT / args.work / f"gpu-{args.part}").resolve()
+    what, folder, steps = PARTS[args.part]
+    work = (ROOT / args.work / folder).resolve()
     work.mkdir(parents=True, exist_ok=True)
     v = Visit(args.part, Path(args.out).resolve(), work, args.device, args.iterations,
-              time.monotonic() + args.budget_s, tiny=args.iterations < 1000)
-    v.say(f"part {args.part}: {PARTS[args.part][0]}; budget {args.budget_s:.0f} s, {args.iterations:,} iterations "
-          f"per run, device {args.device}")
+              time.monotonic() + args.budget_s, tiny=args.iterations < 1000, results=Path(args.results))
+    v.say(f"part {args.part}: {what}; budget {args.budget_s:.0f} s, {args.iterations:,} iterations per run, "
+          f"device {args.device}")
     if not args.fresh:
         seed_from_results(v)
-    for fn in PARTS[args.part][1]:
+    for fn in steps:
         if v.left() < PACK_RESERVE_S:
             v.say("budget spent: the remaining steps wait for the next visit")
             break
         fn(v)
-    pack(v)
-    v.say(f"packed {v.out / (args.part + '.tar.gz')} ({(v.out / (args.part + '.tar.gz')).stat().st_size / 2**20:.1f} "
-          f"MiB) and {v.out / (args.part + '.log')}")
     failed = [s["step"] for s in v.steps if s.get("rc") not in (0, None) or s.get("timed_out")]
     if failed:
-        v.say(f"steps that failed or ran out of time: {', '.join(failed)}")
+        v.say(f"steps that failed or ran out of time (a later visit continues them): {', '.join(failed)}")
+    pack(v)
+    v.say("packed: " + ", ".join(f"{f.name} ({f.stat().st_size / 2**20:.1f} MiB)" for f in sorted(v.out.iterdir())
+                                 if not f.name.startswith(".")))
     pack(v)
     return 0
 

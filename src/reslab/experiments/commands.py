@@ -17,7 +17,7 @@ _DEPTHS = {"degradation": "20,56", "responses": "20,56", "depth": "20,32,44,56,1
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
-    from reslab.train.commands import add_train_flags
+    from reslab.train.commands import add_compile_flag, add_train_flags
 
     p = sub.add_parser("experiment", help="reproduce a claim of the paper: " + ", ".join(_HELP),
                        description="Train the nets a claim needs, then write the runs, a table (md + csv), "
@@ -28,6 +28,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     for name, text in _HELP.items():
         q = exp_sub.add_parser(name, help=text, description=text, conflict_handler="resolve")
         add_train_flags(q)
+        add_compile_flag(q)
         q.add_argument("--out", help="the experiment folder: runs/, tables, figures and summary.md (default "
                                      "experiments/<name>-<time>); an existing one is continued")
         if name in _DEPTHS:

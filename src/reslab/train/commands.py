@@ -40,6 +40,14 @@ def add_run_flags(p: _Adder) -> None:
     p.add_argument("--quiet", action="store_true", default=None, help="log lines instead of progress bars")
 
 
+def add_compile_flag(p: _Adder) -> None:
+    """--compile MODE (shared by `train` and the experiments)."""
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   choices=("off", "default", "max-autotune", "reduce-overhead"),
+                   help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
+                        "reduce-overhead (CUDA graphs; the fastest on a GPU, docs/gpu.md)")
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and the experiments. None means 'not given' (the recipe decides)."""
     add_data_flags(p)
@@ -117,10 +125,7 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("precision and speed")
     g.add_argument("--amp", choices=("auto", "bf16", "off"))
     g.add_argument("--channels-last", choices=("auto", "on", "off"))
-    g.add_argument("--compile", nargs="?", const="default", metavar="MODE",
-                   choices=("off", "default", "max-autotune", "reduce-overhead"),
-                   help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
-                        "reduce-overhead (CUDA graphs); see docs/gpu.md")
+    add_compile_flag(g)
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels only (cuDNN, cuBLAS; no cudnn.benchmark): on CUDA a rerun or a "
                         "resumed run is bit-identical, a little slower; on the CPU runs are so already")
