@@ -94,3 +94,28 @@ def test_cifar_budget_recipe_departs_only_where_named():
                        "val_size": (None, 0), "ten_crop": (False, True)}
     makefile = (Path(__file__).parents[1] / "Makefile").read_text()
     assert "--recipe cifar-budget" in makefile  # what `make run` trains, documented in README and results.md
+
+
+def test_resume_from_python_is_resume_from_the_cli(fmnist_dir, tmp_path):
+    """reslab.train(resume=run) reads the run's config.json as `reslab train --resume run` does: the same
+    resolved config for the same changes, the same refusal of a change a resumed run cannot take."""
+    import reslab
+    from reslab.errors import ReslabError
+
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(fmnist_dir), "--iterations", "8", "--lr", "0.05", "--shortcut", "B",
+                 *TINY, "--out", str(run)]) == 0
+    cli = _config("--resume", str(run), "--iterations", "12")
+    python = reslab.resolve_config(resume=run, iterations=12)
+    assert python == cli and (python.iterations, python.lr, python.model_kwargs) == (12, 0.05, {"shortcut": "B"})
+    result = reslab.train(python, resume=run)
+    assert result.config == cli and result.iterations == 12
+    assert reslab.train(resume=run).config == cli  # no config given: the run's own, as it now stands
+    with pytest.raises(ReslabError, match=r"lr=0.1 differs from the run being resumed"):
+        reslab.train(reslab.resolve_config(data_dir=str(fmnist_dir), iterations=12, batch_size=16, quiet=True,
+                                           model_kwargs={"shortcut": "B"}, device="cpu", log_every=4, eval_every=4),
+                     resume=run)
+    with pytest.raises(ReslabError, match=r"--lr 0.1 differs from the run being resumed \(lr=0.05\)"):
+        reslab.resolve_config(resume=run, lr=0.1)
+    with pytest.raises(ReslabError, match=r"--lr 0\.1 differs"):
+        _config("--resume", str(run), "--lr", "0.1")

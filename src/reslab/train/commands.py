@@ -166,77 +166,19 @@ NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "conf
 
 
 def config_from_args(args: argparse.Namespace, *, skip: tuple[str, ...] = ()):
-    """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field):
-    the recipe, then --config's file, then the flags given."""
+    """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field), by
+    train/config.py's layering: the recipe, then --config's file or --resume's run, then the flags given."""
     from reslab.classnames import read_class_names
-    from reslab.train.config import TrainConfig, resolve_config, validate
+    from reslab.train.config import resolve_config
 
     flags = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG + skip}
-    if flags.get("epochs") is not None and flags.get("iterations") is not None:
-        raise ReslabError(f"--epochs {flags['epochs']:g} and --iterations {flags['iterations']} both set the "
-                          f"run's length; pass one of them")
     if flags.get("classes") is not None:
         flags["classes"] = read_class_names(flags["classes"])
     model_kwargs = {k: flags.pop(k) for k in MODEL_FLAGS if flags.get(k) is not None}
     for k in MODEL_FLAGS:
         flags.pop(k, None)
-    if getattr(args, "config", None):
-        return _config_from_file(args, flags, model_kwargs)
-    if getattr(args, "resume", None):
-        cfg_path = Path(args.resume) / "config.json"
-        if not cfg_path.is_file():
-            raise ReslabError(f"{args.resume} is not a run directory (no config.json); pass the folder that "
-                              "`reslab train` created")
-        cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        resume_overrides(cfg, flags, model_kwargs, Path(args.resume))
-        validate(cfg)
-        return cfg
-    return resolve_config(args.recipe or "cifar-paper", model_kwargs=model_kwargs or None, **flags)
-
-
-def _config_from_file(args: argparse.Namespace, flags: dict, model_kwargs: dict):
-    """--config FILE under the flags given: a run's config.json re-creates that run, less its folder."""
-    from reslab.train.config import resolve_config
-    from reslab.train.configfile import merge_config, read_config_file
-
-    if getattr(args, "resume", None):
-        raise ReslabError(f"--config {args.config} and --resume {args.resume}: a resumed run keeps its own config; "
-                          f"drop --config")
-    values = merge_config(read_config_file(args.config), flags)
-    recipe = args.recipe or values.pop("recipe", None) or "cifar-paper"
-    values.pop("recipe", None)
-    model_kwargs = {**values.pop("model_kwargs", {}), **model_kwargs}
-    try:
-        return resolve_config(recipe, model_kwargs=model_kwargs or None, **values)
-    except ReslabError as e:
-        raise ReslabError(f"{e} (options from --config {args.config} and the flags given)") from None
-
-
-RESUMABLE = ("iterations", "epochs", "quiet", "device", "workers")  # what may change when a run resumes
-
-
-def resume_overrides(cfg, flags: dict, model_kwargs: dict, run: Path) -> None:
-    """Apply the flags a resumed run may change; any other flag that differs from the run's config is
-    an error (it would be silently ignored). A new length rescales the milestones, as for a new run."""
-    from reslab.train.schedule import rescale_milestones
-
-    saved = cfg.to_dict()
-    changed = [k for k, v in flags.items() if v is not None and k not in RESUMABLE and saved.get(k) != v]
-    changed += [k for k, v in model_kwargs.items() if cfg.model_kwargs.get(k) != v]
-    if changed:
-        k = changed[0]
-        was = saved.get(k, cfg.model_kwargs.get(k))
-        raise ReslabError(f"--{k.replace('_', '-')} {flags.get(k, model_kwargs.get(k))} differs from the run being "
-                          f"resumed ({k}={was!r}); a resumed run keeps its config: drop the flag, or start a new run "
-                          f"with --out")
-    if flags.get("iterations") is not None:
-        cfg.milestones = rescale_milestones(tuple(cfg.milestones), cfg.iterations, flags["iterations"])
-        cfg.epochs = None
-    elif flags.get("epochs") is not None:
-        cfg.epochs = flags["epochs"]
-    for k in ("iterations", "quiet", "device", "workers"):
-        if flags.get(k) is not None:
-            setattr(cfg, k, flags[k])
+    return resolve_config(getattr(args, "recipe", None), file=getattr(args, "config", None),
+                          resume=getattr(args, "resume", None), model_kwargs=model_kwargs or None, **flags)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

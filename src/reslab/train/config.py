@@ -1,21 +1,26 @@
-"""Typed training configuration: dataclass defaults, then a recipe, then flags.
+"""A run's configuration, and its one owner: the fields, the recipes, the layering and the checks.
 
-A recipe's schedule is defined in iterations, as the paper states it; `iterations` and `epochs`
-rescale it by one rule (train/schedule.py): milestones keep their fractions of the run, the
-warm-up its length in iterations.
+Layers, the same from the CLI and from Python (`resolve_config`): dataclass defaults, then a recipe,
+then a config file (YAML or a run's config.json) or a run being resumed (its config.json, of which only
+RESUMABLE fields may change), then the flags given. A recipe's schedule is defined in iterations, as
+the paper states it; `iterations` and `epochs` rescale it by one rule (train/schedule.py): milestones
+keep their fractions of the run, the warm-up its length in iterations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
 from reslab.models.registry import model_entry
-from reslab.train.schedule import rescale_milestones
+from reslab.train.configfile import read_config_file, upgrade_saved
+from reslab.train.schedule import paper_warmup, rescale_milestones
 
 
 @dataclass
@@ -98,18 +103,51 @@ class TrainConfig:
         cfg.class_fraction = tuple((int(c), float(f)) for c, f in cfg.class_fraction)
         return cfg
 
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **flags: Any) -> TrainConfig:
+        """The config of the run in `run_dir` (its config.json), to resume it: of the flags given (None:
+        not given), the RESUMABLE ones apply (a new length rescales the milestones, as for a new run); any
+        other that differs from the run's is a ReslabError, since a resumed run keeps its config."""
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise ReslabError(f"{run_dir} is not a run directory (no config.json); pass the folder that "
+                              "`reslab train` created")
+        try:
+            cfg = cls.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError) as e:
+            raise ReslabError(f"{path} is not a readable run config ({type(e).__name__}: {e}); the run cannot "
+                              "resume: start a new run with --out") from None
+        given = {k: v for k, v in flags.items() if v is not None}
+        saved = cfg.to_dict()
+        model_kwargs = given.pop("model_kwargs", None) or {}
+        changed = [k for k, v in given.items() if k not in RESUMABLE and saved.get(k) != _saved_form(v)]
+        changed += [k for k, v in model_kwargs.items() if cfg.model_kwargs.get(k) != v]
+        if changed:
+            k = changed[0]
+            now, was = given.get(k, model_kwargs.get(k)), saved.get(k, cfg.model_kwargs.get(k))
+            raise ReslabError(f"--{k.replace('_', '-')} {now} differs from the run being resumed ({k}={was!r}); a "
+                              f"resumed run keeps its config: drop the flag, or start a new run with --out")
+        if "iterations" in given:
+            cfg.milestones = rescale_milestones(tuple(cfg.milestones), cfg.iterations, given["iterations"])
+            cfg.epochs = None
+        elif "epochs" in given:
+            cfg.epochs = given["epochs"]
+        for k in RESUMABLE:
+            if k in given and k != "epochs":
+                setattr(cfg, k, given[k])
+        validate(cfg)
+        return cfg
 
-def upgrade_saved(d: dict[str, Any]) -> dict[str, Any]:
-    """A saved config in today's layout: older runs kept sync_bn in model_kwargs, and compile as a bool
-    (`__post_init__`)."""
-    d = dict(d)
-    if isinstance(d.get("model_kwargs"), dict):
-        kwargs = dict(d["model_kwargs"])
-        d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
-        d["model_kwargs"] = kwargs
-    if isinstance(d.get("compile"), bool):
-        d["compile"] = "default" if d["compile"] else "off"
-    return d
+
+def _saved_form(value: Any) -> Any:
+    """A flag's value as config.json holds it (tuples as lists), to compare the two."""
+    if isinstance(value, tuple):
+        return [_saved_form(v) for v in value]
+    return value
+
+
+# What may change when a run resumes: its length, where it runs, how it reports.
+RESUMABLE = ("iterations", "epochs", "quiet", "device", "workers")
 
 
 # The paper's recipes. Values not listed keep the dataclass defaults.
@@ -140,19 +178,44 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": dict(batch_size=64, lr=0.01, schedule="cosine", epochs=10, milestones=(), head_epochs=1,
                      lr_decay_per_stage=0.5),
 }
-# Section 4.2: "For the 110-layer network, we use 0.01 to warm up the training until the training error
-# is below 80% (about 400 iterations), and then go back to 0.1". Applied to ResNet-110 and deeper: lr
-# 0.01 until the mean training error of the last WARMUP_WINDOW mini-batches is below 80%, at most 400
-# iterations (the paper's estimate; the cap also ends it where 80% means little, e.g. 100 classes).
-WARMUP_DEPTH = 110
-WARMUP_BELOW = 0.8
-WARMUP_CAP = 400
 SCHEDULES = ("step", "plateau", "cosine")
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 
 
-def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
-    """Defaults, then `recipe`, then the flags that were given (None means not given)."""
+def resolve_config(recipe: str | None = None, *, file: str | Path | None = None, resume: str | Path | None = None,
+                   **flags: Any) -> TrainConfig:
+    """A run's config, in layers: dataclass defaults, then `recipe` (default cifar-paper), then `file` (a
+    YAML file or a run's config.json: that run again, less its folder) or `resume` (a run directory:
+    `TrainConfig.from_run`), then the flags given (None: not given). The CLI's `reslab train` calls this."""
+    if flags.get("epochs") is not None and flags.get("iterations") is not None:
+        raise ReslabError(f"--epochs {flags['epochs']:g} and --iterations {flags['iterations']} both set the "
+                          f"run's length; pass one of them")
+    if resume is not None:
+        if file is not None:
+            raise ReslabError(f"--config {file} and --resume {resume}: a resumed run keeps its own config; drop "
+                              "--config")
+        return TrainConfig.from_run(resume, recipe=recipe, **flags)
+    if file is None:
+        return _layered(recipe or "cifar-paper", flags)
+    saved = read_config_file(file, TrainConfig)
+    given = {k: v for k, v in flags.items() if v is not None and k != "model_kwargs"}
+    values = {**saved, **given}
+    if "iterations" in given:  # a new length: the file's milestones keep their fractions, its epochs go
+        if "milestones" not in given and "milestones" in saved and "iterations" in saved:
+            values["milestones"] = rescale_milestones(tuple(saved["milestones"]), saved["iterations"],
+                                                      given["iterations"])
+        values.pop("epochs", None)
+    recipe = recipe or values.pop("recipe", None) or "cifar-paper"
+    values.pop("recipe", None)
+    values["model_kwargs"] = {**values.get("model_kwargs", {}), **(flags.get("model_kwargs") or {})} or None
+    try:
+        return _layered(recipe, values)
+    except ReslabError as e:
+        raise ReslabError(f"{e} (options from --config {file} and the flags given)") from None
+
+
+def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
+    """Defaults, then `recipe`, then `flags` (None means not given)."""
     if recipe not in RECIPES:
         close = difflib.get_close_matches(recipe, list(RECIPES), n=1)
         raise ReslabError(f"unknown recipe {recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; "
@@ -170,12 +233,11 @@ def resolve_config(recipe: str = "cifar-paper", **flags: Any) -> TrainConfig:
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
         values["milestones"] = rescale_milestones(ms, ref, values["iterations"])
     cfg = TrainConfig(**values)
-    if "warmup_iters" not in flags or flags["warmup_iters"] is None:
-        entry = model_entry(cfg.model)
-        if recipe == "cifar-paper" and entry.family == "cifar" and entry.depth >= WARMUP_DEPTH:
-            cfg.warmup_iters = WARMUP_CAP
-            if "warmup_below" not in given:
-                cfg.warmup_below = WARMUP_BELOW
+    entry = model_entry(cfg.model)
+    if "warmup_iters" not in given and (warmup := paper_warmup(recipe, entry.family, entry.depth)) is not None:
+        cfg.warmup_iters = warmup[0]
+        if "warmup_below" not in given:
+            cfg.warmup_below = warmup[1]
     validate(cfg)
     return cfg
 

@@ -18,16 +18,27 @@ from typing import Any
 import yaml
 
 from reslab.errors import ReslabError
-from reslab.train.config import TrainConfig, upgrade_saved
-from reslab.train.schedule import rescale_milestones
 
 RUN_KEYS = ("resolved",)  # what a run wrote about itself, not a choice to repeat
 RUN_PATH_KEYS = ("out",)  # the old run's own folder: a re-created run gets a new one
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The TrainConfig fields that `path` (YAML, or a run's config.json) sets, checked key by key:
-    an unknown key or a value of the wrong type is a ReslabError naming the key and the file."""
+def upgrade_saved(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved config in today's layout: older runs kept sync_bn in model_kwargs, and compile as a bool."""
+    d = dict(d)
+    if isinstance(d.get("model_kwargs"), dict):
+        kwargs = dict(d["model_kwargs"])
+        d["sync_bn"] = bool(d.get("sync_bn") or kwargs.pop("sync_bn", False))
+        d["model_kwargs"] = kwargs
+    if isinstance(d.get("compile"), bool):
+        d["compile"] = "default" if d["compile"] else "off"
+    return d
+
+
+def read_config_file(path: str | Path, fields: type) -> dict[str, Any]:
+    """The fields of the dataclass `fields` (TrainConfig) that `path` (YAML, or a run's config.json) sets,
+    checked key by key: an unknown key or a value of the wrong type is a ReslabError naming the key and
+    the file."""
     p = Path(path)
     if p.is_dir():
         raise ReslabError(f"--config {p} is a folder; pass a YAML file or a run's config.json "
@@ -47,7 +58,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     values = upgrade_saved({k: v for k, v in values.items() if k not in RUN_KEYS})
     if written_by_run:
         values = {k: v for k, v in values.items() if k not in RUN_PATH_KEYS}
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(fields)
     for key, value in list(values.items()):
         if key not in hints:
             close = difflib.get_close_matches(str(key), list(hints), n=1)
@@ -118,16 +129,3 @@ def _describe(hint: Any) -> str:
     if origin is dict:
         return "a mapping"
     return names.get(hint, str(hint))
-
-
-def merge_config(file_values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
-    """The file's values with the given flags (not None) over them. A new --iterations rescales the
-    file's milestones to keep their fractions and replaces its --epochs, as a new length does on resume."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    merged = {**file_values, **given}
-    if "iterations" in given:
-        if "milestones" not in given and "milestones" in file_values and "iterations" in file_values:
-            merged["milestones"] = rescale_milestones(tuple(file_values["milestones"]), file_values["iterations"],
-                                                      given["iterations"])
-        merged.pop("epochs", None)
-    return merged

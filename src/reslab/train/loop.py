@@ -3,6 +3,7 @@ evaluate, checkpoint), finish."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from reslab.train.checkpoint import (
     load_train_checkpoint,
     save_train_checkpoint,
 )
-from reslab.train.config import TrainConfig
+from reslab.train.config import RESUMABLE, TrainConfig
 from reslab.train.data import TrainData, prepare_data
 from reslab.train.distributed import (
     Dist,
@@ -60,6 +61,7 @@ __all__ = ["TrainResult", "TrainingDiverged", "train", "train_step"]
 @dataclass
 class TrainResult:
     run_dir: Path
+    config: TrainConfig  # the config the run trained with (a resumed run's own, with the changes allowed)
     iterations: int  # iterations run: fewer than planned when the plateau rule stopped the run
     seconds: float
     best_val_err: float
@@ -67,16 +69,23 @@ class TrainResult:
     weights: str | None = None  # with --ema: which weights won on validation and were saved (raw | ema)
 
 
-def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | None = None,
+def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, command: str | None = None,
           on_iteration_end: Callable[[int], None] | None = None, overwrite: bool = False) -> TrainResult:
     """Train `cfg.model` on `cfg.data`; returns the run directory and final errors.
 
-    With `resume`, the run directory's config and checkpoints/last.pt are loaded and the run
-    continues at the saved iteration. `on_iteration_end(n)` is called after the n-th iteration's
-    step, before its log line and checkpoint (tests kill the process there). The run directory is
-    claimed first (`rundir.claim_run_dir`: an existing run needs `resume` or `overwrite`, a lock
-    stops a second writer).
+    With `resume` (a run directory), the run continues at the iteration of its checkpoints/last.pt with
+    its own config.json, as `reslab train --resume` does: `cfg` may be left out, or be
+    `resolve_config(resume=run, iterations=...)`; one that differs from the run's in more than the
+    fields a resumed run may change (config.RESUMABLE) is a ReslabError. `on_iteration_end(n)` is called
+    after the n-th iteration's step, before its log line and checkpoint (tests kill the process there).
+    The run directory is claimed first (`rundir.claim_run_dir`: an existing run needs `resume` or
+    `overwrite`, a lock stops a second writer).
     """
+    if resume is not None:
+        cfg = _resumed_config(cfg, resume)
+    elif cfg is None:
+        raise ReslabError("train needs a config, e.g. reslab.resolve_config('cifar-paper', model='resnet20'), or "
+                          "resume=RUN_DIR to continue a run")
     dist = init_distributed(cfg.device)
     run, created = None, False
     try:
@@ -93,6 +102,21 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, command: str | 
         if run is not None and dist.main:
             release_run_dir(run.path, created=created)
         shutdown(dist)
+
+
+def _resumed_config(cfg: TrainConfig | None, run: str | Path) -> TrainConfig:
+    """The run's own config with what `cfg` changes of the RESUMABLE fields; any other difference is an error."""
+    saved = TrainConfig.from_run(run)
+    if cfg is None:
+        return saved
+    changes = {k: getattr(cfg, k) for k in RESUMABLE if getattr(cfg, k) != getattr(saved, k)}
+    resumed = TrainConfig.from_run(run, **changes)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "out" and getattr(resumed, f.name) != getattr(cfg, f.name):
+            raise ReslabError(f"{f.name}={getattr(cfg, f.name)!r} differs from the run being resumed "
+                              f"({f.name}={getattr(resumed, f.name)!r} in {Path(run) / 'config.json'}); a resumed "
+                              f"run keeps its config: leave the config out (train(resume=run)), or start a new run")
+    return resumed
 
 
 def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, device: torch.device, command: str,
@@ -165,13 +189,14 @@ def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, sc
 
 def _start_run(run: RunDir, cfg: TrainConfig, schedule: Schedule, steps_per_epoch: int, resumed_at: int | None,
                dist: Dist, resolved: dict) -> None:
-    """Rank 0: a resumed run forgets the rows logged after its checkpoint; a new one writes its resolved config."""
+    """Rank 0: a resumed run forgets the rows logged after its checkpoint; a new one starts its folder. Both
+    write the config they train with (a resumed run's may have a new length, device or worker count)."""
     if resumed_at is not None:
         run.truncate_metrics(resumed_at)
-        return
-    run.path.mkdir(parents=True, exist_ok=True)
-    if restart_count() and run.metrics_path.exists():  # restarted before the first checkpoint: start clean
-        run.truncate_metrics(0)
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        if restart_count() and run.metrics_path.exists():  # restarted before the first checkpoint: start clean
+            run.truncate_metrics(0)
     run.write_config({**cfg.to_dict(), "resolved": {
         "iterations": schedule.total, "milestones": list(schedule.milestones), "warmup_iters": schedule.warmup_iters,
         "steps_per_epoch": steps_per_epoch, "world_size": dist.world, **resolved}})
@@ -231,7 +256,7 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, data: Tra
     evaluated once; weights, curves, report (rank 0)."""
     seconds = state.elapsed()
     if not dist.main:
-        return TrainResult(run.path, state.iteration, seconds, state.best_val, None)
+        return TrainResult(run.path, cfg, state.iteration, seconds, state.best_val, None)
     if run.best_ckpt.exists():
         best = load_checkpoint(run.best_ckpt)
         model.load_state_dict(best["model"])
@@ -256,7 +281,7 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, data: Tra
     write_report(run, cfg, command=command, seconds=seconds, iterations=state.iteration, best_val=state.best_val,
                  test=test, classes=data.classes, device=device,
                  weights=verdict(rows, state.best_weights) if ema.on else None)
-    return TrainResult(run.path, state.iteration, seconds, state.best_val, test,
+    return TrainResult(run.path, cfg, state.iteration, seconds, state.best_val, test,
                        weights=state.best_weights if ema.on else None)
 
 
