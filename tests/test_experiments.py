@@ -365,7 +365,7 @@ def test_compare_reads_accuracy_from_runs(degradation_dir, tmp_path, capsys):
     assert main(["compare", "resnet20", "vgg11_small", "--runs", str(run), "--out", str(tmp_path)]) == 0
     rows = read_csv(tmp_path / "compare.csv")
     assert [r["model"] for r in rows] == ["resnet20", "vgg11_small"]  # the run replaced the untrained row
-    test_err = next(r for r in read_csv(run / "metrics.csv") if r["kind"] == "test")["val_err"]
+    test_err = next(r for r in read_csv(run / "metrics.csv") if r["kind"] == "test")["test_err"]
     assert rows[0]["test_err"] == test_err and rows[0]["input_size"] == "1x28x28"
 
 

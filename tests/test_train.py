@@ -186,7 +186,8 @@ def test_train_end_to_end_cli(fmnist_dir, tmp_path, capsys):
     assert config["resolved"]["milestones"] == [20, 30]  # 32k/48k of 64k, rescaled
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("kind,iteration") and any(r.startswith("eval,20") for r in rows)
-    test_err = float(next(r for r in rows if r.startswith("test,")).split(",")[7])
+    header = rows[0].split(",")
+    test_err = float(next(r for r in rows if r.startswith("test,")).split(",")[header.index("test_err")])
     assert test_err < 0.7  # the learnable fake data is being learned: 10 classes, chance is 0.9
     meta = json.loads((out / "model.json").read_text())
     assert meta["classes"][0] == "T-shirt/top" and meta["preprocess"]["dataset"] == "fashion-mnist"
@@ -578,3 +579,16 @@ def test_a_failing_compile_warns_and_trains_eager(tmp_path, monkeypatch):
     assert torch.equal(a, b)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), eager.parameters(), strict=True))
     torch._dynamo.reset()
+
+
+def test_the_test_error_has_its_own_column_and_old_runs_still_read(fmnist_dir, tmp_path):
+    from reslab.train.rundir import RunDir, test_error
+
+    out = tmp_path / "run"
+    result = train(resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=4, out=str(out), **TINY))
+    rows = RunDir(out).read_metrics()
+    test = next(r for r in rows if r["kind"] == "test")
+    assert test["val_err"] == "" and float(test["test_err"]) == pytest.approx(result.test.top1_err, abs=1e-6)
+    assert test_error(rows) == pytest.approx(result.test.top1_err, abs=1e-6)
+    old = [{"kind": "eval", "iteration": "4", "val_err": "0.5"}, {"kind": "test", "iteration": "4", "val_err": "0.25"}]
+    assert test_error(old) == 0.25 and test_error(old[:1]) is None  # a run written before the column

@@ -24,7 +24,7 @@ from reslab.experiments.tables import markdown_table
 from reslab.fileio import atomic_write_text
 from reslab.models.registry import create_model, model_entry
 from reslab.plotting import pyplot, save_figure
-from reslab.train.rundir import RunDir
+from reslab.train.rundir import RunDir, test_error
 from reslab.weights import read_metadata
 
 COUNTED_LAYERS = ("Conv2d", "Linear")
@@ -72,8 +72,7 @@ def run_row(run_dir: str | Path, *, input_size: int | None = None) -> CompareRow
     kwargs = dict(meta["model_kwargs"])
     row = model_row(meta["model"], input_size=input_size or meta["preprocess"].get("image_size"),
                     model_kwargs=kwargs, label=f"{meta['model']} ({path.name})")
-    tests = [r["val_err"] for r in RunDir(path).read_metrics() if r["kind"] == "test" and r["val_err"]]
-    row.test_err = float(tests[-1]) if tests else None
+    row.test_err = test_error(RunDir(path).read_metrics())
     row.run_dir = str(path)
     return row
 

@@ -39,7 +39,7 @@ from reslab.experiments.parallel import Call, run_calls, say
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
 from reslab.train import resolve_config, train
-from reslab.train.rundir import RunDir
+from reslab.train.rundir import RunDir, test_error
 from reslab.weights import load_weights
 
 TRAIN_ERR_FRACTION = 0.1  # the "final running training error" averages this last share of the run
@@ -110,8 +110,8 @@ def final_train_error(rows: Sequence[dict[str, str]], fraction: float = TRAIN_ER
 
 
 def final_test_error(rows: Sequence[dict[str, str]]) -> float:
-    tests = [float(r["val_err"]) for r in rows if r["kind"] == "test" and r["val_err"]]
-    return tests[-1] if tests else math.nan
+    err = test_error(list(rows))
+    return math.nan if err is None else err
 
 
 def read_record(run_dir: Path, *, label: str, seed: int) -> RunRecord:

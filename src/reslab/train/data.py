@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
+from reslab.classnames import check_class_count
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
 from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
@@ -39,6 +40,15 @@ class TrainData:
     preprocess: dict[str, Any]  # what model.json records so that predict prepares images the same way
     loss_weight: torch.Tensor | None = None  # (K,) cross-entropy class weights (--balance loss)
     test_pictures: Callable[[list[int]], list[Any]] | None = None  # test indices -> images to show (toplosses.py)
+
+
+def name_classes(data: TrainData, names: list[str] | None, imagenet: list[str] | None) -> None:
+    """The run's class names, which model.json records: `names` (--classes, one per class of the data),
+    else `imagenet` (ImageNet's, where --init kept a 1000-class ImageNet classifier), else the data's."""
+    if names is not None:
+        data.classes = check_class_count(list(names), len(data.classes), f"data of {len(data.classes)} classes")
+    elif imagenet is not None:
+        data.classes = list(imagenet)
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
-from reslab.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
+from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.errors import ReslabError
 from reslab.weights import META_FILE, head_prefix, load_checkpoint_state, load_into, load_weights
 
@@ -78,12 +77,6 @@ def stage_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]] | N
     return [{"params": [p for n, p in model.named_parameters() if stage_of(n) == stage], "stage": stage,
              "lr_scale": cfg.lr_decay_per_stage ** (len(names) - 1 - i)}
             for i, stage in enumerate(names) if stage not in frozen]
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    """Every group's lr: `lr`, times the group's "lr_scale" when it has one."""
-    for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -151,13 +144,13 @@ class FineTune:
     head_iters: int  # iterations of the head phase: --head-epochs x steps per epoch
     main: bool  # rank 0 prints the notices
     head_only: bool | None = None  # the phase applied last; None before the first iteration
+    init_classes: list[str] | None = None  # ImageNet's names, where --init kept a 1000-class ImageNet head
 
     @classmethod
     def setup(cls, cfg: TrainConfig, model: nn.Module, data: TrainData, schedule: Schedule, dist: Dist, *,
               fresh: bool) -> FineTune:
-        """Check the flags against the model and the run, load `--init` into a new run's model, set the
-        class names (`--classes`, else ImageNet's kept with a 1000-class head, else the data's) and
-        hold the frozen stages (before DDP, which trains what requires a gradient when it starts)."""
+        """Check the flags against the model and the run, load `--init` into a new run's model and hold the
+        frozen stages (before DDP, which trains what requires a gradient when it starts)."""
         frozen = frozen_stages(cfg.freeze, model, cfg.model)
         head_iters = cfg.head_epochs * data.batches.steps_per_epoch
         if head_iters >= schedule.total:
@@ -167,11 +160,9 @@ class FineTune:
             raise ReslabError(f"--head-epochs {cfg.head_epochs} under torchrun: DDP fixes the trained parameters "
                               f"when it starts; fine-tune in one process, or use --freeze alone")
         notice, names = init_weights(model, cfg.init, data.classes) if cfg.init and fresh else (None, None)
-        if cfg.classes is not None:
-            names = check_class_count(list(cfg.classes), len(data.classes), f"data of {len(data.classes)} classes")
-        data.classes = names or data.classes
         head = stage_of(head_prefix(model))
-        tune = cls(model, frozen, [s for s in stage_names(model) if s not in (head, *frozen)], head_iters, dist.main)
+        tune = cls(model, frozen, [s for s in stage_names(model) if s not in (head, *frozen)], head_iters, dist.main,
+                   init_classes=names)
         if head_iters:
             notice = "; ".join(filter(None, [notice, f"the head ({head}) trains alone for the first "
                                                      f"{head_iters:,} iterations, then every stage"]))
@@ -183,12 +174,11 @@ class FineTune:
         if message and self.main:
             print(f"reslab train: {message}", file=sys.stderr)
 
-    def set_lr(self, opt: torch.optim.Optimizer, it: int, lr: float) -> None:
-        """Iteration `it`'s phase (held stages) and learning rates."""
+    def phase(self, it: int) -> None:
+        """Hold the stages iteration `it`'s phase holds (the head phase: all but the head; then --freeze's)."""
         head_only = it < self.head_iters
         if head_only != self.head_only:
             hold(self.model, set(self.frozen + (self.body if head_only else [])))
             if self.head_only:
                 self.note(f"head phase over after {it:,} iterations: every stage trains from now on")
             self.head_only = head_only
-        set_lr(opt, lr)

@@ -27,7 +27,7 @@ from reslab.train.checkpoint import (
     save_train_checkpoint,
 )
 from reslab.train.config import RESUMABLE, TrainConfig
-from reslab.train.data import TrainData, prepare_data
+from reslab.train.data import TrainData, name_classes, prepare_data
 from reslab.train.distributed import (
     Dist,
     barrier,
@@ -50,6 +50,7 @@ from reslab.train.step import (
     kernel_choice,
     make_optimizer,
     model_kwargs,
+    set_lr,
     step_model,
     train_step,
 )
@@ -129,14 +130,15 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     steps_per_epoch = data.batches.steps_per_epoch
     schedule = Schedule.from_config(cfg, steps_per_epoch)
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
-    tuning = FineTune.setup(cfg, model, data, schedule, dist, fresh=resume is None)  # --init, --freeze, --classes
+    tuning = FineTune.setup(cfg, model, data, schedule, dist, fresh=resume is None)  # --init, --freeze, --head-epochs
+    name_classes(data, cfg.classes, tuning.init_classes)
     opt = make_optimizer(model, cfg, device)
     ema = Ema(model, cfg.ema)  # off (a no-op) unless --ema
     # Resume, or start the run directory.
     state = _resumed_state(run, model, opt, schedule, ema) if resume else TrainState()
     if dist.main:
-        _start_run(run, cfg, schedule, steps_per_epoch, state.iteration if resume else None, dist,
-                   resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
+        _start_run(run, cfg, schedule, steps_per_epoch=steps_per_epoch, resumed_at=state.iteration if resume else None,
+                   dist=dist, resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
     stepper = step_model(model, cfg, dist, device)
     eval_every, ckpt_every = cfg.eval_every or steps_per_epoch, cfg.ckpt_every or cfg.eval_every or steps_per_epoch
     progress = Progress(total=schedule.total, start=state.iteration, steps_per_epoch=steps_per_epoch,
@@ -150,7 +152,8 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     model.train()
     for it in range(state.iteration, schedule.total):
         lr = schedule.lr(it)
-        tuning.set_lr(opt, it, lr)  # and the fine-tuning phase
+        set_lr(opt, lr)
+        tuning.phase(it)  # the stages fine-tuning holds at this iteration
         x, y = data.batches.batch(it)
         loss, err = train_step(stepper, opt, x.to(device, non_blocking=True), y.to(device, non_blocking=True),
                                amp=amp, channels_last=channels_last, label_smoothing=cfg.label_smoothing,
@@ -163,9 +166,10 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
         state.iteration = done = it + 1
         on_iteration_end(done)
         if window.n == cfg.log_every or done % eval_every == 0 or done % ckpt_every == 0 or done == schedule.total:
-            _log(window, dist, run, progress, state, lr=lr, batch_size=cfg.batch_size, epoch_len=steps_per_epoch)
+            _log(window, dist, run, progress, state=state, lr=lr, batch_size=cfg.batch_size, epoch_len=steps_per_epoch)
         if done % eval_every == 0 or done == schedule.total:
-            if _evaluate(data, model, ema, schedule, state, run, progress, dist, lr, steps_per_epoch, checkpoint):
+            if _evaluate(data, model, ema, schedule, state, run=run, progress=progress, dist=dist, lr=lr,
+                         epoch_len=steps_per_epoch, checkpoint=checkpoint):
                 break
             window.t0 = time.perf_counter()  # evaluation time is not training throughput
         if done % ckpt_every == 0 or done == schedule.total:
@@ -173,7 +177,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
             barrier(dist)
     # Finish: the planned iterations, or fewer when the plateau rule stopped the run.
     progress.close()
-    return _finish(cfg, run, model, ema, data, state, command, device, dist)
+    return _finish(cfg, run, model, ema, data=data, state=state, command=command, device=device, dist=dist)
 
 
 def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
@@ -187,7 +191,7 @@ def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, sc
     return state
 
 
-def _start_run(run: RunDir, cfg: TrainConfig, schedule: Schedule, steps_per_epoch: int, resumed_at: int | None,
+def _start_run(run: RunDir, cfg: TrainConfig, schedule: Schedule, *, steps_per_epoch: int, resumed_at: int | None,
                dist: Dist, resolved: dict) -> None:
     """Rank 0: a resumed run forgets the rows logged after its checkpoint; a new one starts its folder. Both
     write the config they train with (a resumed run's may have a new length, device or worker count)."""
@@ -209,7 +213,7 @@ def _warmup_ended(schedule: Schedule, cfg: TrainConfig) -> str:
     return f"warm-up at lr {cfg.warmup_lr:g} ended after {schedule.warmup_iters:,} iterations ({why})"
 
 
-def _log(window: Window, dist: Dist, run: RunDir, progress: Progress, state: TrainState, *, lr: float,
+def _log(window: Window, dist: Dist, run: RunDir, progress: Progress, *, state: TrainState, lr: float,
          batch_size: int, epoch_len: int) -> None:
     """One metrics row for the iterations since the last row: the only host sync of those steps. A
     non-finite loss stops the run on every rank, naming its iteration."""
@@ -228,7 +232,7 @@ def _log(window: Window, dist: Dist, run: RunDir, progress: Progress, state: Tra
     progress.update(done, loss=row["train_loss"], err=row["train_err"], ips=ips, lr=lr)
 
 
-def _evaluate(data: TrainData, model: nn.Module, ema: Ema, schedule: Schedule, state: TrainState, run: RunDir,
+def _evaluate(data: TrainData, model: nn.Module, ema: Ema, schedule: Schedule, state: TrainState, *, run: RunDir,
               progress: Progress, dist: Dist, lr: float, epoch_len: int, checkpoint: Callable[[Path], None]) -> bool:
     """Validation on rank 0: its metrics row (and the EMA's), best.pt at a new best of either weights, the
     plateau rule (on the raw weights). True: stop now (all ranks)."""
@@ -250,7 +254,7 @@ def _evaluate(data: TrainData, model: nn.Module, ema: Ema, schedule: Schedule, s
     return broadcast_flag(dist, stop)
 
 
-def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, data: TrainData, state: TrainState,
+def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, *, data: TrainData, state: TrainState,
             command: str, device: torch.device, dist: Dist) -> TrainResult:
     """Model selection on validation (with --ema, of the raw or the averaged weights); the test set
     evaluated once; weights, curves, report (rank 0)."""
@@ -263,7 +267,8 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, data: Tra
         ema.load_state_dict(best)
     chosen = ema.module if state.best_weights == "ema" else model
     test = data.evaluate_test(chosen)
-    run.append_metrics({"kind": "test", "iteration": state.iteration, "val_loss": test.loss, "val_err": test.top1_err})
+    run.append_metrics({"kind": "test", "iteration": state.iteration, "test_loss": test.loss,
+                        "test_err": test.top1_err})
     save = partial(save_weights, model_name=cfg.model, model_kwargs=model_kwargs(cfg, len(data.classes), data.in_chans),
                    classes=data.classes, preprocess=data.preprocess)
     save(chosen.to(memory_format=torch.contiguous_format), run.path)

@@ -36,7 +36,7 @@ from reslab.train.distributed import Dist
 from reslab.train.finetune import FineTune
 from reslab.train.rundir import is_run
 from reslab.train.schedule import Schedule
-from reslab.train.step import build_model, make_optimizer, model_kwargs, train_step
+from reslab.train.step import build_model, make_optimizer, model_kwargs, set_lr, train_step
 
 BETA = 0.98  # fastai's smoothing of the loss
 STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum (fastai)
@@ -160,7 +160,8 @@ def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, tuning: FineTun
     smoother, best = Smoother(), math.inf
     model.train()
     for it, lr in enumerate(sweep_lrs(cfg.min_lr, cfg.max_lr, cfg.iterations)):
-        tuning.set_lr(opt, 0, lr)  # with --head-epochs the whole sweep is of the first phase, the head's
+        tuning.phase(0)  # with --head-epochs the whole sweep is of the first phase, the head's
+        set_lr(opt, lr)
         x, y = data.batches.batch(it)
         loss, _ = train_step(model, opt, x.to(device), y.to(device), amp=amp, channels_last=channels_last,
                              label_smoothing=cfg.train.label_smoothing, class_weight=data.loss_weight)

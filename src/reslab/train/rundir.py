@@ -16,8 +16,18 @@ from reslab.fileio import atomic_write_text
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import run_config
 
+# One row per log window ("iter"), validation pass ("eval", "eval_ema") and the final test ("test"). Runs
+# written before test_loss/test_err existed kept the test's numbers in val_loss/val_err: `test_error`
+# reads both.
 METRIC_FIELDS = ("kind", "iteration", "epoch", "lr", "train_loss", "train_err", "val_loss", "val_err",
-                 "images_per_s", "elapsed_s")
+                 "test_loss", "test_err", "images_per_s", "elapsed_s")
+
+
+def test_error(rows: list[dict[str, str]]) -> float | None:
+    """The run's test error (its last "test" row), None before the test ran."""
+    errs = [r.get("test_err") or r.get("val_err") for r in rows if r["kind"] == "test"]
+    errs = [e for e in errs if e]
+    return float(errs[-1]) if errs else None
 
 
 @dataclass
@@ -81,7 +91,7 @@ class RunDir:
             self._tb = writer
         if writer is None:
             return
-        for key in ("lr", "train_loss", "train_err", "val_loss", "val_err", "images_per_s"):
+        for key in ("lr", "train_loss", "train_err", "val_loss", "val_err", "test_loss", "test_err", "images_per_s"):
             if row.get(key) is not None:
                 writer.add_scalar(f"{row['kind']}/{key}", float(row[key]), int(row["iteration"]))
         writer.flush()
@@ -95,7 +105,7 @@ class RunDir:
     def truncate_metrics(self, after_iteration: int) -> None:
         """Drop rows logged after a checkpoint, so a resumed run does not log them twice."""
         rows = [r for r in self.read_metrics() if int(r["iteration"]) <= after_iteration]
-        lines = [",".join(METRIC_FIELDS)] + [",".join(r[k] for k in METRIC_FIELDS) for r in rows]
+        lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k) or "" for k in METRIC_FIELDS) for r in rows]
         atomic_write_text(self.metrics_path, "\n".join(lines) + "\n")
 
 
@@ -112,7 +122,7 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     plt = pyplot()
 
     def series(kind: str, key: str) -> tuple[list[int], list[float]]:
-        pts = [(int(r["iteration"]), 100 * float(r[key])) for r in rows if r["kind"] == kind and r[key]]
+        pts = [(int(r["iteration"]), 100 * float(r[key])) for r in rows if r["kind"] == kind and r.get(key)]
         return [p[0] for p in pts], [p[1] for p in pts]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -125,7 +135,7 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
     if x:
         ax.plot(x, y, lw=1.6, color="tab:green", marker="o" if len(x) < 50 else None, ms=4,
                 label="validation error, EMA of the weights")
-    x, y = series("test", "val_err")
+    x, y = series("test", "test_err") if any(r.get("test_err") for r in rows) else series("test", "val_err")
     if x:
         ax.scatter(x, y, s=40, color="tab:red", zorder=3, label=f"test error {y[-1]:.2f}%")
     ax.set_xlabel("iterations")

@@ -22,7 +22,7 @@ from reslab.models.registry import create_model
 from reslab.train.compiled_bn import use_scale_shift_bn
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist, convert_sync_batchnorm, mean_over_ranks
-from reslab.train.finetune import set_lr, stage_groups  # noqa: F401 (set_lr: the loop's and lr-find's)
+from reslab.train.finetune import stage_groups
 
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary losses join the main loss with weight 0.3 (Szegedy et al. 2015, Sec. 5)
 
@@ -44,6 +44,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     groups = param_groups(model, cfg.wd_bn_bias == "on", stage_groups(model, cfg))
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.nesterov, fused=cuda or None, foreach=None if cuda else False)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr: `lr`, times the group's "lr_scale" when it has one (fine-tuning's per-stage rates)."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def param_groups(model: nn.Module, wd_bn_bias: bool, groups: list[dict] | None = None) -> list[dict]:
