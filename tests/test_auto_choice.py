@@ -12,7 +12,8 @@ import torch
 from reslab import hardware
 from reslab.cli import main
 from reslab.deploy.bench import bench_infer
-from reslab.deploy.fast import INT8_PATHS, build_engine
+from reslab.deploy.fast import build_engine
+from reslab.deploy.paths import INT8_PATHS
 from reslab.errors import ReslabError
 from reslab.models import create_model
 

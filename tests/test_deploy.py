@@ -14,8 +14,9 @@ from reslab.analysis import count_macs
 from reslab.cli import main
 from reslab.deploy.bench import bench_infer, row_precision
 from reslab.deploy.export import export
-from reslab.deploy.fast import FP32_CANDIDATES, PATHS, build_engine, fold_bn, select_fastest
+from reslab.deploy.fast import build_engine, fold_bn, select_fastest
 from reslab.deploy.images import load_image, normalize_view, preprocess_image
+from reslab.deploy.paths import FP32_CANDIDATES, PATHS
 from reslab.deploy.predict import predict
 from reslab.errors import ReslabError
 from reslab.models import create_model
@@ -267,13 +268,13 @@ def test_unknown_path_is_an_error():
     with pytest.raises(ReslabError, match=r"unknown inference path 'gpu'"):
         build_engine(create_model("resnet20").eval(), "gpu", torch.zeros(1, 3, 32, 32))
     from reslab.deploy import fast
-    from reslab.deploy.commands import _PATH_CHOICES
+    from reslab.deploy.paths import CHOICES
 
     documented = [line.split()[0] for line in fast.__doc__.splitlines() if line.startswith("  ") and line[2] != " "]
     assert documented == list(PATHS)  # every path is described in fast.py's table, in order
-    assert set(fast.FP32_CANDIDATES) <= set(PATHS) - {"bf16", "int8"}
+    assert set(FP32_CANDIDATES) <= set(PATHS) - {"bf16", "int8"}
 
-    assert ("auto", "fastest", *PATHS) == _PATH_CHOICES
+    assert ("auto", "fastest", *PATHS) == CHOICES
 
 
 def test_bf16_path_is_close_to_fp32_and_never_picked_as_fp32(monkeypatch):

@@ -36,9 +36,6 @@ from torch import Tensor, nn
 from reslab.analysis import count_macs
 from reslab.console import console as make_console
 from reslab.deploy.fast import (
-    FIXED_SHAPE_PATHS,
-    INT8_PATHS,
-    PATHS,
     agreement,
     build_engine,
     onnx_bytes,
@@ -46,6 +43,7 @@ from reslab.deploy.fast import (
     ort_session,
     physical_cores,
 )
+from reslab.deploy.paths import FIXED_SHAPE_PATHS, INT8_PATHS, PATHS
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu

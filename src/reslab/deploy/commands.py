@@ -7,11 +7,8 @@ import json
 import sys
 
 from reslab import cli_types
+from reslab.deploy.paths import CHOICES as PATH_CHOICES
 from reslab.errors import ReslabError
-
-# reslab.deploy.fast.PATHS, spelled out so that `reslab --help` need not import torch (a test keeps them equal)
-_PATH_CHOICES = ("auto", "fastest", "eager", "folded", "channels-last", "bf16", "compiled", "bf16-compiled",
-                 "onnxruntime", "int8-ort", "int8-torchao", "int8")
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
@@ -22,7 +19,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
     p.add_argument("--batch-size", type=cli_types.positive_int, default=32)
-    p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path (default: auto)")
+    p.add_argument("--path", choices=PATH_CHOICES, default="auto", help="inference path (default: auto)")
     p.add_argument("--classes", metavar="FILE", help="class names to print instead of model.json's: one per line, "
                                                      "or a JSON list")
     p.set_defaults(func=_cmd_predict)

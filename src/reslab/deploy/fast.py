@@ -45,16 +45,10 @@ import torch
 from torch import Tensor, nn
 
 from reslab import hardware
+from reslab.deploy.paths import FP32_CANDIDATES, INT8_PATHS, PATHS
 from reslab.errors import ReslabError
 from reslab.models.blocks import BasicBlock, Bottleneck
 from reslab.models.resnet import ResNet
-
-PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "bf16-compiled", "onnxruntime",
-                          "int8-ort", "int8-torchao", "int8")
-FIXED_SHAPE_PATHS: tuple[str, ...] = ("compiled", "bf16-compiled", "int8-torchao")  # one graph per batch size
-INT8_PATHS: tuple[str, ...] = ("int8-ort", "int8-torchao")  # what "int8" chooses between
-# select_fastest's default field: the fp32 paths that must agree with eager.
-FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
 
 
 class InferenceEngine:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from reslab.cli_types import nonneg_float, nonneg_int, positive_float, positive_int
-from reslab.deploy.commands import _PATH_CHOICES
+from reslab.deploy.paths import CHOICES as PATH_CHOICES
 from reslab.errors import ReslabError
 
 _EXTRA = "the server needs its extra: pip install 'reslab[serve]'"
@@ -37,7 +37,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--path", choices=_PATH_CHOICES, default="auto", help="inference path, as for predict")
+    p.add_argument("--path", choices=PATH_CHOICES, default="auto", help="inference path, as for predict")
     p.add_argument("--max-batch", type=positive_int, default=32, help="images per forward pass at most")
     p.add_argument("--max-wait-ms", type=nonneg_float, default=5.0, help="how long a request waits for company")
     p.add_argument("--queue", type=positive_int, default=256, help="requests admitted at once; more get 503")

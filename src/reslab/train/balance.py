@@ -19,8 +19,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-BALANCE_MODES = ("off", "sampler", "loss")
-
 
 def class_counts(labels: Tensor, num_classes: int) -> Tensor:
     """labels (N,) int64 -> images per class (K,) int64."""

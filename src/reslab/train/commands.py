@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from reslab import cli_types
 from reslab.errors import ReslabError
+from reslab.train.config import CHOICES
 
 # reslab.train.bench's data choices, spelled out so that `reslab --help` need not import torch
 # (a test keeps them equal)
@@ -43,7 +44,7 @@ def add_run_flags(p: _Adder) -> None:
 def add_compile_flag(p: _Adder) -> None:
     """--compile MODE (shared by `train` and the experiments)."""
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
-                   choices=("off", "default", "max-autotune", "reduce-overhead"),
+                   choices=CHOICES["compile"],
                    help="torch.compile the model: off (the default), default (bare --compile), max-autotune, "
                         "reduce-overhead (CUDA graphs; the fastest on a GPU, docs/gpu.md)")
 
@@ -62,7 +63,7 @@ def add_subset_flags(p: _Adder) -> None:
                    help="the first N training images of each class (after the validation split)")
     p.add_argument("--class-fraction", type=cli_types.class_fractions, metavar="SPEC",
                    help="keep a fraction of some classes' training images, e.g. 5-9:0.1 (imbalanced data)")
-    p.add_argument("--balance", choices=("off", "sampler", "loss"),
+    p.add_argument("--balance", choices=CHOICES["balance"],
                    help="imbalanced data: class-balanced sampling, or inverse-frequency loss weights (default off)")
 
 
@@ -84,7 +85,7 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zero-init-last", action="store_true", default=None)
     add_data_flags(g := p.add_argument_group("data"))
     g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
-    g.add_argument("--normalize", choices=("pixel-mean", "channel"))
+    g.add_argument("--normalize", choices=CHOICES["normalize"])
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     add_subset_flags(g)
 
@@ -98,7 +99,7 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
     g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
-    g.add_argument("--schedule", choices=("step", "plateau", "cosine"))
+    g.add_argument("--schedule", choices=CHOICES["schedule"])
     g = p.add_argument_group("optimiser")
     g.add_argument("--lr", type=cli_types.positive_float)
     g.add_argument("--momentum", type=cli_types.fraction)
@@ -111,20 +112,20 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-below", type=cli_types.fraction, help="end the warm-up once the training error is "
                    "below this (Section 4.2: 0.8, the default for depth >= 110)")
     g.add_argument("--warmup-lr", type=cli_types.positive_float, help="warm-up learning rate (default 0.01)")
-    g.add_argument("--warmup-shape", choices=("constant", "linear"), help="constant at --warmup-lr (the paper's, "
+    g.add_argument("--warmup-shape", choices=CHOICES["warmup_shape"], help="constant at --warmup-lr (the paper's, "
                    "default) or linear from --warmup-lr up to --lr (Goyal et al. 2017; the modern recipe)")
     g = p.add_argument_group("beyond the paper (each off by default; all on in --recipe modern)")
     g.add_argument("--mixup", type=cli_types.nonneg_float, metavar="ALPHA",
                    help="MixUp of the batch with Beta(ALPHA, ALPHA) shares (Zhang et al. 2018); 0: off")
     g.add_argument("--cutmix", type=cli_types.nonneg_float, metavar="ALPHA",
                    help="CutMix of the batch (Yun et al. 2019); with --mixup, each batch uses one of the two")
-    g.add_argument("--wd-bn-bias", choices=("on", "off"),
+    g.add_argument("--wd-bn-bias", choices=CHOICES["wd_bn_bias"],
                    help="off: no weight decay on BN parameters and biases (Jia et al. 2018)")
     g.add_argument("--ema", type=cli_types.fraction, metavar="DECAY", help="also keep an exponential moving "
                    "average of the weights (e.g. 0.999), evaluated beside them; the better on validation is saved")
     g = p.add_argument_group("precision and speed")
-    g.add_argument("--amp", choices=("auto", "bf16", "off"))
-    g.add_argument("--channels-last", choices=("auto", "on", "off"))
+    g.add_argument("--amp", choices=CHOICES["amp"])
+    g.add_argument("--channels-last", choices=CHOICES["channels_last"])
     add_compile_flag(g)
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels only (cuDNN, cuBLAS; no cudnn.benchmark): on CUDA a rerun or a "
@@ -355,7 +356,7 @@ def _add_bench_train(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=cli_types.positive_int,
                    help="torch threads for both sides (default: torch's, the cores)")
     p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
-                   choices=("off", "default", "max-autotune", "reduce-overhead"),
+                   choices=CHOICES["compile"],
                    help="torch.compile reslab's model with this mode (bare --compile: default)")
     p.add_argument("--resnet50-iters", type=cli_types.nonneg_int, help="timed iterations per side of reslab's vs "
                    "torchvision's ResNet-50 on synthetic batches (default: 50 on CUDA, 0 = skip on CPU)")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
-from reslab.models.registry import model_entry
 from reslab.train.configfile import read_config_file, upgrade_saved
 from reslab.train.schedule import paper_warmup, rescale_milestones
 
@@ -178,8 +177,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": dict(batch_size=64, lr=0.01, schedule="cosine", epochs=10, milestones=(), head_epochs=1,
                      lr_decay_per_stage=0.5),
 }
-SCHEDULES = ("step", "plateau", "cosine")
-COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
+# The values each choice field takes: `validate` checks them, the CLI offers them (one table, torch-free).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": ("step", "plateau", "cosine"),
+    "normalize": ("pixel-mean", "channel"),
+    "warmup_shape": ("constant", "linear"),
+    "wd_bn_bias": ("on", "off"),
+    "balance": ("off", "sampler", "loss"),
+    "amp": ("auto", "bf16", "off"),
+    "channels_last": ("auto", "on", "off"),
+    "compile": ("off", "default", "max-autotune", "reduce-overhead"),
+}
 
 
 def resolve_config(recipe: str | None = None, *, file: str | Path | None = None, resume: str | Path | None = None,
@@ -233,6 +241,8 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
         values["milestones"] = rescale_milestones(ms, ref, values["iterations"])
     cfg = TrainConfig(**values)
+    from reslab.models.registry import model_entry  # the models (and torch) only when a config is built
+
     entry = model_entry(cfg.model)
     if "warmup_iters" not in given and (warmup := paper_warmup(recipe, entry.family, entry.depth)) is not None:
         cfg.warmup_iters = warmup[0]
@@ -258,26 +268,14 @@ def validate(cfg: TrainConfig) -> None:
             raise bad(name, "must be >= 0")
     if cfg.ema >= 1:
         raise bad("ema", "must be a decay below 1, such as 0.999 (0: off)")
-    for name, choices in (("wd_bn_bias", ("on", "off")), ("warmup_shape", ("constant", "linear"))):
+    for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
-            raise bad(name, f"must be {' or '.join(choices)}")
+            raise bad(name, f"must be {', '.join(choices[:-1])} or {choices[-1]}")
     if cfg.warmup_shape == "linear" and cfg.warmup_below is not None:
         raise ReslabError("a linear warm-up has a fixed length: pass --warmup-iters without --warmup-below. "
                           f"Received: warmup_below={cfg.warmup_below}")
     if cfg.epochs is not None and not (cfg.epochs > 0):
         raise bad("epochs", "must be positive")
-    if cfg.schedule not in SCHEDULES:
-        raise bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
-    if cfg.balance not in ("off", "sampler", "loss"):
-        raise bad("balance", "must be off, sampler or loss")
-    if cfg.normalize not in ("pixel-mean", "channel"):
-        raise bad("normalize", "must be pixel-mean or channel")
-    if cfg.amp not in ("auto", "bf16", "off"):
-        raise bad("amp", "must be auto, bf16 or off")
-    if cfg.channels_last not in ("auto", "on", "off"):
-        raise bad("channels_last", "must be auto, on or off")
-    if cfg.compile not in COMPILE_MODES:
-        raise bad("compile", f"must be one of {', '.join(COMPILE_MODES)}")
     if any(m <= 0 or m >= cfg.iterations for m in cfg.milestones) or list(cfg.milestones) != sorted(cfg.milestones):
         raise bad("milestones", f"must be increasing iterations inside (0, {cfg.iterations})")
     if cfg.warmup_below is not None:
