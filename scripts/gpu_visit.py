@@ -262,7 +262,7 @@ def step_experiment(v: Visit, name: str, experiment: str, *args: str, cap_s: flo
     cut ones resume); its summary, table and figure are kept under <experiment>/<name>/ too, since the
     next part that uses the folder rewrites them."""
     folder = v.work / experiment
-    step(v, name, reslab("experiment", experiment, *args, "--out", experiment, "--budget", str(v.iterations),
+    step(v, name, reslab("experiment", experiment, *args, "--out", experiment, "--iterations", str(v.iterations),
                          "--device", v.device, "--jobs", str(jobs if not v.tiny else 1),
                          "--compile", compile_mode(v), "--quiet"),
          cap_s=cap_s, need_s=60 if not v.tiny else 5, watch=progress(folder))

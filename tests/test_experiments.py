@@ -23,7 +23,7 @@ from reslab.models.registry import create_model
 
 from fakedata import read_csv, verdicts
 
-TINY = ["--budget", "6", "--batch-size", "16", "--quiet", "--device", "cpu"]
+TINY = ["--iterations", "6", "--batch-size", "16", "--quiet", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,8 @@ def test_response_std_is_the_bn_output_before_addition_and_relu():
 
 def test_responses_from_degradation(degradation_dir, tmp_path):
     out = tmp_path / "responses"
-    assert main(["experiment", "responses", "--from", str(degradation_dir), "--images", "40", "--out", str(out)]) == 0
+    assert main(["experiment", "responses", "--from", str(degradation_dir), "--test-images", "40",
+                 "--out", str(out)]) == 0
     for name in ("summary.md", "table.csv", "responses.csv", "responses.png", "experiment.json"):
         assert (out / name).is_file(), name
     table = {r["net"]: r for r in read_csv(out / "table.csv")}
@@ -418,3 +419,21 @@ def test_a_records_test_error_carries_its_binomial_error(tmp_path):
     assert by_label([rec], "train_err")["resnet20"].se == 0
     two = [rec, RunRecord("resnet20", "resnet20", 1, tmp_path, {}, 0, 0.1, 0.06, 0.05, 1.0, test_n=10_000)]
     assert by_label(two, "test_err")["resnet20"].se == 0  # several seeds: their spread is the noise
+
+
+def test_old_flag_names_still_work_for_one_release_with_a_notice(capsys):
+    """--iterations everywhere: the experiments' old --budget and the analyses' --images still parse, into the
+    same setting, with a one-line notice naming the new flag."""
+    from reslab.cli import build_parser
+
+    parser = build_parser()
+    old = parser.parse_args(["experiment", "degradation", "--budget", "40"])
+    new = parser.parse_args(["experiment", "degradation", "--iterations", "40"])
+    assert old.iterations == new.iterations == 40
+    assert "--budget is deprecated and will be removed; use --iterations" in capsys.readouterr().err
+    lesion = parser.parse_args(["experiment", "lesion", "--from", "x", "--images", "30"])
+    landscape = parser.parse_args(["experiment", "landscape", "--from", "x", "--train-images", "30"])
+    assert lesion.images == landscape.images == 30
+    assert "use --test-images" in capsys.readouterr().err
+    assert parser.parse_args(["experiment", "depth", "--eval-every", "0"]).eval_every == 0  # as train's: each epoch
+    assert ExperimentConfig.from_dict({"name": "degradation", "budget": 64_000}).iterations == 64_000  # old json

@@ -52,7 +52,7 @@ def degradation_dir(tmp_path_factory) -> Path:
         run.append_metrics({"kind": "eval", "iteration": 6, "val_err": 0.9})
         run.append_metrics({"kind": "test", "iteration": 6, "val_err": 0.9})
         records.append(read_record(run_dir, label=label, seed=0))
-    write_manifest(folder, ExperimentConfig(name="degradation", data_dir=str(data), depths=(20, 32), budget=6),
+    write_manifest(folder, ExperimentConfig(name="degradation", data_dir=str(data), depths=(20, 32), iterations=6),
                    records)
     return folder
 
@@ -121,7 +121,7 @@ def test_lesion_claims_both_ways():
 def test_lesion_end_to_end(degradation_dir, tmp_path, capsys):
     before = _tree(degradation_dir)
     out = tmp_path / "lesion"
-    assert main(["experiment", "lesion", "--from", str(degradation_dir), "--images", "40", "--draws", "2",
+    assert main(["experiment", "lesion", "--from", str(degradation_dir), "--test-images", "40", "--draws", "2",
                  "--out", str(out)]) == 0
     assert "summary:" in capsys.readouterr().out
     for name in ("summary.md", "table.md", "table.csv", "lesion.csv", "random.csv", "lesion.png", "experiment.json"):
@@ -203,7 +203,7 @@ def test_landscape_claims_both_ways():
 
 def test_landscape_end_to_end(degradation_dir, tmp_path):
     out = tmp_path / "landscape"
-    assert main(["experiment", "landscape", "--from", str(degradation_dir), "--images", "24", "--steps", "7",
+    assert main(["experiment", "landscape", "--from", str(degradation_dir), "--train-images", "24", "--steps", "7",
                  "--grid", "5", "--slices", "2", "--out", str(out)]) == 0
     for name in ("summary.md", "table.csv", "landscape.csv", "landscape-1d.png", "landscape-2d.png", "roughness.png"):
         assert (out / name).is_file(), name

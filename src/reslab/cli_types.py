@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def _number(text: str, kind: type) -> float:
@@ -27,6 +29,18 @@ def _checked(text: str, kind: type, ok: Callable[[float], bool], want: str) -> f
     if not ok(value):
         raise argparse.ArgumentTypeError(f"expected {want}. Received: {text!r}")
     return value
+
+
+def deprecated(new: str) -> type[argparse.Action]:
+    """An argparse action for an old flag name kept for one release: it stores its value where `new`
+    does and prints one line saying to use `new`."""
+    class Deprecated(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            print(f"reslab: {option_string} is deprecated and will be removed; use {new} (the same meaning)",
+                  file=sys.stderr)
+            setattr(namespace, self.dest, values)
+    return Deprecated
 
 
 def positive_int(text: str) -> int:

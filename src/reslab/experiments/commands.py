@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli_types import nonneg_int, positive_float, positive_int, positive_side
+from reslab.cli_types import deprecated, nonneg_int, positive_float, positive_int, positive_side
 from reslab.experiments.config import DEFAULT_BUDGET
 
 _HELP = {
@@ -38,19 +38,24 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
         if name == "responses":
             q.add_argument("--from", dest="from_dir", metavar="DIR",
                            help="a degradation experiment folder: measure its trained nets instead of training")
-            q.add_argument("--images", type=positive_int, default=1000, help="test images to measure on (default 1000)")
-        q.add_argument("--budget", type=positive_int, default=DEFAULT_BUDGET,
+            q.add_argument("--test-images", dest="images", type=positive_int, default=1000,
+                           help="test images to measure on (default 1000)")
+            q.add_argument("--images", dest="images", type=positive_int, action=deprecated("--test-images"),
+                           help=argparse.SUPPRESS)
+        q.add_argument("--iterations", type=positive_int, default=DEFAULT_BUDGET,
                        help=f"iterations per run (default {DEFAULT_BUDGET}; the paper: 64000); the lr "
                             "milestones stay at 50%% and 75%%")
+        q.add_argument("--budget", dest="iterations", type=positive_int, action=deprecated("--iterations"),
+                       help=argparse.SUPPRESS)
         q.add_argument("--seeds", default="1", help="a count (3: --seed, --seed+1, ...) or a list (0,4,7); "
                                                     "means ± std when more than one")
         q.add_argument("--jobs", type=positive_int, default=1,
                        help="training runs at once, each in its own process on the one device (default 1); "
                             "their output goes to <out>/logs/")
-        q.add_argument("--eval-every", type=positive_int,
-                       help="iterations between validation passes (default budget/10)")
+        q.add_argument("--eval-every", type=nonneg_int,
+                       help="iterations between validation passes (default iterations/10; 0: each epoch, as train)")
         q.add_argument("--log-every", type=positive_int,
-                       help="iterations per training-error log row (default budget/40)")
+                       help="iterations per training-error log row (default iterations/40)")
         q.set_defaults(func=cmd_experiment)
     _add_analyses(exp_sub)
 
@@ -69,7 +74,7 @@ def config_from_args(args: argparse.Namespace):
 
     given = {k: getattr(args, k, None) for k in ("data", "data_dir", "download", "batch_size", "out", "device",
                                                   "workers", "quiet", "eval_every", "log_every", "jobs", "compile")}
-    cfg = ExperimentConfig(name=args.experiment, budget=args.budget,
+    cfg = ExperimentConfig(name=args.experiment, iterations=args.iterations,
                            seeds=parse_seeds(args.seeds, base=args.seed or 0),
                            **{k: v for k, v in given.items() if v is not None})
     if getattr(args, "depths", None):
@@ -127,11 +132,16 @@ def _add_analyses(exp_sub: argparse._SubParsersAction) -> None:
         q.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
         q.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random draws / directions")
         if name == "lesion":
-            q.add_argument("--images", type=positive_int, help="test images per measurement (default 1000)")
+            q.add_argument("--test-images", dest="images", type=positive_int,
+                           help="test images per measurement (default 1000)")
+            q.add_argument("--images", dest="images", type=positive_int, action=deprecated("--test-images"),
+                           help=argparse.SUPPRESS)
             q.add_argument("--draws", type=positive_int, help="random subsets per number removed (default 5)")
         else:
-            q.add_argument("--images", type=positive_int, help="training images the loss is measured on "
-                                                               "(default 256)")
+            q.add_argument("--train-images", dest="images", type=positive_int,
+                           help="training images the loss is measured on (default 256)")
+            q.add_argument("--images", dest="images", type=positive_int, action=deprecated("--train-images"),
+                           help=argparse.SUPPRESS)
             q.add_argument("--steps", type=positive_int, help="points along each 1-D slice (default 25)")
             q.add_argument("--grid", type=positive_int, help="points per side of the 2-D grid (default 15)")
             q.add_argument("--slices", type=positive_int, help="random 1-D directions (default 4)")

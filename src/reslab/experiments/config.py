@@ -1,4 +1,4 @@
-"""An experiment's typed settings and their checks: budget, seeds, depths, the folder it writes."""
+"""An experiment's typed settings and their checks: iterations per run, seeds, depths, the folder it writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from reslab.errors import ReslabError
 from reslab.models.resnet import CIFAR_DEPTHS, PLAIN_CIFAR
 
-# Iterations per run unless --budget says otherwise. The paper trains 64k iterations (Section 4.2).
+# Iterations per run unless --iterations says otherwise. The paper trains 64k iterations (Section 4.2).
 # 3,000 at batch 128 (7 epochs of Fashion-MNIST's 55k training images) is the longest budget whose
 # four `degradation` runs fit 45 minutes on 2 CPU cores (docs/reproduction.md); the milestones keep
 # 1/2 and 3/4. It shows the degradation problem; ResNet-56 overtaking ResNet-20 needs more.
@@ -32,11 +32,11 @@ class ExperimentConfig:
     download: bool | None = None
     depths: tuple[int, ...] = ()  # empty: the experiment's default
     model: str = "resnet20"  # shortcuts: the net whose options A/B/C are compared
-    budget: int = DEFAULT_BUDGET  # iterations per run
+    iterations: int = DEFAULT_BUDGET  # per run (the paper: 64,000)
     seeds: tuple[int, ...] = (0,)
     batch_size: int | None = None
-    eval_every: int | None = None  # None: budget // 10, so each curve has ten validation points
-    log_every: int | None = None  # None: budget // 40, at most 50
+    eval_every: int | None = None  # None: iterations // 10, so each curve has ten validation points; 0: each epoch
+    log_every: int | None = None  # None: iterations // 40, at most 50
     out: str | None = None
     device: str | None = None
     workers: int | None = None
@@ -52,13 +52,14 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
         known = {f.name for f in fields(cls)}
+        d = {("iterations" if k == "budget" else k): v for k, v in d.items()}  # experiment.json before the rename
         cfg = cls(**{k: v for k, v in d.items() if k in known})
         cfg.depths, cfg.seeds = tuple(cfg.depths), tuple(cfg.seeds)
         return cfg
 
 
 def validate_experiment(cfg: ExperimentConfig) -> None:
-    for name in ("budget", "images", "jobs"):
+    for name in ("iterations", "images", "jobs"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
             raise ReslabError(f"{name} must be a positive integer. Received: {name}={value!r}")

@@ -101,7 +101,7 @@ def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecor
     plot_depth(depths, train, test, folder / "depth.png")
     return Report("Depth: ResNet-20 to ResNet-110 (Table 6 analogue)", claims, table, ["depth.png"],
                   ["The paper's errors are CIFAR-10 after 64k iterations; ours are on "
-                   f"{cfg.data} after {cfg.budget:,}. MACs count conv and fc multiply-adds per image "
+                   f"{cfg.data} after {cfg.iterations:,}. MACs count conv and fc multiply-adds per image "
                    "(the paper's FLOPs). ResNet-110 and deeper warm up at lr 0.01 until the training "
                    "error is below 80%, at most 400 iterations (Section 4.2)."])
 

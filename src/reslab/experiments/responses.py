@@ -138,7 +138,7 @@ def run_responses(cfg: ExperimentConfig) -> ExperimentResult:
     records = [r for r in records if r.model.startswith(("plain", "resnet"))]
     if not records:
         raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
-    for key in ("data", "budget", "seeds", "batch_size"):  # the summary describes the nets' training
+    for key in ("data", "iterations", "seeds", "batch_size"):  # the summary describes the nets' training
         setattr(cfg, key, getattr(src, key))
     cfg.data_dir = cfg.data_dir or src.data_dir
     check_data_dir(cfg)

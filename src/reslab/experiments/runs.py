@@ -148,7 +148,7 @@ def finished(run_dir: Path) -> bool:
 
 def train_run(cfg: ExperimentConfig, folder: Path, model: str, *, label: str, seed: int,
               model_kwargs: dict[str, Any] | None = None) -> RunRecord:
-    """Train `model` with the cifar-paper recipe cut to `cfg.budget` iterations, in `folder/runs/<label>-s<seed>`.
+    """Train `model` with the cifar-paper recipe cut to `cfg.iterations` iterations, in `folder/runs/<label>-s<seed>`.
 
     A run that finished already is read back, not trained again; one with a checkpoint resumes;
     so an interrupted experiment continues where it stopped when called with the same --out.
@@ -157,9 +157,9 @@ def train_run(cfg: ExperimentConfig, folder: Path, model: str, *, label: str, se
     if finished(run_dir):
         return read_record(run_dir, label=label, seed=seed)
     tcfg = resolve_config("cifar-paper", model=model, data=cfg.data, data_dir=cfg.data_dir, download=cfg.download,
-                          iterations=cfg.budget, batch_size=cfg.batch_size,
-                          eval_every=cfg.eval_every or max(1, cfg.budget // 10),
-                          log_every=cfg.log_every or max(1, min(50, cfg.budget // 40)), out=str(run_dir),
+                          iterations=cfg.iterations, batch_size=cfg.batch_size,
+                          eval_every=max(1, cfg.iterations // 10) if cfg.eval_every is None else cfg.eval_every,
+                          log_every=cfg.log_every or max(1, min(50, cfg.iterations // 40)), out=str(run_dir),
                           device=cfg.device, seed=seed, workers=cfg.workers, quiet=cfg.quiet,
                           compile=cfg.compile, model_kwargs=model_kwargs or None)
     resume = run_dir if (run_dir / "checkpoints" / "last.pt").is_file() else None
@@ -245,7 +245,7 @@ def _train_job(cfg: ExperimentConfig, folder: Path, model: str, label: str, seed
 def finish(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], report: ReportFn) -> ExperimentResult:
     """Measure and judge (`report`), label the verdicts of a short budget, then write summary.md."""
     found = report(folder, cfg, records)
-    if short_budget(cfg.budget):
+    if short_budget(cfg.iterations):
         found.claims = [replace(c, short_budget=True) for c in found.claims]
         warn_budget(cfg)
     write_summary(folder, cfg, found, records)
@@ -253,7 +253,7 @@ def finish(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecord], re
 
 
 def warn_budget(cfg: ExperimentConfig) -> None:
-    if (text := budget_warning(cfg.budget)) is not None:
+    if (text := budget_warning(cfg.iterations)) is not None:
         print(f"warning: {text}", file=sys.stderr, flush=True)
 
 

@@ -32,7 +32,7 @@ def write_summary(folder: Path, cfg: ExperimentConfig, report: Report, records: 
     """summary.md: the setup, the claims table (verdicts from `report.claims`), the results table and the figures."""
     minutes = sum(r.seconds for r in records) / 60
     data = sorted({r.config.get("data", cfg.data) for r in records}) or [cfg.data]
-    warning = budget_warning(cfg.budget)
+    warning = budget_warning(cfg.iterations)
     head = [f"- data: {', '.join(data)}; seeds {', '.join(map(str, sorted({r.seed for r in records})))}",
             *training_lines(records), *([f"- **short budget**: {warning}"] if warning else []),
             f"- hardware: {describe_line(_run_device(records))}",

@@ -37,7 +37,7 @@ def from_degradation(cfg: ExperimentConfig) -> tuple[Path, list[RunRecord]]:
     if out == source.resolve() or source.resolve() in out.parents:
         raise ReslabError(f"--out must lie outside the source folder, which is only read. Received: --out {out}")
     folder = open_folder(cfg)
-    for key in ("data", "budget", "seeds", "batch_size"):
+    for key in ("data", "iterations", "seeds", "batch_size"):
         setattr(cfg, key, getattr(src, key))
     cfg.data_dir = cfg.data_dir or src.data_dir
     write_manifest(folder, cfg, records, source=str(source.resolve()))
