@@ -21,8 +21,6 @@ from reslab.errors import ReslabError
 from reslab.models.googlenet import BasicConv2d, Inception
 from reslab.modes import eval_mode
 
-COUNTED = (nn.Conv2d, nn.Linear)
-
 
 @dataclass(frozen=True)
 class LayerStat:

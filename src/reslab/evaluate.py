@@ -124,7 +124,7 @@ CPU_EVAL_CHUNK = 256
 
 
 def predict_probs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device,
-                  amp: bool = False, ten_crop_views: bool = False) -> tuple[Tensor, Tensor]:
+                  amp: bool = False) -> tuple[Tensor, Tensor]:
     """Softmax scores over `batches` of normalised images (N, C, H, W), or 10-crop views
     (N, 10, C, H, W) averaged per image. Returns (probs (N, K), labels (N,)) on the CPU."""
     all_probs, all_labels = [], []

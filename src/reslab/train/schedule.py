@@ -8,7 +8,6 @@ One rescaling rule for `--iterations N` and `--epochs E` (E x steps per epoch it
 milestones keep their fraction of the run (`rescale_milestones`); the warm-up keeps its length in
 iterations and is never cut, because it exists to get past the first iterations, not to last a
 fraction of training (with the error rule it ends by itself once the error is below the threshold).
-Before this rule, `--epochs` also capped the warm-up at a tenth of the run and `--iterations` did not.
 """
 
 from __future__ import annotations
