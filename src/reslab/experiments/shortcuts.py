@@ -41,11 +41,11 @@ def shortcuts_claims(test: dict[str, Stat], params: dict[str, int]) -> list[Clai
                             f"{test[better].pct()} vs {test[worse].pct()} ({gap.note})", gap.lower,
                             within_noise=gap.within_noise))
     abc = [test[o].mean for o in "ABC"]
-    spread, gap = 100 * (max(abc) - min(abc)), 100 * (test["plain"].mean - max(abc))
+    spread, gain = 100 * (max(abc) - min(abc)), 100 * (test["plain"].mean - max(abc))
     claims.append(Claim("the differences among A/B/C are small next to the gain over plain",
                         f"spread {max(p[o] for o in 'ABC') - min(p[o] for o in 'ABC'):.2f} pp vs gain "
                         f"{p['plain'] - max(p[o] for o in 'ABC'):.2f} pp",
-                        f"spread {spread:.2f} pp vs gain {gap:.2f} pp", spread < gap))
+                        f"spread {spread:.2f} pp vs gain {gain:.2f} pp", spread < gain))
     claims.append(Claim("projections cost parameters: A < B < C (plain = A: no shortcut weights)",
                         "Section 3.3: A is parameter-free; C adds a projection to every block",
                         ", ".join(f"{o} {params[o]:,}" for o in OPTIONS),

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
 from reslab.classnames import check_class_count
-from reslab.data.augment import BatchAugment
-from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
+from reslab.data.augment import BatchAugment, NormMode
+from reslab.data.datasets import InMemoryDataset, Split, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
 from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
@@ -56,14 +56,18 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
     if cfg.data == "folder":
         return _prepare_folder(cfg, device, dist, amp)
     spec = dataset_spec(cfg.data)
-    common = dict(data_dir=cfg.data_dir, download=cfg.download and dist.main, seed=cfg.seed)
     subset = data_subset(cfg)
-    train = subset_tensor(load_dataset(cfg.data, "train", val_size=cfg.val_size, **common), subset, train=True)
-    val = subset_tensor(load_dataset(cfg.data, "val", val_size=cfg.val_size, **common), subset, train=False)
-    test = subset_tensor(load_dataset(cfg.data, "test", **common), subset, train=False)
+
+    def split(name: Split) -> InMemoryDataset:
+        data = load_dataset(cfg.data, name, data_dir=cfg.data_dir, download=cfg.download and dist.main, seed=cfg.seed,
+                            val_size=None if name == "test" else cfg.val_size)
+        assert isinstance(data, InMemoryDataset)  # every dataset but "folder" (above) is held in memory
+        return subset_tensor(data, subset, train=name == "train")
+
+    train, val, test = split("train"), split("val"), split("test")
     mean_image = per_pixel_mean(train.images)  # the paper subtracts the training set's per-pixel mean
-    aug = BatchAugment(std=spec.std, mode=cfg.normalize, pixel_mean=mean_image.to(device), mean=spec.mean,
-                       pad=4, hflip=spec.hflip)
+    aug = BatchAugment(std=spec.std, mode=cast(NormMode, cfg.normalize), pixel_mean=mean_image.to(device),
+                       mean=spec.mean, pad=4, hflip=spec.hflip)
     train, val, test = train.to(device), val.to(device), test.to(device)
     batches = InMemoryBatches(train, aug, batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                               rank=dist.rank, world=dist.world, order=epoch_order(cfg.balance, train.labels))
@@ -77,7 +81,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
 
 def data_subset(cfg: TrainConfig) -> Subset:
     """The images `cfg` keeps (data/subset.py): its classes, per-class count and class fractions."""
-    return Subset(tuple(cfg.subset_classes), cfg.per_class, tuple(map(tuple, cfg.class_fraction)))
+    return Subset(tuple(cfg.subset_classes), cfg.per_class, tuple((c, f) for c, f in cfg.class_fraction))
 
 
 def _subset_record(cfg: TrainConfig) -> dict[str, Any]:

@@ -224,12 +224,11 @@ def _log(window: Window, dist: Dist, run: RunDir, progress: Progress, *, state: 
         raise TrainingDiverged(f"loss became {losses[bad[0, 0]].item()} at iteration {first + bad[0, 0]} (lr {lr:g}); "
                                f"the last good checkpoint is {run.last_ckpt}")
     done = state.iteration
-    ips = len(losses) * batch_size / seconds
-    row = {"kind": "iter", "iteration": done, "epoch": done / epoch_len, "lr": lr, "train_loss": losses.mean().item(),
-           "train_err": errs.mean().item(), "images_per_s": ips, "elapsed_s": state.elapsed()}
+    ips, loss, err = len(losses) * batch_size / seconds, losses.mean().item(), errs.mean().item()
     if dist.main:
-        run.append_metrics(row)
-    progress.update(done, loss=row["train_loss"], err=row["train_err"], ips=ips, lr=lr)
+        run.append_metrics({"kind": "iter", "iteration": done, "epoch": done / epoch_len, "lr": lr, "train_loss": loss,
+                            "train_err": err, "images_per_s": ips, "elapsed_s": state.elapsed()})
+    progress.update(done, loss=loss, err=err, ips=ips, lr=lr)
 
 
 def _evaluate(data: TrainData, model: nn.Module, ema: Ema, schedule: Schedule, state: TrainState, *, run: RunDir,

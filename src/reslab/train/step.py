@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class CompileFallback(nn.Module):
     errors (a recompile). An error of the model itself raises again from the eager call.
     `compiled_ok`: whether the compiled model is still the one called."""
 
-    def __init__(self, compiled: nn.Module, eager: nn.Module) -> None:
+    def __init__(self, compiled: Callable[..., Any], eager: nn.Module) -> None:
         super().__init__()
         self.compiled, self.eager = compiled, eager
         self.compiled_ok, self._calls = True, 0
