@@ -26,14 +26,14 @@ _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from reslab.console import console
-    from reslab.model_index import models_table  # no torch import while the rows are cached
+    from reslab.models.costs import models_table  # no torch import while the rows are cached
 
     console().print(models_table(args.pattern, family=args.family))
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from reslab.report import print_summary
+    from reslab.models.summary import print_summary
 
     overrides = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans),
                                    ("variant", args.variant), ("shortcut", args.shortcut)) if v is not None}

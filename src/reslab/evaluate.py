@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from reslab.api import make_callable
+from reslab._callable import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import folder_dataset, multiscale_views

@@ -14,8 +14,9 @@ import math
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
+
+MAX_IMAGE_SIDE = 4096  # larger inputs are a typo, not a ResNet input: the activations would not fit in memory
 
 MAX_META_BYTES = 16 * 2**20
 MAX_DEPTH = 8  # model.json is three levels deep; anything deeper is not ours

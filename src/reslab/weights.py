@@ -21,11 +21,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
-from reslab.cli_types import MAX_IMAGE_SIDE
+from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
-from reslab.metadata import MAX_META_BYTES, parse_metadata, validate_metadata
+from reslab.metadata import MAX_IMAGE_SIDE, MAX_META_BYTES, parse_metadata, validate_metadata
 from reslab.models import create_model, model_entry
 
 FORMAT, VERSION = "reslab-weights", 1

@@ -63,9 +63,9 @@ def _stderr(msg: str) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from reslab.classnames import check_class_count, read_class_names
-    from reslab.deploy.bench import tune_malloc
+    from reslab.data.classnames import check_class_count, read_class_names
     from reslab.deploy.predict import build_predict_engine, expand_inputs, predict
+    from reslab.hardware import tune_malloc
     from reslab.weights import load_weights
 
     tune_malloc()
@@ -109,7 +109,7 @@ def _print_tables(results: list[dict]) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from reslab.classnames import read_class_names
+    from reslab.data.classnames import read_class_names
     from reslab.weights import convert
 
     classes = read_class_names(args.classes) if args.classes else None

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from reslab.analysis import count_macs, count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import (
     PAPER_CIFAR_PARAMS,
@@ -26,6 +25,7 @@ from reslab.experiments.config import ExperimentConfig, resolve_depths
 from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
+from reslab.models.analysis import count_macs, count_params
 from reslab.models.registry import create_model
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights

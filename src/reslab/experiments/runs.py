@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from reslab.analysis import count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
 from reslab.experiments.config import (
@@ -38,6 +37,7 @@ from reslab.experiments.config import (
 from reslab.experiments.parallel import Call, run_calls, say
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
+from reslab.models.analysis import count_params
 from reslab.train import resolve_config, train
 from reslab.train.rundir import RunDir, test_error
 from reslab.weights import load_weights

@@ -42,11 +42,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from torch import Tensor, nn
 
-from reslab.deploy.bench import tune_malloc
 from reslab.deploy.fast import InferenceEngine
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
+from reslab.hardware import tune_malloc
 from reslab.serve.batcher import Batcher
 from reslab.serve.explain import Explainer
 from reslab.serve.metrics import ServeMetrics, route_label

@@ -169,7 +169,7 @@ NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "conf
 def config_from_args(args: argparse.Namespace, *, skip: tuple[str, ...] = ()):
     """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field), by
     train/config.py's layering: the recipe, then --config's file or --resume's run, then the flags given."""
-    from reslab.classnames import read_class_names
+    from reslab.data.classnames import read_class_names
     from reslab.train.config import resolve_config
 
     flags = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG + skip}

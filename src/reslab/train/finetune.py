@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
+from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.errors import ReslabError
 from reslab.weights import META_FILE, head_prefix, load_checkpoint_state, load_into, load_weights
 
