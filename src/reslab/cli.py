@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from reslab import cli_types
 from reslab.errors import ReslabError
+from reslab.models.choices import FAMILIES, SHORTCUTS, VARIANTS
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
 # Errors a person can fix without reading code: one line, exit 2.
@@ -52,7 +53,7 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models with parameters and GMACs")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
-    p.add_argument("--family", choices=("imagenet", "cifar", "classic"))
+    p.add_argument("--family", choices=FAMILIES)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("summary", help="per-layer table: output shape, parameters, multiply-adds")
@@ -60,8 +61,8 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=cli_types.image_size, help="SIZE or HxW (default: the model's own)")
     p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--in-chans", type=cli_types.positive_int)
-    p.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
-    p.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
+    p.add_argument("--variant", choices=VARIANTS, help="bottleneck stride placement")
+    p.add_argument("--shortcut", choices=SHORTCUTS)
     p.add_argument("--stages", action="store_true", help="only the per-stage totals")
     p.set_defaults(func=_cmd_summary)
 
