@@ -28,6 +28,7 @@ from reslab.data.folder import folder_dataset, multiscale_views
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
+from reslab.metadata import Preprocess
 from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights, resolve_weights, run_config
@@ -235,7 +236,7 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     return res, list(classes), png
 
 
-def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *, ten_crop: bool,
+def _folder_split(root: Path, split: str, pre: Preprocess, subset: Subset, *, ten_crop: bool,
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
@@ -258,7 +259,7 @@ def _held_out(weights: str | Path) -> dict[str, Any]:
     return {}
 
 
-def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], subset: Subset, *,
+def _tensor_split(name: str, split: Split, data_dir: str | None, pre: Preprocess, subset: Subset, *,
                   batch_size: int, ten_crop: bool, held_out: dict[str, Any],
                   ) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
     """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4);

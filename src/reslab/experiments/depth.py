@@ -22,7 +22,8 @@ from reslab.experiments.claims import (
     less,
 )
 from reslab.experiments.config import ExperimentConfig, resolve_depths
-from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, run_jobs
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.models.analysis import count_macs, count_params
@@ -90,7 +91,8 @@ def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecor
         run = next(r for r in records if r.label == f"resnet{d}")
         model, meta = load_weights(run.run_dir)
         pre = meta["preprocess"]
-        size = (pre.get("in_chans", 1), pre.get("image_size", 28), pre.get("image_size", 28))
+        side = pre.get("image_size") or 28
+        size = (pre.get("in_chans", 1), side, side)
         rows.append((f"ResNet-{d}", d, f"{run.params:,}", f"{count_macs(model, size) / 1e6:.1f}",
                      f"{cifar[d][0]:,}", f"{PAPER_CIFAR_PARAMS[d]}M", f"{cifar[d][1] / 1e6:.1f}",
                      train[f"resnet{d}"].pct(), test[f"resnet{d}"].pct(), f"{PAPER_CIFAR_TEST_ERR[d]}%"))

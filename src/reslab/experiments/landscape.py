@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
 from reslab.experiments.config import ExperimentConfig
-from reslab.experiments.runs import ExperimentResult, RunRecord, display_name, finish
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, display_name, finish
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.experiments.trained import Ticker, dataset_tensors, error_and_loss, fast_eval, from_degradation

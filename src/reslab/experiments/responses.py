@@ -23,9 +23,9 @@ from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim, Stat, less, stat
 from reslab.experiments.config import ExperimentConfig, check_data_dir, resolve_depths
 from reslab.experiments.degradation import DEFAULT_DEPTHS, degradation_jobs
+from reslab.experiments.records import RunRecord
 from reslab.experiments.runs import (
     ExperimentResult,
-    RunRecord,
     display_name,
     finish,
     open_folder,
@@ -36,6 +36,7 @@ from reslab.experiments.runs import (
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.fileio import atomic_write_text
+from reslab.metadata import WeightsMeta
 from reslab.models.resnet import ResNet
 from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
@@ -95,7 +96,7 @@ def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -
     return stds
 
 
-def response_images(meta: dict, images: Tensor) -> Tensor:
+def response_images(meta: WeightsMeta, images: Tensor) -> Tensor:
     """uint8 test `images` (N, C, H, W) normalised as the net of `meta` (model.json) was trained."""
     pre = meta["preprocess"]
     return normalize(images, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))

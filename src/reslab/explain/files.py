@@ -25,6 +25,7 @@ from reslab.explain.cam import METHODS, cam, default_layer
 from reslab.explain.overlay import GridRow, heat_overlay, model_view, write_grid
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
+from reslab.metadata import Preprocess, WeightsMeta
 from reslab.modes import eval_mode
 from reslab.weights import load_weights
 
@@ -56,7 +57,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "class"
 
 
-def _images(files: list[Path], preprocess: dict, cfg: ExplainConfig
+def _images(files: list[Path], preprocess: Preprocess, cfg: ExplainConfig
             ) -> Iterator[tuple[list[tuple[int, Path, Image.Image]], list[dict]]]:
     """Chunks of (index, file, decoded image) and the chunk's unreadable files (when skipping them)."""
     mode = image_mode(preprocess)
@@ -72,7 +73,7 @@ def _images(files: list[Path], preprocess: dict, cfg: ExplainConfig
         yield good, bad
 
 
-def _explain_chunk(model: torch.nn.Module, meta: dict, chunk: list[tuple[int, Path, Image.Image]],
+def _explain_chunk(model: torch.nn.Module, meta: WeightsMeta, chunk: list[tuple[int, Path, Image.Image]],
                    cfg: ExplainConfig, folder: Path) -> tuple[list[dict], list[GridRow]]:
     pre, classes = meta["preprocess"], meta["classes"]
     device = next(model.parameters()).device

@@ -12,17 +12,18 @@ import torch
 from PIL import Image
 
 from reslab.deploy.images import preprocess_image
+from reslab.metadata import Preprocess
 from reslab.plotting import pyplot
 
 DISPLAY_SIDE = 224  # small inputs (28 px Fashion-MNIST) are enlarged to this shorter side to be legible
 ALPHA = 0.5  # share of the heat map's colour in an overlay
 
 
-def model_view(img: Image.Image, preprocess: dict) -> Image.Image:
+def model_view(img: Image.Image, preprocess: Preprocess) -> Image.Image:
     """The RGB picture the model sees: `predict`'s geometry and colour mode, without the normalisation,
     enlarged (bicubic) to a shorter side of DISPLAY_SIDE when smaller."""
     chans = 1 if int(preprocess.get("in_chans", 3)) == 1 else 3
-    identity = {**preprocess, "mode": "channel", "mean": [0.0] * chans, "std": [1.0] * chans}
+    identity: Preprocess = {**preprocess, "mode": "channel", "mean": [0.0] * chans, "std": [1.0] * chans}
     x = preprocess_image(img, identity)  # (C, H, W) in 0..1
     arr = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     view = Image.fromarray(arr[:, :, 0] if chans == 1 else arr).convert("RGB")

@@ -47,6 +47,7 @@ from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
 from reslab.hardware import tune_malloc
+from reslab.metadata import WeightsMeta
 from reslab.serve.batcher import Batcher
 from reslab.serve.explain import Explainer
 from reslab.serve.metrics import ServeMetrics, route_label
@@ -76,7 +77,7 @@ class ServeConfig:
 class _State:
     """Everything the routes share: metadata, the batcher, the decode pool, the metrics."""
 
-    def __init__(self, config: ServeConfig, model: nn.Module, meta: dict) -> None:
+    def __init__(self, config: ServeConfig, model: nn.Module, meta: WeightsMeta) -> None:
         self.config, self.meta = config, meta
         self.pre, self.mode = meta["preprocess"], image_mode(meta["preprocess"])
         self.max_body = int(config.max_body_mb * 2**20)
@@ -130,7 +131,7 @@ def _say_ready(engine: InferenceEngine) -> None:
     print(f"reslab serve: ready (inference path {engine.name}, built in {engine.build_s:.1f} s)", file=sys.stderr)
 
 
-def build_server_engine(model: nn.Module, meta: dict, config: ServeConfig) -> InferenceEngine:
+def build_server_engine(model: nn.Module, meta: WeightsMeta, config: ServeConfig) -> InferenceEngine:
     """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
     calib = expand_inputs([config.calib]) if config.calib else []
     # A server sees many images: `auto` resolves as predict does for a large folder.
@@ -316,7 +317,7 @@ class _Observe:
                 self.metrics.latency.observe(asyncio.get_running_loop().time() - start)
 
 
-def create_app(config: ServeConfig, model: nn.Module, meta: dict) -> Starlette:
+def create_app(config: ServeConfig, model: nn.Module, meta: WeightsMeta) -> Starlette:
     """The ASGI app for `model` with `meta` (load_weights' pair); its lifespan runs the batcher."""
     state = _State(config, model, meta)
     page = resources.files("reslab.serve").joinpath("page.html").read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from reslab.deploy.images import preprocess_image
 from reslab.errors import ReslabError
 from reslab.explain import cam
 from reslab.explain.overlay import heat_overlay, model_view
+from reslab.metadata import WeightsMeta
 
 
 class Explainer:
@@ -22,7 +23,7 @@ class Explainer:
     probabilities, one for the map of the class asked for (default: the top-1).
     """
 
-    def __init__(self, model: nn.Module, meta: dict) -> None:
+    def __init__(self, model: nn.Module, meta: WeightsMeta) -> None:
         self.model, self.meta = model, meta
         self._lock = threading.Lock()  # one explanation at a time: each is a whole eager forward pass
 
