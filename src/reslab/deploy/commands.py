@@ -8,6 +8,7 @@ import sys
 
 from reslab import cli_types
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
+from reslab.deploy.paths import FORMATS
 from reslab.errors import ReslabError
 
 
@@ -37,7 +38,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram and check parity with eager")
     p.add_argument("weights")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--int8", action="store_true", help="static int8 quantisation (onnx only; needs --calib)")
     p.add_argument("--out", help="output file (default: beside the weights)")
     p.add_argument("--calib", help="directory of calibration images (int8) also used for the parity check")

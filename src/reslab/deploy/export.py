@@ -33,13 +33,13 @@ from torch import Tensor, nn
 
 from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_runner, ort_session, quantize_onnx
 from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view_size
+from reslab.deploy.paths import FORMATS
 from reslab.deploy.predict import calibration_batch, expand_inputs
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write, atomic_write_bytes, refuse_overwrite
 from reslab.metadata import Preprocess, WeightsMeta
 from reslab.weights import load_weights, resolve_weights
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported-program")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 CALIB_MAX = 256
 
