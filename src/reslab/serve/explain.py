@@ -45,7 +45,7 @@ class Explainer:
         with self._lock, torch.no_grad():
             probs = self.model(x).float().softmax(dim=1)[0]
             c = self.class_index(class_text, probs)
-            heat = cam(self.model, x, [c])[0, 0].numpy()  # (H, W) in [0, 1]
+            heat = cam(self.model, x, [c], probs=probs[None])[0, 0].numpy()  # (H, W): map x probability
         buf = io.BytesIO()
         heat_overlay(model_view(img, pre), heat).save(buf, "PNG")
         return buf.getvalue(), classes[c] if c < len(classes) else str(c), float(probs[c])
