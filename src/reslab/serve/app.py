@@ -374,7 +374,8 @@ class _Server(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, state: _State, drain_s: float) -> None:
         super().__init__(config)
-        self.state, self.drain_s, self.stop_asked = state, drain_s, None
+        self.state, self.drain_s = state, drain_s
+        self.stop_asked: float | None = None
 
     def handle_exit(self, sig: int, frame) -> None:
         if self.stop_asked is None:
