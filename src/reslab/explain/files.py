@@ -21,8 +21,8 @@ from torch import Tensor
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import expand_inputs
 from reslab.errors import ReslabError
-from reslab.explain.cam import METHODS, cam, default_layer
-from reslab.explain.overlay import GridRow, heat_overlay, model_view, write_grid
+from reslab.explain.cam import METHODS, SCALES, cam, default_layer
+from reslab.explain.overlay import GridRow, heat_overlay, model_view, overlay_title, write_grid, write_overlay
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.metadata import Preprocess, WeightsMeta
@@ -44,6 +44,7 @@ class ExplainConfig:
     batch_size: int = 16
     device: str = "auto"
     label: str = ""  # said in the grid's title, e.g. which data the weights were trained on
+    scale: str = "prob"  # reslab.explain.cam.SCALES: how a map's values become colours
 
 
 @dataclass
@@ -81,19 +82,22 @@ def _explain_chunk(model: torch.nn.Module, meta: WeightsMeta, chunk: list[tuple[
     with eval_mode(model):
         probs = model(x).float().softmax(1)
     p, idx = probs.topk(min(cfg.topk, probs.shape[1]), dim=1)  # (B, K)
-    maps: Tensor = cam(model, x, idx, method=cfg.method, layer=cfg.layer).cpu()  # (B, K, H, W)
+    maps: Tensor = cam(model, x, idx, method=cfg.method, layer=cfg.layer, scale=cfg.scale,
+                       probs=probs).cpu()  # (B, K, H, W)
     results, rows = [], []
     for b, (i, f, img) in enumerate(chunk):
         view, top, panels = model_view(img, pre), [], []
         for r, (prob, c) in enumerate(zip(p[b].tolist(), idx[b].tolist(), strict=True), 1):
             name = classes[c] if c < len(classes) else str(c)
-            overlay = heat_overlay(view, maps[b, r - 1].numpy())
+            heat = maps[b, r - 1].numpy()
+            overlay = heat_overlay(view, heat)
             png = folder / f"{i:03d}-{_slug(f.stem)}-top{r}-{_slug(name)}.png"
-            overlay.save(png)
+            write_overlay(view, heat, png, title=f"{f.name}\n" + overlay_title(name, prob, cfg.method, meta["model"]),
+                          scale=cfg.scale)
             top.append({"class": name, "index": c, "prob": prob, "overlay": png.name})
             panels.append((overlay, f"{r}. {name} {prob:.2f}"))
         results.append({"file": str(f), "topk": top})
-        rows.append(GridRow(f.name[:28], view, panels))
+        rows.append(GridRow(f.name, view, panels))
     return results, rows
 
 
@@ -101,6 +105,8 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     """Explain every image of `cfg.inputs` (files, or folders searched recursively) with `cfg.weights`."""
     if cfg.method not in METHODS:
         raise ReslabError(f"unknown method. Received: method={cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.scale not in SCALES:
+        raise ReslabError(f"unknown scale. Received: scale={cfg.scale!r}; choose one of {', '.join(SCALES)}")
     if cfg.topk < 1 or cfg.batch_size < 1:
         raise ReslabError(f"topk and batch_size must be >= 1. Received: topk={cfg.topk}, "
                           f"batch_size={cfg.batch_size}")
@@ -120,8 +126,9 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     result = ExplainResult(folder, [by_file[f] for f in files])
     if rows:
         title = f"{cfg.method} at {layer} of {meta['model']}" + (f" ({cfg.label})" if cfg.label else "")
-        result.grid = write_grid(rows, folder / "grid.png", title=title)
+        result.grid = write_grid(rows, folder / "grid.png", title=title, scale=cfg.scale)
     doc = {"weights": str(cfg.weights), "model": meta["model"], "method": cfg.method, "layer": layer,
+           "scale": cfg.scale,
            "results": result.results}
     atomic_write_text(folder / "explain.json", json.dumps(doc, indent=2) + "\n")
     return result
