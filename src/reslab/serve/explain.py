@@ -13,10 +13,10 @@ from reslab.deploy.images import preprocess_image
 from reslab.errors import ReslabError
 from reslab.explain import cam
 from reslab.explain.overlay import heat_overlay, model_view
-from reslab.metadata import WeightsMeta
+from reslab.metadata import Preprocess, WeightsMeta
 
 
-def view_box(size: tuple[int, int], preprocess: dict) -> tuple[float, float, float, float]:
+def view_box(size: tuple[int, int], preprocess: Preprocess) -> tuple[float, float, float, float]:
     """(left, top, width, height), as fractions of an image of `size` (w, h), of the part the model sees:
     `raw_view`'s geometry. With `resize`, the centre square `crop` of the shorter side at `resize`;
     without, the whole image squashed to `image_size` square, then centre-cropped to `crop`."""
