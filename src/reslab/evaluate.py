@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from reslab.api import make_callable
@@ -214,6 +213,8 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         raise ReslabError(f"the multi-scale test is for image-folder datasets (full-size images); received "
                           f"data={name!r}: use --ten-crop for small images")
     subset = Subset(tuple(pre.get("subset_classes", ())) if subset_classes is None else tuple(subset_classes))
+    if data_dir is None and data is None:  # a run's own data folder, as it trained (stored absolute)
+        data_dir = run_config(resolve_weights(weights)[0].parent).get("data_dir")
     if name == "folder":
         classes, batches = _folder_split(find_data_dir("folder", data_dir), split, pre, subset, ten_crop=ten_crop,
                                          whole_images=bool(multiscale))
@@ -239,11 +240,16 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
+    size = pre.get("crop") or pre.get("image_size") or 224
+    ds = folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=pre.get("resize") or size,
+                        scale_range=(max(size, pre.get("resize") or size),) * 2, mean=pre["mean"], std=pre["std"],
+                        val_fraction=pre.get("val_fraction"), seed=pre.get("split_seed", 0))
     if whole_images:
-        tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
-        images = subset_folder(ImageFolder(str(root / "val"), transform=tf), subset, train=False)
+        ds.transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                                   v2.Normalize(pre["mean"], pre["std"])])
+        images = subset_folder(ds, subset, train=False)
         return list(images.classes), images
-    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop), subset, train=False)
+    ds = subset_folder(ds, subset, train=False)
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 
