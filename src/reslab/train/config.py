@@ -246,10 +246,8 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
         values["milestones"] = rescale_milestones(ms, ref, values["iterations"])
     cfg = TrainConfig(**values)
-    for name in ("data_dir", "init"):  # absolute: a run's config.json works from any directory, CLI or Python
-        value = getattr(cfg, name)
-        if isinstance(value, str) and value and not (name == "init" and ":" in value and not Path(value).exists()):
-            setattr(cfg, name, str(Path(value).expanduser().absolute()))
+    if cfg.data_dir:  # absolute: the run's config.json (evaluate's fallback, --config) works from any directory
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().absolute())
     from reslab.models.registry import model_entry  # the models (and torch) only when a config is built
 
     entry = model_entry(cfg.model)
