@@ -94,7 +94,7 @@ def test_empty_cache_error_names_the_file_its_url_and_where_to_place_it(caches, 
     # placing the file where the message says makes it work (the Hugging Face one without refs/main)
     file.parent.mkdir(parents=True)
     save_file(timm.create_model("resnet18").state_dict(), file)
-    model, meta = load_weights("timm:resnet18.a1_in1k")
+    _, meta = load_weights("timm:resnet18.a1_in1k")
     assert meta["model"] == "resnet18" and len(meta["classes"]) == 1000
 
 
@@ -104,7 +104,7 @@ def test_named_weights_load_as_the_library_builds_them(caches):
     x = torch.randn(2, 3, 64, 64)
     for name, ref in (("torchvision:resnet18", torchvision.models.resnet18()), ("timm:resnet18.a1_in1k",
                                                                                 timm.create_model("resnet18"))):
-        p, state = pretrained.state_dict(name)
+        _, state = pretrained.state_dict(name)
         ref.load_state_dict(state)
         model, meta = load_weights(name)
         with torch.inference_mode():
@@ -156,8 +156,8 @@ def test_first_conv_adaptation_keeps_the_response_to_a_grey_image(have, want):
     with torch.inference_mode():
         assert torch.allclose(source.conv1(grey.expand(-1, have, -1, -1)), target.conv1(grey.expand(-1, want, -1, -1)),
                               atol=1e-5)
-        assert torch.allclose(source.eval()(grey.expand(-1, have, -1, -1)), target.eval()(grey.expand(-1, want, -1, -1)),
-                              atol=1e-4)
+        assert torch.allclose(source.eval()(grey.expand(-1, have, -1, -1)),
+                              target.eval()(grey.expand(-1, want, -1, -1)), atol=1e-4)
 
 
 def test_a_stem_of_another_shape_is_an_error_naming_the_cause():

@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from reslab.api import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
-from reslab.data.folder import folder_dataset, multiscale_views
+from reslab.data.folder import folder_dataset, multiscale_views, split_samples
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
@@ -240,16 +241,20 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
-    size = pre.get("crop") or pre.get("image_size") or 224
-    ds = folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=pre.get("resize") or size,
-                        scale_range=(max(size, pre.get("resize") or size),) * 2, mean=pre["mean"], std=pre["std"],
-                        val_fraction=pre.get("val_fraction"), seed=pre.get("split_seed", 0))
+    held = {"val_fraction": pre.get("val_fraction"), "seed": pre.get("split_seed", 0)}  # --val-fraction's split
     if whole_images:
-        ds.transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                                   v2.Normalize(pre["mean"], pre["std"])])
-        images = subset_folder(ds, subset, train=False)
+        tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
+        folder, samples = split_samples(root, split, **held)
+        images = ImageFolder(str(folder), transform=tf)
+        images.samples = images.imgs = samples
+        images.targets = [c for _, c in samples]
+        images = subset_folder(images, subset, train=False)
         return list(images.classes), images
-    ds = subset_folder(ds, subset, train=False)
+    size = pre.get("crop") or pre.get("image_size") or 224
+    resize = pre.get("resize") or size
+    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=resize,
+                                      scale_range=(max(size, resize),) * 2, mean=pre["mean"], std=pre["std"], **held),
+                       subset, train=False)
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 

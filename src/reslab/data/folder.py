@@ -248,6 +248,21 @@ def held_out_samples(root: str | Path, fraction: float, seed: int, *,
     return out
 
 
+def split_samples(root: str | Path, split: str, *, val_fraction: float | None = None, seed: int = 0,
+                  skip_bad: bool = False) -> tuple[Path, list[tuple[str, int]]]:
+    """(the folder ImageFolder reads, the checked (file, class) samples) of one split: train/, val/, test/ (val/
+    without one), or with `val_fraction` the seeded share of one folder of class folders (`held_out_samples`)."""
+    if not val_fraction:
+        folder = split_dir(root, split)
+        return folder, check_folder(root, skip_bad=skip_bad)[folder.name]
+    root = Path(root)
+    split_of = {"train": "train", "val": "val", "test": "test" if _own_test(root) else "val"}
+    if split not in split_of:
+        raise ReslabError(f"image folders have splits 'train', 'val', 'test'; received split={split!r}")
+    samples = held_out_samples(root, val_fraction, seed, skip_bad=skip_bad)[split_of[split]]
+    return (root / "test" if split_of[split] == "test" else _single_base(root)), samples
+
+
 def folder_dataset(root: str | Path, split: str, *, train: bool, image_size: int = 224,
                    scale_range: tuple[int, int] = (256, 480), ten_crop: bool = False,
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -258,16 +273,7 @@ def folder_dataset(root: str | Path, split: str, *, train: bool, image_size: int
     (10, 3, S, S). The eval resize is `resize`, default `scale_range[0]` (256). Every image of every
     split is checked first (`check_folder`): bad ones are an error, or left out with `skip_bad`. With
     `val_fraction`, one folder of class folders is split by `seed` (`held_out_samples`)."""
-    if val_fraction:
-        root = Path(root)
-        split_of = {"train": "train", "val": "val", "test": "test" if _own_test(root) else "val"}
-        if split not in split_of:
-            raise ReslabError(f"image folders have splits 'train', 'val', 'test'; received split={split!r}")
-        samples = held_out_samples(root, val_fraction, seed, skip_bad=skip_bad)[split_of[split]]
-        folder = root / "test" if split_of[split] == "test" else _single_base(root)
-    else:
-        folder = split_dir(root, split)
-        samples = check_folder(root, skip_bad=skip_bad)[folder.name]
+    folder, samples = split_samples(root, split, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad)
     if train:
         tf = train_transform(image_size=image_size, scale_range=scale_range, mean=mean, std=std)
     else:
