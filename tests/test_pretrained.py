@@ -214,3 +214,14 @@ def test_evaluate_a_folder_run_from_python_in_another_directory(tmp_path, monkey
     assert res.n == 8 and classes == ["cat", "dog"]
     with pytest.raises(ReslabError, match=r"exists; pass overwrite=True to replace it"):
         reslab.export(tmp_path / "run", format="torchscript", out=str(tmp_path / "run" / "model.safetensors"))
+
+
+def test_predict_and_convert_take_named_weights(caches, tmp_path, capsys):
+    place_torchvision()
+    image_folder(tmp_path / "img", n=1, splits=("x",), size=40)
+    assert main(["predict", "torchvision:resnet18", str(tmp_path / "img"), "--json", "--topk", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert len(rows) == 2 and len(rows[0]["topk"]) == 2 and not rows[0]["topk"][0]["class"].isdigit()
+    assert main(["convert", "torchvision:resnet18", "--out", str(tmp_path / "w")]) == 0
+    meta = json.loads((tmp_path / "w" / "model.json").read_text())
+    assert meta["model"] == "resnet18" and meta["classes"][281] == "tabby" and meta["preprocess"]["resize"] == 256

@@ -155,7 +155,8 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_finetune_flags(g: _Adder) -> None:
-    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights: a run or weights directory, "
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights: torchvision:resnet50[.IMAGENET1K_V2] "
+                   "or timm:resnet18.a1_in1k (fetched into the library's cache), a run or weights directory, "
                    "model.safetensors, or a torchvision/timm checkpoint (a new run, unlike --resume)")
     g.add_argument("--freeze", metavar="STAGES", help="stages never trained, e.g. stem,layer1 or all-but-head "
                    "(their BatchNorm statistics stay frozen too)")
