@@ -162,8 +162,8 @@ class FineTune:
         frozen = frozen_stages(cfg.freeze, model, cfg.model)
         head_iters = cfg.head_epochs * data.batches.steps_per_epoch
         if head_iters >= schedule.total:
-            raise ReslabError(f"--head-epochs {cfg.head_epochs} is {head_iters:,} iterations, not shorter than the "
-                              f"run's {schedule.total:,}; lower --head-epochs or lengthen the run (--epochs)")
+            raise ReslabError(f"{option('head_epochs', cfg.head_epochs)} is {head_iters:,} iterations, not shorter "
+                              f"than the run's {schedule.total:,}; lower --head-epochs or lengthen the run (--epochs)")
         if head_iters and dist.enabled:
             raise ReslabError(f"--head-epochs {cfg.head_epochs} under torchrun: DDP fixes the trained parameters "
                               f"when it starts; fine-tune in one process, or use --freeze alone")
