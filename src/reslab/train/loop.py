@@ -188,13 +188,15 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
 def _find_lr(cfg: TrainConfig, run: RunDir, dist: Dist) -> TrainConfig:
     """`lr="find"`: lr-find's sweep on this run's model, data and fine-tuning (written to `run/lr-find/`), whose
     suggestion becomes the run's lr; config.json records it and the sweep (`lr_find`), so the run re-creates
-    with the same lr."""
+    with the same lr. With --head-epochs the sweep is of the phase after the head's."""
     from reslab.train.lrfind import AUTO_ITERATIONS, LRFindConfig, lr_find
 
     if dist.enabled:
         raise ReslabError("lr 'find' under torchrun: run `reslab lr-find` with the same flags first, then train "
                           "with --lr set to its suggestion")
-    sweep = LRFindConfig(dataclasses.replace(cfg, quiet=True, lr_find=None), iterations=AUTO_ITERATIONS,
+    # the sweep trains what the run trains after its head phase (every stage not frozen, at the per-stage
+    # rates): the lr it finds sets that phase, nearly all of a fine-tuning run
+    sweep = LRFindConfig(dataclasses.replace(cfg, quiet=True, lr_find=None, head_epochs=0), iterations=AUTO_ITERATIONS,
                          out=str(run.path / "lr-find"))
     result = lr_find(sweep, log=lambda line: notice(f"lr-find: {line}"), inside_run=True)
     lr = float(f"{result.suggested_lr:.3g}")
