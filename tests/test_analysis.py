@@ -2,8 +2,8 @@
 
 import pytest
 
-from reslab.analysis import count_macs, flop_counter_macs, layer_stats, stage_totals
 from reslab.models import create_model, list_models, model_entry
+from reslab.models.analysis import count_macs, flop_counter_macs, layer_stats, stage_totals
 
 # Table 1 at 224x224 with the paper's v1 bottleneck (stride on the first 1x1), in GMACs.
 TABLE1_V1 = {"resnet18": 1.814, "resnet34": 3.664, "resnet50": 3.858, "resnet101": 7.570, "resnet152": 11.282}

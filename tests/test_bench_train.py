@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from reslab.analysis import count_macs
 from reslab.cli import main
 from reslab.data.formats import read_mnist
 from reslab.errors import ReslabError
+from reslab.models.analysis import count_macs
 from reslab.models.registry import create_model
 from reslab.train.bench import (
     TrainBenchConfig,

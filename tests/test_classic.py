@@ -5,9 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
-from reslab.analysis import count_params, inception_arithmetic
 from reslab.errors import ReslabError
 from reslab.models import create_model, list_models, model_entry
+from reslab.models.analysis import count_params, inception_arithmetic
 from reslab.models.googlenet import GoogLeNet, GoogLeNetOutputs, Inception
 
 CLASSIC = list_models(family="classic")

@@ -104,6 +104,21 @@ def test_one_vocabulary_across_commands():
         if action.type is int or getattr(action.type, "__name__", "") == "<lambda>":
             raise AssertionError(f"{key}: use a reslab.cli_types type")
     assert "bench train --ref-workers" in flags and "bench infer --out" in flags and "summary --image-size" in flags
+    # One name per meaning (issue 26): --iterations for a run's length (--budget only as a deprecated alias),
+    # --test-images / --train-images for image counts, one type for --eval-every.
+    for key, action in flags.items():
+        flag = key.split()[-1]
+        if flag == "--budget":
+            assert action.dest == "iterations" and action.help == argparse.SUPPRESS, key
+        if flag == "--images":
+            command = key.rsplit(" ", 1)[0]
+            named = [flags.get(f"{command} --test-images"), flags.get(f"{command} --train-images")]
+            assert any(a is not None and a.dest == action.dest for a in named), f"{key}: say which images"
+            assert action.help == argparse.SUPPRESS, f"{key}: a deprecated alias stays out of the help"
+        if flag == "--eval-every":
+            assert action.type is cli_types.nonneg_int, key
+    assert "experiment degradation --iterations" in flags and "train --iterations" in flags
+    assert "experiment lesion --test-images" in flags and "experiment landscape --train-images" in flags
 
 
 def test_bench_train_data_choices_match_the_library():

@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
-from reslab import costs, model_index
-from reslab.analysis import count_macs, count_params
-from reslab.models import create_model, list_models, model_entry
+from reslab.models import costs, create_model, list_models, model_entry
+from reslab.models.analysis import count_macs, count_params
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet56", "resnet50", "plain20", "vgg11_small", "googlenet_small"])
@@ -21,17 +20,15 @@ def test_fast_costs_equal_the_full_net(name):
 
 def test_costs_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv(costs.CACHE_ENV, str(tmp_path))
-    costs._table.cache_clear()
     first = costs.model_costs("resnet110")
     assert costs.cache_path().is_file() and costs.cache_path().parent == tmp_path
-    costs._table.cache_clear()
+    assert [p.name for p in tmp_path.iterdir()] == [costs.cache_path().name]  # one cache file, one set of facts
 
     def no_build(name):
         raise AssertionError("a cached table needs no net built")
 
     monkeypatch.setattr(costs, "measure_costs", no_build)
     assert costs.model_costs("resnet110") == first == (1_727_962, 252_887_680)  # the paper: 1.7M
-    costs._table.cache_clear()
 
 
 def test_reslab_models_answers_from_the_cache_without_torch(tmp_path):
@@ -49,7 +46,7 @@ def test_reslab_models_answers_from_the_cache_without_torch(tmp_path):
 
 def test_model_rows_measure_again_when_the_cache_is_damaged(tmp_path, monkeypatch):
     monkeypatch.setenv(costs.CACHE_ENV, str(tmp_path))
-    first = model_index.model_rows(family="cifar")
-    model_index.index_path().write_text('[{"name": 1}]')  # not a row list: measured again, never trusted
-    assert model_index.model_rows(family="cifar") == first
-    assert [r["name"] for r in model_index.model_rows()] == list_models()
+    first = costs.model_rows(family="cifar")
+    costs.cache_path().write_text('[{"name": 1}]')  # not a row list: measured again, never trusted
+    assert costs.model_rows(family="cifar") == first
+    assert [r["name"] for r in costs.model_rows()] == list_models()

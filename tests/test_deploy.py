@@ -11,7 +11,6 @@ import torch
 from PIL import Image, ImageOps
 
 import reslab.deploy.export as export_mod
-from reslab.analysis import count_macs
 from reslab.cli import main
 from reslab.deploy.bench import bench_infer, row_precision
 from reslab.deploy.export import export
@@ -21,6 +20,7 @@ from reslab.deploy.paths import FP32_CANDIDATES, PATHS
 from reslab.deploy.predict import predict
 from reslab.errors import ReslabError
 from reslab.models import create_model
+from reslab.models.analysis import count_macs
 from reslab.weights import load_weights, save_weights
 
 from fakedata import randomise_bn, tiny_weights

@@ -15,8 +15,9 @@ from reslab.experiments.claims import Claim, Stat, binomial_se, by_label, count_
 from reslab.experiments.config import ExperimentConfig, budget_warning, parse_seeds, short_budget
 from reslab.experiments.degradation import degradation_claims
 from reslab.experiments.depth import depth_claims, paper_params_match
+from reslab.experiments.records import RunRecord
 from reslab.experiments.responses import layer_response_stds, response_layers, responses_claims
-from reslab.experiments.runs import RunRecord, final_train_error, read_manifest
+from reslab.experiments.runs import final_train_error, read_manifest
 from reslab.experiments.shortcuts import shortcuts_claims
 from reslab.experiments.summary import training_lines
 from reslab.models.registry import create_model

@@ -49,7 +49,7 @@ def test_cam_maps_are_scaled_positive_parts_at_the_input_size():
     x = torch.randn(2, 3, 32, 32)
     raw = class_activation_maps(model, x, [1])
     assert (raw < 0).any()  # so that the min-max scaling below is a pure scale of the positive part
-    maps = cam(model, x, [1])
+    maps = cam(model, x, [1], scale="per-map")
     assert maps.shape == (2, 1, 32, 32) and maps.amin((2, 3)).eq(0).all()
     torch.testing.assert_close(maps.amax((2, 3)), torch.ones(2, 1))
     up = torch.nn.functional.interpolate(raw.clamp_min(0), size=(32, 32), mode="bilinear", align_corners=False)
@@ -62,7 +62,9 @@ def test_gradcam_at_the_last_stage_is_cam_up_to_scale():
     x = torch.randn(2, 3, 32, 32)
     classes = torch.tensor([[0, 3], [2, 4]])
     assert default_layer(model) == "layer3"
-    torch.testing.assert_close(cam(model, x, classes, method="gradcam"), cam(model, x, classes), atol=2e-4, rtol=0)
+    for scale in ("per-map", "prob"):
+        torch.testing.assert_close(cam(model, x, classes, method="gradcam", scale=scale),
+                                   cam(model, x, classes, scale=scale), atol=2e-4, rtol=0)
     assert model.training is False  # randomise_bn's eval mode is kept
     other = cam(model, x, classes, method="gradcam++", layer="layer2")
     assert other.shape == (2, 2, 32, 32) and torch.isfinite(other).all()
@@ -127,10 +129,10 @@ def test_cli_explain_writes_overlays_grid_and_json(tmp_path, weights, capsys):
     good = [r for r in doc["results"] if "topk" in r]
     assert len(good) == 4 and all(len(r["topk"]) == 2 for r in good)
     first = good[0]["topk"][0]
-    overlay = Image.open(out / first["overlay"])
-    assert overlay.mode == "RGB" and min(overlay.size) == 224  # 32 px enlarged to be legible
+    assert Image.open(out / first["overlay"]).size == (360, 310)  # a titled figure with its colour bar
     assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "explain.json").read_text())["layer"] == "layer3"
+    saved = json.loads((out / "explain.json").read_text())
+    assert saved["layer"] == "layer3" and saved["scale"] == "prob"
     assert len(list(out.glob("*-top*.png"))) == 8
     assert "t_shirt_top" in "".join(p.name for p in out.glob("*.png")) or first["class"] != "t-shirt/top"
 
@@ -140,3 +142,67 @@ def test_cli_explain_stops_at_a_bad_file_without_skip_bad(tmp_path, weights, cap
     assert main(["explain", str(weights), str(tmp_path / "broken.png"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "broken.png" in err
+
+
+def test_scales_keep_an_improbable_class_cold():
+    model = _tiny_resnet()
+    x = torch.randn(2, 3, 32, 32)
+    classes = torch.tensor([[0, 1], [2, 3]])
+    probs = torch.softmax(model.eval()(x), 1).detach()
+    raw = torch.nn.functional.interpolate(class_activation_maps(model, x, classes).clamp_min(0), size=(32, 32),
+                                          mode="bilinear", align_corners=False)
+    per_map = cam(model, x, classes, scale="per-map")
+    some = raw.amax((2, 3)) > 0  # a map with a positive part, however improbable its class, peaks at 1
+    assert some.sum() >= 3 and (per_map.amax((2, 3))[some] - 1).abs().max() < 1e-5
+    weighted = cam(model, x, classes)  # the default: scale="prob"
+    torch.testing.assert_close(weighted, per_map * probs.gather(1, classes)[:, :, None, None], atol=1e-5, rtol=0)
+    fake = torch.tensor([[0.999, 0.001, 0, 0, 0], [0, 0, 0.5, 0.0, 0.5]])
+    assert cam(model, x, classes, probs=fake)[0, 1].max() <= 0.001  # p = 0.001: no colour above 0.001
+    shared = cam(model, x, classes, scale="shared")
+    assert shared.amax((1, 2, 3)).sub(1).abs().max() < 1e-5 and shared.amin((1, 2, 3)).eq(0).all()
+    ratio = raw.amax((2, 3)) / raw.amax((1, 2, 3))[:, None]  # each class's peak against the image's largest
+    torch.testing.assert_close(shared.amax((2, 3)), ratio, atol=1e-4, rtol=0)
+    with pytest.raises(ReslabError, match="scale='shared'"):
+        cam(model, x, classes, method="gradcam", scale="shared")
+    with pytest.raises(ReslabError, match="scale='hot'"):
+        cam(model, x, classes, scale="hot")
+
+
+def test_grid_labels_never_overlap_with_long_file_names():
+    from reslab.explain.overlay import GridRow, grid_figure
+    from reslab.plotting import pyplot
+
+    view = Image.new("RGB", (224, 224), "grey")
+    long = "a-very-long-photo-name-from-a-phone-IMG_20261204_101500_HDR_portrait_mode_{}.jpeg"
+    rows = [GridRow(long.format(i), view, [(view, f"{k}. t-shirt/top-and-a-long-class-name {0.5:.2f}")
+                                           for k in (1, 2, 3)]) for i in range(4)]
+    fig = grid_figure(rows, title="cam at layer3 of resnet20 (a long label " * 3 + ")", scale="prob")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    images = [ax for ax in fig.axes if ax.images]
+    titles = [ax.title for ax in images]
+    boxes = [t.get_window_extent(renderer) for t in titles] + [fig._suptitle.get_window_extent(renderer)]
+    for i, a in enumerate(boxes):
+        assert all(not a.overlaps(b) for b in boxes[i + 1:]), "two captions overlap"
+        for ax in images:
+            assert not a.overlaps(ax.get_window_extent(renderer)), "a caption overlaps an image"
+    assert all("\u2026" in ax.title.get_text() for ax in images[::4])  # file names shortened in the middle
+    bar = [ax for ax in fig.axes if not ax.images]
+    assert len(bar) == 1 and list(bar[0].get_yticks()) == [0, 0.25, 0.5, 0.75, 1]
+    pyplot().close(fig)
+
+
+def test_overlay_figure_has_a_title_and_a_colour_bar():
+    from reslab.explain.overlay import SCALE_LABELS, heat_overlay, model_view, overlay_figure, overlay_title
+    from reslab.plotting import pyplot
+
+    view = model_view(Image.new("L", (28, 28), 128), {**PRE, "image_size": 28, "crop": 28, "in_chans": 1})
+    assert view.size == (224, 224)  # 28 px enlarged to be legible
+    heat = np.linspace(0, 0.3, 49, dtype=np.float32).reshape(7, 7)
+    assert heat_overlay(view, heat).size == view.size
+    fig = overlay_figure(view, heat, title=overlay_title("Coat", 0.3012, "cam", "resnet20"), scale="prob")
+    image, bar = fig.axes
+    assert image.get_title() == "Coat: p = 0.30\ncam of resnet20"
+    assert bar.get_ylabel() == SCALE_LABELS["prob"] and bar.get_ylim() == (0, 1)
+    assert list(bar.get_yticks()) == [0, 0.25, 0.5, 0.75, 1]
+    pyplot().close(fig)

@@ -13,8 +13,8 @@ import torchvision
 from PIL import Image
 from safetensors.torch import load_file
 
-from reslab.classnames import imagenet_classes
 from reslab.cli import main
+from reslab.data.classnames import imagenet_classes
 from reslab.models import create_model
 from reslab.modes import eval_mode
 from reslab.train import loop, resolve_config, train

@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 import reslab
-from reslab.analysis import count_params
 from reslab.models import Bottleneck, PadShortcut, create_model, list_models, model_entry
+from reslab.models.analysis import count_params
 
 IMAGENET_PARAMS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,

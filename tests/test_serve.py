@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import shutil
 import time
@@ -176,6 +177,17 @@ def test_explain_answers_the_cam_overlay_as_png(server, weights, images):
     unknown = httpx.post(f"{server}/v1/explain?class=dog", content=photo, timeout=60)
     assert unknown.status_code == 400 and "dog" in unknown.json()["error"]
     assert httpx.post(f"{server}/v1/explain", content=b"hello").status_code == 400
+    assert r.headers["X-View-Box"] == "0.0000,0.0000,1.0000,1.0000"  # a 32 px net sees the whole image
+
+
+def test_view_box_is_the_part_of_the_image_the_model_sees():
+    from reslab.serve.explain import view_box
+
+    imagenet = {"image_size": 224, "resize": 256, "crop": 224}
+    assert view_box((400, 300), imagenet) == pytest.approx((0.1719, 0.0625, 0.6562, 0.875), abs=1e-3)
+    assert view_box((300, 400), imagenet) == pytest.approx((0.0625, 0.1719, 0.875, 0.6562), abs=1e-3)
+    assert view_box((640, 480), {"image_size": 28, "resize": None, "crop": 28}) == (0, 0, 1, 1)  # squashed whole
+    assert view_box((100, 50), {"image_size": 32, "resize": None, "crop": 24}) == (0.125, 0.125, 0.75, 0.75)
 
 
 def test_health_metrics_and_page(server):
@@ -186,6 +198,9 @@ def test_health_metrics_and_page(server):
         assert name in metrics
     page = httpx.get(f"{server}/")
     assert page.status_code == 200 and "reslab serve" in page.text and "://" not in page.text  # no external assets
+    icon = httpx.get(f"{server}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(icon.content)).size == (32, 32)
 
 
 def test_readiness_full_queue_disconnect_and_sigterm_drain(weights, images, tmp_path):
@@ -205,10 +220,39 @@ def test_readiness_full_queue_disconnect_and_sigterm_drain(weights, images, tmp_
         assert codes.count(200) >= 3 and 503 in codes, codes
         assert all(a.headers["Retry-After"] for a in answers if a.status_code == 503)
         assert asyncio.run(_abandon(url, photo)) >= 1
+        start = time.monotonic()
         assert asyncio.run(_sigterm_during(url, proc, photo)) == [200, 200, 200]
         assert proc.wait(60) == 0
+        assert time.monotonic() - start < 10  # 3 x 0.4 s of batches; the interpreter's teardown is skipped
     finally:
         stop_server(proc)
+    said = log.read_text()
+    assert "SIGTERM: no new connections; finishing 3 request(s) in flight (at most 30 s)" in said
+    assert "reslab serve: stopped," in said
+
+
+def test_sigterm_cancels_what_outlasts_the_drain_timeout(weights, images, tmp_path):
+    """A 20 s batch and --drain-timeout 1: the server exits in seconds, not after the batch."""
+    proc, port, log = _serve(weights, tmp_path, env={"RESLAB_TEST_SERVE_BATCH_S": "20"}, max_batch=1, drain_s=1.0)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(port, proc, log, timeout_s=60)
+        asyncio.run(_post_then_terminate(url, proc, images[0].read_bytes()))
+        start = time.monotonic()
+        proc.wait(30)
+        assert time.monotonic() - start < 8
+    finally:
+        stop_server(proc)
+    assert "(at most 1 s)" in log.read_text()
+
+
+async def _post_then_terminate(url: str, proc, photo: bytes) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        pending = asyncio.ensure_future(client.post("/v1/predict", content=photo))
+        await asyncio.sleep(0.5)
+        proc.terminate()
+        with contextlib.suppress(httpx.HTTPError):  # the cancelled request's connection may close unanswered
+            await pending
 
 
 def _wait_until_answering(url: str, proc) -> None:
@@ -260,6 +304,8 @@ def test_page_in_headless_chromium(server, weights, images, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             page = browser.new_page(viewport={"width": 800, "height": 600})
+            missing = []
+            page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
             page.goto(server + "/")
             page.set_input_files("#file", str(images[0]))
             label = page.locator("#results .label").first
@@ -268,6 +314,25 @@ def test_page_in_headless_chromium(server, weights, images, tmp_path):
             page.wait_for_function("document.getElementById('overlay').naturalWidth > 0", timeout=30_000)
             assert expected in page.locator("#cam-caption").text_content()
             assert "resnet20" in page.locator("#model").text_content()
+            assert page.locator("#scale").is_visible()
+            first_map = page.locator("#overlay").screenshot()
+            # Click the second class: its map replaces the first, and its button shows as chosen.
+            second = page.locator("#results button").nth(1)
+            name = second.locator(".label").text_content()
+            second.click()
+            page.wait_for_function(f"document.getElementById('cam-caption').textContent.includes({name!r})",
+                                   timeout=30_000)
+            page.wait_for_function("document.getElementById('overlay').complete", timeout=30_000)
+            assert second.get_attribute("aria-pressed") == "true"
+            assert page.locator("#overlay").screenshot() != first_map
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            # A file that is no image: a sentence a person can act on, the server's words under "details".
+            (tmp_path / "notes.txt").write_text("not a picture")
+            page.set_input_files("#file", str(tmp_path / "notes.txt"))
+            page.locator("#error details").wait_for(timeout=30_000)
+            said = page.locator("#error").inner_text()
+            assert said.startswith("notes.txt does not look like an image") and "Pillow" not in said
+            assert page.locator("#view").is_hidden()
+            assert missing == []  # the favicon included
         finally:
             browser.close()

@@ -21,14 +21,14 @@ try:
 except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
     __version__ = "0+unknown"
 
-# name -> (module, attribute); attribute None: the module itself (callable, see reslab.api)
+# name -> (module, attribute); attribute None: the module itself (callable, see reslab._callable)
 _LAZY: dict[str, tuple[str, str | None]] = {
     "ResNet": ("reslab.models", "ResNet"),
     "create_model": ("reslab.models", "create_model"),
     "list_models": ("reslab.models", "list_models"),
-    "count_macs": ("reslab.analysis", "count_macs"),
-    "count_params": ("reslab.analysis", "count_params"),
-    "layer_stats": ("reslab.analysis", "layer_stats"),
+    "count_macs": ("reslab.models.analysis", "count_macs"),
+    "count_params": ("reslab.models.analysis", "count_params"),
+    "layer_stats": ("reslab.models.analysis", "layer_stats"),
     "train": ("reslab.train", None),
     "TrainConfig": ("reslab.train.config", "TrainConfig"),
     "resolve_config": ("reslab.train.config", "resolve_config"),

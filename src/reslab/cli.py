@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from reslab import cli_types
 from reslab.console import COMMAND
 from reslab.errors import SPELLING, ReslabError
+from reslab.models.choices import FAMILIES, SHORTCUTS, VARIANTS
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
 # Errors a person can fix without reading code: one line, exit 2.
@@ -27,14 +28,14 @@ _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from reslab.console import console
-    from reslab.model_index import models_table  # no torch import while the rows are cached
+    from reslab.models.costs import models_table  # no torch import while the rows are cached
 
     console().print(models_table(args.pattern, family=args.family))
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from reslab.report import print_summary
+    from reslab.models.summary import print_summary
 
     overrides = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans),
                                    ("variant", args.variant), ("shortcut", args.shortcut)) if v is not None}
@@ -53,7 +54,7 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models with parameters and GMACs")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
-    p.add_argument("--family", choices=("imagenet", "cifar", "classic"))
+    p.add_argument("--family", choices=FAMILIES)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("summary", help="per-layer table: output shape, parameters, multiply-adds")
@@ -61,8 +62,8 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=cli_types.image_size, help="SIZE or HxW (default: the model's own)")
     p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--in-chans", type=cli_types.positive_int)
-    p.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
-    p.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
+    p.add_argument("--variant", choices=VARIANTS, help="bottleneck stride placement")
+    p.add_argument("--shortcut", choices=SHORTCUTS)
     p.add_argument("--stages", action="store_true", help="only the per-stage totals")
     p.set_defaults(func=_cmd_summary)
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from reslab.metadata import MAX_IMAGE_SIDE
+
 
 def _number(text: str, kind: type) -> float:
     try:
@@ -88,9 +90,6 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 32000,48000. "
                                          f"Received: {text!r}")
     return values
-
-
-MAX_IMAGE_SIDE = 4096  # larger inputs are a typo, not a ResNet input: the activations would not fit in memory
 
 
 def image_size(text: str) -> tuple[int, int]:

@@ -21,13 +21,14 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from reslab.api import make_callable
+from reslab._callable import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import folder_dataset, multiscale_views, split_samples
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
+from reslab.metadata import Preprocess
 from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights, resolve_weights, run_config
@@ -237,14 +238,14 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     return res, list(classes), png
 
 
-def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *, ten_crop: bool,
+def _folder_split(root: Path, split: str, pre: Preprocess, subset: Subset, *, ten_crop: bool,
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
-    held = {"val_fraction": pre.get("val_fraction"), "seed": pre.get("split_seed", 0)}  # --val-fraction's split
+    fraction, seed = pre.get("val_fraction"), pre.get("split_seed", 0)  # --val-fraction's split
     if whole_images:
         tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
-        folder, samples = split_samples(root, split, **held)
+        folder, samples = split_samples(root, split, val_fraction=fraction, seed=seed)
         images = ImageFolder(str(folder), transform=tf)
         images.samples = images.imgs = samples
         images.targets = [c for _, c in samples]
@@ -253,7 +254,8 @@ def _folder_split(root: Path, split: str, pre: dict[str, Any], subset: Subset, *
     size = pre.get("crop") or pre.get("image_size") or 224
     resize = pre.get("resize") or size
     ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=resize,
-                                      scale_range=(max(size, resize),) * 2, mean=pre["mean"], std=pre["std"], **held),
+                                      scale_range=(max(size, resize),) * 2, mean=pre["mean"], std=pre["std"],
+                                      val_fraction=fraction, seed=seed),
                        subset, train=False)
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
@@ -269,7 +271,7 @@ def _held_out(weights: str | Path) -> dict[str, Any]:
     return {}
 
 
-def _tensor_split(name: str, split: Split, data_dir: str | None, pre: dict[str, Any], subset: Subset, *,
+def _tensor_split(name: str, split: Split, data_dir: str | None, pre: Preprocess, subset: Subset, *,
                   batch_size: int, ten_crop: bool, held_out: dict[str, Any],
                   ) -> tuple[list[str], Iterable[tuple[Tensor, Tensor]]]:
     """An in-memory dataset's split, normalised as the model was trained (10-crop views: padding 4);

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -161,3 +163,34 @@ def check_device(name: str) -> torch.device:
         raise ReslabError(f"device {name} is not available: this machine has {torch.cuda.device_count()} CUDA "
                           f"device(s). Received: --device {name}; use --device cpu or auto")
     return device
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads do not help dense convs)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return logical
+    cores, phys = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    smt = max(1, (os.cpu_count() or 1) // len(cores)) if cores else 1
+    return max(1, logical // smt)
+
+
+def tune_malloc() -> bool:
+    """Ask glibc to keep freed memory instead of unmapping it (what jemalloc/tcmalloc give
+    PyTorch CPU deployments); eager PyTorch otherwise page-faults its large activation
+    buffers in again on every call. Process-wide; returns False where it is unavailable."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False

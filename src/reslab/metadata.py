@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, TypedDict, cast
 
-from reslab.cli_types import MAX_IMAGE_SIDE
 from reslab.errors import ReslabError
+
+MAX_IMAGE_SIDE = 4096  # larger inputs are a typo, not a ResNet input: the activations would not fit in memory
 
 MAX_META_BYTES = 16 * 2**20
 MAX_DEPTH = 8  # model.json is three levels deep; anything deeper is not ours
@@ -24,6 +25,34 @@ MAX_TEXT = 256  # characters in a class name or an option's text value
 MAX_LIST = 16  # entries in a list-valued model option (stage depths, widths)
 MAX_OPTION_INT = 100_000
 NORM_MODES = ("channel", "pixel-mean")
+
+
+class Preprocess(TypedDict, total=False):
+    """model.json's `preprocess`: how an image becomes the network's input (see validate_preprocess)."""
+
+    image_size: int | None
+    resize: int | None
+    crop: int | None
+    in_chans: int
+    mode: Literal["channel", "pixel-mean"]  # NORM_MODES
+    mean: list[float]
+    std: list[float]
+    dataset: str
+    subset_classes: list[int]  # the source dataset's classes a --classes run kept, in output order
+    mean_image: Any  # a Tensor: read from model.safetensors by load_weights, never from model.json
+    val_fraction: float  # folder data: the share of each class --val-fraction held out ...
+    split_seed: int  # ... chosen by this seed (data/folder.py, held_out_samples)
+
+
+class WeightsMeta(TypedDict):
+    """model.json, as `validate_metadata` returns it: the network, its classes and its preprocessing."""
+
+    format: str
+    version: int
+    model: str
+    model_kwargs: dict[str, Any]
+    classes: list[str]
+    preprocess: Preprocess
 _FIX = "write it again with reslab (save_weights or `reslab convert`)"
 
 
@@ -90,7 +119,7 @@ def parse_metadata(text: str | bytes, path: Path) -> Any:
     return meta
 
 
-def validate_metadata(meta: Any, path: Path, *, format: str, version: int) -> dict:
+def validate_metadata(meta: Any, path: Path, *, format: str, version: int) -> WeightsMeta:
     """`meta` (a parsed model.json) checked field by field; returns it unchanged."""
     c = _Checker(path)
     if not isinstance(meta, dict) or meta.get("format") != format:
@@ -106,7 +135,7 @@ def validate_metadata(meta: Any, path: Path, *, format: str, version: int) -> di
     for i, name in enumerate(classes):
         c.text(f"classes[{i}]", name)
     validate_preprocess(c, meta.get("preprocess"))
-    return meta
+    return cast(WeightsMeta, meta)
 
 
 def _model_kwargs(c: _Checker, kwargs: Any) -> None:

@@ -20,8 +20,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
+from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.errors import ReslabError
+from reslab.metadata import WeightsMeta
 
 LIBRARIES = ("torchvision", "timm")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's load_state_dict_from_hf looks for, in order
@@ -64,7 +65,8 @@ def state_dict(source: str | Pretrained) -> tuple[Pretrained, dict[str, Tensor]]
     return p, load_checkpoint_state(path)
 
 
-def build(source: str, *, model: str | None = None, quiet: bool = False, **overrides: Any) -> tuple[nn.Module, dict]:
+def build(source: str, *, model: str | None = None, quiet: bool = False,
+          **overrides: Any) -> tuple[nn.Module, WeightsMeta]:
     """(the network with the named weights loaded, in eval mode; metadata as `weights.load_weights` gives it).
 
     `model` (default: the weights' own architecture) must be that architecture; `overrides` are
@@ -73,7 +75,7 @@ def build(source: str, *, model: str | None = None, quiet: bool = False, **overr
     stderr unless `quiet`.
     """
     from reslab.models import create_model
-    from reslab.weights import head_prefix, load_into
+    from reslab.weights import FORMAT, VERSION, head_prefix, load_into
 
     p, state = state_dict(source)
     if model is not None and model != p.model:
@@ -95,8 +97,9 @@ def build(source: str, *, model: str | None = None, quiet: bool = False, **overr
     if in_chans != p.preprocess["in_chans"]:  # another channel count: each channel the mean of their statistics
         mean, std = (sum(p.preprocess[k]) / len(p.preprocess[k]) for k in ("mean", "std"))
         preprocess.update(mean=[mean] * in_chans, std=[std] * in_chans)
-    meta = {"model": p.model, "model_kwargs": dict(overrides), "source": p.name, "preprocess": preprocess,
-            "classes": [str(i) for i in range(outputs)] if fresh else list(p.classes)}
+    meta: WeightsMeta = {"format": FORMAT, "version": VERSION, "model": p.model, "model_kwargs": dict(overrides),
+                         "preprocess": preprocess,  # type: ignore[typeddict-item]
+                         "classes": [str(i) for i in range(outputs)] if fresh else list(p.classes)}
     return net.eval(), meta
 
 

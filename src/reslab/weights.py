@@ -22,11 +22,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from reslab.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
-from reslab.cli_types import MAX_IMAGE_SIDE
+from reslab.data.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
 from reslab.errors import ReslabError, option
 from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
-from reslab.metadata import MAX_META_BYTES, parse_metadata, validate_metadata
+from reslab.metadata import MAX_IMAGE_SIDE, MAX_META_BYTES, Preprocess, WeightsMeta, parse_metadata, validate_metadata
 from reslab.models import create_model, model_entry
 
 FORMAT, VERSION = "reslab-weights", 1
@@ -101,7 +100,7 @@ def resolve_weights(path: str | Path) -> tuple[Path, Path]:
     return st, meta
 
 
-def read_metadata(path: str | Path) -> dict:
+def read_metadata(path: str | Path) -> WeightsMeta:
     """The validated `model.json` of the weights at `path` (without the mean image); see `reslab.metadata`."""
     _, meta_path = resolve_weights(path)
     try:
@@ -115,7 +114,7 @@ def read_metadata(path: str | Path) -> dict:
     return validate_metadata(parse_metadata(text, meta_path), meta_path, format=FORMAT, version=VERSION)
 
 
-def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, WeightsMeta]:
     """Build the network named in `model.json`, load its state strictly; (model in eval mode, metadata).
 
     `metadata["preprocess"]["mean_image"]` holds the per-pixel mean (C, H, W) when one was saved.
@@ -138,7 +137,8 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
         raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
     extras = {k[len(_PREFIX):]: state.pop(k) for k in [k for k in state if k.startswith(_PREFIX)]}
     _check_mean_image(extras.get("mean_image"), meta["preprocess"], st_path)
-    meta["preprocess"].update(extras)
+    if "mean_image" in extras:
+        meta["preprocess"]["mean_image"] = extras["mean_image"]
     model = _build(meta, st_path, torch.device("cpu"))
     try:
         model.load_state_dict(state, strict=True)
@@ -149,7 +149,7 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), meta
 
 
-def _build(meta: dict, st_path: Path, device: torch.device) -> nn.Module:
+def _build(meta: WeightsMeta, st_path: Path, device: torch.device) -> nn.Module:
 
     try:
         with device:
@@ -160,7 +160,7 @@ def _build(meta: dict, st_path: Path, device: torch.device) -> nn.Module:
                           f"({detail}); write it again with save_weights") from e
 
 
-def _check_against_file(shell: nn.Module, meta: dict, st_path: Path) -> None:
+def _check_against_file(shell: nn.Module, meta: WeightsMeta, st_path: Path) -> None:
     """The file's tensor names and shapes (read from its header) equal the network's; classes name every output."""
     try:
         with safe_open(st_path, "pt") as f:
@@ -183,7 +183,7 @@ def _check_against_file(shell: nn.Module, meta: dict, st_path: Path) -> None:
                           f"{outputs} outputs; give one name per output in 'classes'")
 
 
-def _check_mean_image(mean_image: Tensor | None, pre: dict, st_path: Path) -> None:
+def _check_mean_image(mean_image: Tensor | None, pre: Preprocess, st_path: Path) -> None:
     if mean_image is None:
         if pre.get("mode") == "pixel-mean":
             raise ReslabError(f"{st_path}: preprocess mode 'pixel-mean' but no {MEAN_IMAGE_KEY} tensor in the file; "

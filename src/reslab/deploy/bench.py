@@ -17,7 +17,6 @@ how much room the path has left: an fp32 path near 100% cannot get much faster i
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -33,7 +32,6 @@ import torchvision
 from rich.table import Table
 from torch import Tensor, nn
 
-from reslab.analysis import count_macs
 from reslab.console import console as make_console
 from reslab.deploy.fast import (
     agreement,
@@ -41,13 +39,13 @@ from reslab.deploy.fast import (
     onnx_bytes,
     ort_runner,
     ort_session,
-    physical_cores,
 )
 from reslab.deploy.paths import FIXED_SHAPE_PATHS, INT8_PATHS, PATHS
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
-from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu
+from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu, physical_cores, tune_malloc
 from reslab.models import create_model, model_entry
+from reslab.models.analysis import count_macs
 from reslab.weights import load_into
 
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
@@ -71,17 +69,6 @@ class Row:
     def latency_ms(self) -> float:
         return 1000 * statistics.median(self.latency_s)
 
-
-def tune_malloc() -> bool:
-    """Ask glibc to keep freed memory instead of unmapping it (what jemalloc/tcmalloc give
-    PyTorch CPU deployments); eager PyTorch otherwise page-faults its large activation
-    buffers in again on every call. Process-wide; returns False where it is unavailable."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def hardware_info(threads: int) -> dict:

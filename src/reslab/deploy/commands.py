@@ -8,6 +8,7 @@ import sys
 
 from reslab import cli_types
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
+from reslab.deploy.paths import FORMATS
 from reslab.errors import ReslabError
 
 
@@ -38,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
 
     p = sub.add_parser("export", help="write ONNX / TorchScript / ExportedProgram and check parity with eager")
     p.add_argument("weights")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--int8", action="store_true", help="static int8 quantisation (onnx only; needs --calib)")
     p.add_argument("--out", help="output file (default: beside the weights)")
     p.add_argument("--calib", help="directory of calibration images (int8) also used for the parity check")
@@ -64,9 +65,9 @@ def _stderr(msg: str) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from reslab.classnames import check_class_count, read_class_names
-    from reslab.deploy.bench import tune_malloc
+    from reslab.data.classnames import check_class_count, read_class_names
     from reslab.deploy.predict import build_predict_engine, expand_inputs, predict
+    from reslab.hardware import tune_malloc
     from reslab.weights import load_weights
 
     tune_malloc()
@@ -110,7 +111,7 @@ def _print_tables(results: list[dict]) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from reslab.classnames import read_class_names
+    from reslab.data.classnames import read_class_names
     from reslab.weights import convert
 
     classes = read_class_names(args.classes) if args.classes else None

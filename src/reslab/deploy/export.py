@@ -34,12 +34,13 @@ from torch import Tensor, nn
 from reslab.console import notice
 from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_runner, ort_session, quantize_onnx
 from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view_size
+from reslab.deploy.paths import FORMATS
 from reslab.deploy.predict import calibration_batch, expand_inputs
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write, atomic_write_bytes, refuse_overwrite
+from reslab.metadata import Preprocess, WeightsMeta
 from reslab.weights import load_weights, resolve_weights
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported-program")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 CALIB_MAX = 256
 HOLD_OUT_EVERY = 4  # int8: every 4th calibration image checks the agreement and is left out of the calibration
@@ -75,7 +76,7 @@ class RawImageModel(nn.Module):
     offset: Tensor
     std: Tensor
 
-    def __init__(self, net: nn.Module, preprocess: dict) -> None:
+    def __init__(self, net: nn.Module, preprocess: Preprocess) -> None:
         super().__init__()
         self.net = net
         chans = 1 if image_mode(preprocess) == "L" else 3
@@ -90,7 +91,7 @@ class RawImageModel(nn.Module):
         return self.net((x.float() / 255 - self.offset) / self.std)
 
 
-def input_contract(preprocess: dict) -> dict:
+def input_contract(preprocess: Preprocess) -> dict:
     """What an exported model takes, as plain data (written into ONNX metadata as "reslab.input")."""
     side = view_size(preprocess)
     grey = image_mode(preprocess) == "L"
@@ -100,7 +101,7 @@ def input_contract(preprocess: dict) -> dict:
             "normalisation": "inside the graph (mean and std of model.json, per-pixel mean image included)"}
 
 
-def load_calibration(images: str | Path | Sequence[str | Path], preprocess: dict, *, limit: int = CALIB_MAX
+def load_calibration(images: str | Path | Sequence[str | Path], preprocess: Preprocess, *, limit: int = CALIB_MAX
                      ) -> Tensor:
     """Raw uint8 (N, C, S, S) views of up to `limit` images from files or directories; unreadable ones are
     skipped and counted, and too few readable ones raise ReslabError (`predict.calibration_batch`)."""
@@ -178,7 +179,7 @@ def export(
     return ExportResult(out, format, int8, x.shape[0], diff, top1, source, warning)
 
 
-def _export_onnx(net: nn.Module, x: Tensor, out: Path, meta: dict, calib: Tensor | None) -> Tensor:
+def _export_onnx(net: nn.Module, x: Tensor, out: Path, meta: WeightsMeta, calib: Tensor | None) -> Tensor:
     import onnx
 
     data = onnx_bytes(net, x)

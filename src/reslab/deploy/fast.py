@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import os
 import statistics
 import tempfile
 import time
@@ -69,24 +68,6 @@ class InferenceEngine:
     def __repr__(self) -> str:
         return f"InferenceEngine({self.name!r}, build_s={self.build_s:.1f})"
 
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads do not help dense convs)."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return logical
-    cores, phys = set(), "0"
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "physical id":
-            phys = value
-        elif key == "core id":
-            cores.add((phys, value))
-    smt = max(1, (os.cpu_count() or 1) // len(cores)) if cores else 1
-    return max(1, logical // smt)
 
 
 # ---------------------------------------------------------------------------- BN folding
@@ -162,7 +143,7 @@ def ort_session(model: bytes | str | Path, *, threads: int | None = None):
     ort = _import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.intra_op_num_threads = threads or physical_cores()
+    so.intra_op_num_threads = threads or hardware.physical_cores()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3

@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 from reslab.data.augment import normalize
 from reslab.data.images import decode_image, load_image, max_pixels, to_mode
 from reslab.errors import ReslabError
+from reslab.metadata import Preprocess
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_mode", "load_image", "load_view", "mean_image_at",
            "normalize_view", "preprocess_image", "raw_view", "to_mode", "view_size"]
@@ -28,16 +29,16 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
                               ".pbm", ".pnm", ".jfif", ".tga", ".ico"})
 
 
-def image_mode(preprocess: dict) -> Literal["RGB", "L"]:
+def image_mode(preprocess: Preprocess) -> Literal["RGB", "L"]:
     return "L" if int(preprocess.get("in_chans", 3)) == 1 else "RGB"
 
 
-def view_size(preprocess: dict) -> int:
+def view_size(preprocess: Preprocess) -> int:
     """The side of the square view the network sees (`crop`, else `image_size`)."""
     return int(preprocess.get("crop") or preprocess.get("image_size") or 224)
 
 
-def raw_view(img: Image.Image, preprocess: dict) -> Tensor:
+def raw_view(img: Image.Image, preprocess: Preprocess) -> Tensor:
     """PIL image -> uint8 (C, crop, crop), the geometry of the weights' metadata.
 
     With `resize`, the shorter side goes to `resize` and the centre `crop` x `crop` is kept
@@ -63,7 +64,7 @@ def raw_view(img: Image.Image, preprocess: dict) -> Tensor:
     return TF.pil_to_tensor(img)
 
 
-def mean_image_at(preprocess: dict) -> Tensor | None:
+def mean_image_at(preprocess: Preprocess) -> Tensor | None:
     """The per-pixel mean image (C, crop, crop) for "pixel-mean" weights, else None: centre-cropped
     (or resized, when smaller) from the training resolution to the view's size."""
     mean_image = preprocess.get("mean_image")
@@ -77,7 +78,7 @@ def mean_image_at(preprocess: dict) -> Tensor | None:
     return mean_image
 
 
-def normalize_view(x: Tensor, preprocess: dict) -> Tensor:
+def normalize_view(x: Tensor, preprocess: Preprocess) -> Tensor:
     """uint8 (N, C, crop, crop) -> float32: 0..1, then "channel" (x - mean) / std, or "pixel-mean"
     (x - mean_image) / std, as in `reslab.data`."""
     std = preprocess.get("std") or [1.0] * x.shape[1]
@@ -88,12 +89,12 @@ def normalize_view(x: Tensor, preprocess: dict) -> Tensor:
         raise ReslabError(f"preprocess in model.json: {e}") from e
 
 
-def preprocess_image(img: Image.Image, preprocess: dict) -> Tensor:
+def preprocess_image(img: Image.Image, preprocess: Preprocess) -> Tensor:
     """PIL image -> float32 (C, H, W) as the weights' metadata describes (`raw_view`, then `normalize_view`)."""
     return normalize_view(raw_view(img, preprocess)[None], preprocess)[0]
 
 
-def load_view(path: str | Path, preprocess: dict, *, raw: bool = False) -> Tensor:
+def load_view(path: str | Path, preprocess: Preprocess, *, raw: bool = False) -> Tensor:
     """One file -> its `preprocess_image` tensor (or its `raw_view` with `raw`); errors name the file."""
     img = load_image(path, mode=image_mode(preprocess))
     try:

@@ -1,4 +1,5 @@
-"""The inference paths by name: one torch-free table that `predict`, `export`, `serve` and their flags share.
+"""The inference paths and export formats by name: one torch-free table that `predict`, `export`, `serve` and
+their flags share.
 
 What each path does is deploy/fast.py's docstring (its table lists them in this order).
 """
@@ -13,3 +14,4 @@ INT8_PATHS: tuple[str, ...] = ("int8-ort", "int8-torchao")  # what "int8" choose
 FP32_CANDIDATES: tuple[str, ...] = ("folded", "channels-last", "onnxruntime", "compiled")
 # What --path accepts: a path, or a rule that picks one (auto: by batch size and CPU; fastest: timed).
 CHOICES: tuple[str, ...] = ("auto", "fastest", *PATHS)
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported-program")  # what `reslab export --format` writes

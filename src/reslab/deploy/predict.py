@@ -27,6 +27,7 @@ from reslab import hardware
 from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, faster_of, select_fastest
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
+from reslab.metadata import Preprocess, WeightsMeta
 from reslab.weights import load_weights
 
 AUTO_ORT_MIN = 64
@@ -76,7 +77,7 @@ class _Features(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def _load_batches(files: list[Path], preprocess: dict, batch_size: int, skip_bad: bool
+def _load_batches(files: list[Path], preprocess: Preprocess, batch_size: int, skip_bad: bool
                   ) -> Iterator[tuple[list[Path], Tensor | None, list[tuple[Path, str]]]]:
     for i in range(0, len(files), batch_size):
         good, tensors, bad = [], [], []
@@ -91,7 +92,8 @@ def _load_batches(files: list[Path], preprocess: dict, batch_size: int, skip_bad
         yield good, (torch.stack(tensors) if tensors else None), bad
 
 
-def calibration_batch(files: list[Path], preprocess: dict, *, raw: bool = False, least: int = CALIB_MIN) -> Tensor:
+def calibration_batch(files: list[Path], preprocess: Preprocess, *, raw: bool = False,
+                      least: int = CALIB_MIN) -> Tensor:
     """The readable ones of `files` as one (N, C, H, W) batch for int8 calibration (uint8 views with `raw`).
 
     Unreadable files are skipped and counted on stderr; fewer than `least` readable images (all of
@@ -114,7 +116,7 @@ def calibration_batch(files: list[Path], preprocess: dict, *, raw: bool = False,
     return torch.stack(tensors)
 
 
-def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: str, *, batch_size: int,
+def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path], path: str, *, batch_size: int,
                          features: bool = False, n_images: int | None = None) -> InferenceEngine:
     """The engine `predict` would use for `files`; example input is one preprocessed batch.
 
@@ -144,7 +146,7 @@ def build_predict_engine(model: nn.Module, meta: dict, files: list[Path], path: 
 
 
 def predict(
-    weights: str | Path | tuple[nn.Module, dict],
+    weights: str | Path | tuple[nn.Module, WeightsMeta],
     inputs: Sequence[str | Path],
     *,
     topk: int = 5,

@@ -104,8 +104,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reslab.compare import compare_models, compare_table, write_compare
     from reslab.console import console
+    from reslab.experiments.compare import compare_models, compare_table, write_compare
 
     rows = compare_models(args.models, args.runs, input_size=args.image_size)
     console().print(compare_table(rows))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from reslab.experiments.claims import PAPER_CIFAR_TEST_ERR, Claim, Stat, by_label, less
 from reslab.experiments.config import ExperimentConfig, resolve_depths
-from reslab.experiments.runs import ExperimentResult, Job, RunRecord, display_name, mean_curve, run_jobs
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, Job, display_name, mean_curve, run_jobs
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.plotting import pyplot, save_figure

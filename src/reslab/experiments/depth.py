@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from reslab.analysis import count_macs, count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import (
     PAPER_CIFAR_PARAMS,
@@ -23,9 +22,11 @@ from reslab.experiments.claims import (
     less,
 )
 from reslab.experiments.config import ExperimentConfig, resolve_depths
-from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, run_jobs
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
+from reslab.models.analysis import count_macs, count_params
 from reslab.models.registry import create_model
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights
@@ -90,7 +91,8 @@ def depth_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunRecor
         run = next(r for r in records if r.label == f"resnet{d}")
         model, meta = load_weights(run.run_dir)
         pre = meta["preprocess"]
-        size = (pre.get("in_chans", 1), pre.get("image_size", 28), pre.get("image_size", 28))
+        side = pre.get("image_size") or 28
+        size = (pre.get("in_chans", 1), side, side)
         rows.append((f"ResNet-{d}", d, f"{run.params:,}", f"{count_macs(model, size) / 1e6:.1f}",
                      f"{cifar[d][0]:,}", f"{PAPER_CIFAR_PARAMS[d]}M", f"{cifar[d][1] / 1e6:.1f}",
                      train[f"resnet{d}"].pct(), test[f"resnet{d}"].pct(), f"{PAPER_CIFAR_TEST_ERR[d]}%"))

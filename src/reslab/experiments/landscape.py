@@ -27,13 +27,14 @@ from torch import Tensor, nn
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
 from reslab.experiments.config import ExperimentConfig
-from reslab.experiments.runs import ExperimentResult, RunRecord, display_name, finish
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, display_name, finish
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.experiments.trained import Ticker, dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
-from reslab.plotting import pyplot, save_figure
+from reslab.plotting import pyplot
 from reslab.weights import load_weights
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
@@ -270,47 +271,110 @@ def landscape_report(folder: Path, cfg: LandscapeConfig, surfaces: dict[str, Sur
                          "end. Every point in landscape.csv."])
 
 
+def read_surfaces(path: Path) -> dict[str, Surface]:
+    """The surfaces of a landscape.csv that `landscape_report` wrote (values at 6 significant digits), to
+    re-draw the figures without measuring again."""
+    import csv
+
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    surfaces: dict[str, Surface] = {}
+    for lab in dict.fromkeys(r["net"] for r in rows):
+        one = [r for r in rows if r["net"] == lab and r["kind"] == "1d"]
+        two = [r for r in rows if r["net"] == lab and r["kind"] == "2d"]
+        slices = sorted({int(r["slice"]) for r in one})
+        coords = [float(r["a"]) for r in one if int(r["slice"]) == slices[0]]
+        axis = list(dict.fromkeys(float(r["a"]) for r in two))
+        n = len(axis)
+        s = Surface(lab, coords, axis)
+        for k in slices:
+            s.loss_1d.append([float(r["loss"]) for r in one if int(r["slice"]) == k])
+            s.err_1d.append([float(r["error"]) for r in one if int(r["slice"]) == k])
+        s.loss_2d = [[float(two[i * n + j]["loss"]) for j in range(n)] for i in range(n)]
+        s.err_2d = [[float(two[i * n + j]["error"]) for j in range(n)] for i in range(n)]
+        surfaces[lab] = s
+    return surfaces
+
+
+def replot(folder: Path) -> list[Path]:
+    """Re-draw landscape-1d.png, landscape-2d.png and roughness.png from the folder's landscape.csv."""
+    surfaces = read_surfaces(Path(folder) / "landscape.csv")
+    return [plot_slices(surfaces, Path(folder) / "landscape-1d.png"),
+            plot_contours(surfaces, Path(folder) / "landscape-2d.png"),
+            plot_roughness(surfaces, Path(folder) / "roughness.png")]
+
+
+def _counts(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values))
+
+
 def plot_slices(surfaces: dict[str, Surface], path: Path) -> Path:
-    """1-D plots side by side: loss (solid, left axis) and error (dashed, right axis) along each slice."""
+    """1-D plots, a column per net: loss along each slice (top row) and training error (bottom row), one y-axis
+    each; the loss axis stops LOSS_CAP above the lowest loss, as Li et al.'s plots do."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.5 * len(surfaces), 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(surfaces), figsize=(5.2 * len(surfaces), 6.4), sharex=True, sharey="row",
+                             squeeze=False, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (lab, s) in zip(axes[0], surfaces.items(), strict=True):
-        twin = ax.twinx()
+    low = min(min(c) for s in surfaces.values() for c in s.loss_1d)
+    for col, (lab, s) in enumerate(surfaces.items()):
+        top, bottom = axes[0][col], axes[1][col]
         for k, (loss, err) in enumerate(zip(s.loss_1d, s.err_1d, strict=True)):
-            ax.plot(s.coords, loss, color=colors[k % len(colors)], lw=1.5, label=f"direction {k + 1}")
-            twin.plot(s.coords, [100 * e for e in err], color=colors[k % len(colors)], lw=0.8, ls="--")
-        twin.set_ylim(0, 100)
-        ax.set_ylim(0, min(ax.get_ylim()[1], min(min(c) for c in s.loss_1d) + LOSS_CAP))
-        twin.set_ylabel("training error (%), dashed")
-        ax.set_title(f"{display_name(lab)}: {minima_per_slice(s)} local minima")
-        ax.set_xlabel("alpha (filter-normalised direction)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("loss (cross-entropy), solid")
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("1-D loss along random directions (Li et al. 2018 analogue)")
-    return save_figure(fig, path)
+            top.plot(s.coords, loss, color=colors[k % len(colors)], lw=1.5, label=f"direction {k + 1}")
+            bottom.plot(s.coords, [100 * e for e in err], color=colors[k % len(colors)], lw=1.2)
+        top.set_title(f"{display_name(lab)}: local minima per slice {_counts(minima_per_slice(s))}")
+        bottom.set_xlabel("alpha (filter-normalised direction)")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.axvline(0, color="0.5", lw=0.8, ls=":")
+    axes[0][0].set_ylim(0, low + LOSS_CAP)
+    axes[1][0].set_ylim(0, 100)
+    axes[0][0].set_ylabel("loss (cross-entropy)")
+    axes[1][0].set_ylabel("training error (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    fig.suptitle("1-D loss along random directions (Li et al. 2018 analogue); dotted: the trained weights")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def contour_levels(values: Sequence[float]) -> list[float]:
+    """About 20 round contour levels from the lowest loss to LOSS_CAP above it (the paper's range), or to
+    the 90th percentile when that is lower; higher ground is one colour."""
+    from matplotlib.ticker import MaxNLocator
+
+    v = sorted(values)
+    top = min(v[int(0.9 * (len(v) - 1))], v[0] + LOSS_CAP)
+    levels = MaxNLocator(nbins=20, steps=[1, 2, 2.5, 5, 10]).tick_values(v[0], top)
+    return [float(x) for x in levels if x <= top + 1e-12]  # the first level is at or below the lowest loss
 
 
 def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
-    """2-D contour plots side by side, with the same loss levels in every panel."""
+    """2-D contour plots side by side, with the same round loss levels in every panel, the trained weights
+    marked at the centre."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
-    values = sorted(v for s in surfaces.values() for row in s.loss_2d for v in row)
-    # The levels cover LOSS_CAP above the lowest loss (the paper's range); higher ground is one colour.
-    top = min(values[int(0.9 * (len(values) - 1))], values[0] + LOSS_CAP)
-    levels = torch.linspace(values[0], top, 25).tolist()
-    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.6), squeeze=False,
+    levels = contour_levels([v for s in surfaces.values() for row in s.loss_2d for v in row])
+    fig, axes = plt.subplots(1, len(surfaces), figsize=(5.2 * len(surfaces), 4.8), squeeze=False,
                              layout="constrained")
     for ax, (lab, s) in zip(axes[0], surfaces.items(), strict=True):
         z = torch.tensor(s.loss_2d).T.tolist()  # rows: b, columns: a
         filled = ax.contourf(s.axis, s.axis, z, levels=levels, cmap="viridis", extend="max")
         ax.contour(s.axis, s.axis, z, levels=levels, colors="k", linewidths=0.4)
-        ax.plot([0], [0], "r+", ms=10)
+        ax.plot([0], [0], marker="*", ms=16, mfc="red", mec="white", mew=1.5, ls="none", label="trained weights")
         ax.set_title(display_name(lab))
         ax.set_xlabel("alpha")
         ax.set_ylabel("beta")
+        ax.set_xticks([-1, -0.5, 0, 0.5, 1] if s.axis[-1] == 1 else MaxNLocator(5).tick_values(s.axis[0], s.axis[-1]))
+        ax.set_yticks(ax.get_xticks())
+        ax.set_xlim(s.axis[0], s.axis[-1])
+        ax.set_ylim(s.axis[0], s.axis[-1])
         ax.set_aspect("equal")
-    fig.colorbar(filled, ax=axes[0].tolist(), label="loss")
+    axes[0][0].legend(loc="lower left", fontsize=8, framealpha=0.9)
+    bar = fig.colorbar(filled, ax=axes[0].tolist(), label="loss (cross-entropy)")
+    bar.set_ticks(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]).tick_values(levels[0], levels[-1]))
+    bar.ax.set_ylim(levels[0], levels[-1])
     fig.suptitle("2-D loss surface, filter-normalised directions (Li et al. 2018, Fig. 5 analogue)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -318,25 +382,43 @@ def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
 
 
 def plot_roughness(surfaces: dict[str, Surface], path: Path) -> Path:
-    """The measured roughness: local minima per 1-D slice (bars) and each net's non-convexity map."""
+    """The measured roughness: local minima per 1-D slice (bars, an integer axis) and each net's non-convexity
+    map (0: locally convex, dark; flat points grey and hatched, left out of the mean)."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, 1 + len(surfaces), figsize=(4.4 * (1 + len(surfaces)), 4.0))
+    fig, axes = plt.subplots(1, 1 + len(surfaces), figsize=(4.4 * (1 + len(surfaces)), 4.3), layout="constrained")
     width = 0.8 / len(surfaces)
+    most = 0
+    cmap = plt.get_cmap("viridis").with_extremes(bad=(0, 0, 0, 0))  # flat (NaN): the hatched patch below shows
     for i, (lab, s) in enumerate(surfaces.items()):
         counts = minima_per_slice(s)
+        most = max(most, *counts)
         axes[0].bar([k + 1 + (i - (len(surfaces) - 1) / 2) * width for k in range(len(counts))], counts,
                     width=width, label=display_name(lab))
         ax = axes[1 + i]
         h = s.axis[1] - s.axis[0]
+        extent = (s.axis[1] - h / 2, s.axis[-2] + h / 2) * 2
+        ax.add_patch(plt.Rectangle((extent[0], extent[2]), extent[1] - extent[0], extent[3] - extent[2],
+                                   facecolor="0.85", hatch="//", edgecolor="0.6", lw=0))
         im = ax.imshow(torch.tensor(nonconvexity(s.loss_2d, h)).T.tolist(), origin="lower", vmin=0, vmax=1,
-                       cmap="coolwarm", extent=(s.axis[1] - h / 2, s.axis[-2] + h / 2) * 2)
+                       cmap=cmap, extent=extent, zorder=2)
         ax.set_title(f"{display_name(lab)}: non-convexity, mean {mean_nonconvexity(s):.3g}")
         ax.set_xlabel("alpha")
         ax.set_ylabel("beta")
-    fig.colorbar(im, ax=axes[-1], label="max(0, -l_min) / |l_max|")
+    bar = fig.colorbar(im, ax=axes[-1], label="max(0, -l_min) / |l_max|", ticks=[0, 0.25, 0.5, 0.75, 1])
+    bar.ax.set_ylim(0, 1)
+    axes[-1].legend(handles=[Patch(facecolor="0.85", hatch="//", edgecolor="0.6", label="flat: left out")],
+                    loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     axes[0].set_xlabel("1-D slice")
     axes[0].set_ylabel(f"local minima (deeper than {100 * MINIMUM_DEPTH:g}% of the range)")
     axes[0].set_title("local minima per slice")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Roughness of the loss surface (blue: locally convex; white: flat, left out)")
-    return save_figure(fig, path)
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylim(0, most + 1)  # room above the bars for the legend
+    axes[0].legend(fontsize=8, loc="upper center", ncols=len(surfaces), frameon=False)
+    fig.suptitle("Roughness of the loss surface (0: locally convex; grey hatched: flat, left out)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

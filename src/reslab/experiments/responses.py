@@ -23,9 +23,9 @@ from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim, Stat, less, stat
 from reslab.experiments.config import ExperimentConfig, check_data_dir, resolve_depths
 from reslab.experiments.degradation import DEFAULT_DEPTHS, degradation_jobs
+from reslab.experiments.records import RunRecord
 from reslab.experiments.runs import (
     ExperimentResult,
-    RunRecord,
     display_name,
     finish,
     open_folder,
@@ -36,9 +36,10 @@ from reslab.experiments.runs import (
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.fileio import atomic_write_text
+from reslab.metadata import WeightsMeta
 from reslab.models.resnet import ResNet
 from reslab.modes import eval_mode
-from reslab.plotting import pyplot, save_figure
+from reslab.plotting import pyplot
 from reslab.weights import load_weights
 
 
@@ -95,7 +96,7 @@ def layer_response_stds(model: nn.Module, images: Tensor, *, chunk: int = 250) -
     return stds
 
 
-def response_images(meta: dict, images: Tensor) -> Tensor:
+def response_images(meta: WeightsMeta, images: Tensor) -> Tensor:
     """uint8 test `images` (N, C, H, W) normalised as the net of `meta` (model.json) was trained."""
     pre = meta["preprocess"]
     return normalize(images, mode=pre["mode"], std=pre["std"], mean=pre.get("mean"), pixel_mean=pre.get("mean_image"))
@@ -193,29 +194,59 @@ def responses_report(folder: Path, cfg: ExperimentConfig, records: Sequence[RunR
                    "responses.csv."])
 
 
+def read_curves(path: Path) -> dict[str, list[float]]:
+    """responses.csv -> {net: std per layer, the mean over seeds}: the curves `plot_responses` draws."""
+    import csv
+
+    per: dict[str, dict[int, list[float]]] = {}
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        per.setdefault(r["net"], {}).setdefault(int(r["layer"]), []).append(float(r["std"]))
+    return {lab: [statistics.fmean(layers[i]) for i in sorted(layers)] for lab, layers in per.items()}
+
+
 def plot_responses(curves: dict[str, list[float]], path: Path) -> Path:
-    """Fig. 7: std per layer in the nets' order (top) and sorted in descending order (bottom)."""
+    """Fig. 7: std per layer in the nets' order, over the whole range (top) and zoomed on the bulk of
+    the values and the means (middle), and sorted in descending order (bottom, zoomed); each net's mean over its
+    layers, the number the claims compare, is a dotted line and in the legend."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.4))
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 9.0), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    depths = sorted({lab.removeprefix("plain").removeprefix("resnet") for lab in curves})
+    depths = sorted({lab.removeprefix("plain").removeprefix("resnet") for lab in curves}, key=int)
     for lab, ys in curves.items():
         kind = "plain" if lab.startswith("plain") else "resnet"
         depth = lab.removeprefix(kind)
-        style = dict(color=colors[depths.index(depth) % len(colors)], ls="--" if kind == "plain" else "-",
-                     lw=1.2, label=display_name(lab))
-        axes[0].plot(range(1, len(ys) + 1), ys, **style)
-        axes[1].plot(range(1, len(ys) + 1), sorted(ys, reverse=True), **style)
-    values = [v for ys in curves.values() for v in ys if v > 0]
-    if values and max(values) > 100 * min(values):  # e.g. a barely trained plain net: keep every curve visible
-        for ax in axes:
-            ax.set_yscale("log")
+        mean = statistics.fmean(ys)
+        style = dict(color=colors[depths.index(depth) % len(colors)], ls="--" if kind == "plain" else "-", lw=1.2)
+        xs = range(1, len(ys) + 1)
+        axes[0].plot(xs, ys, **style, label=display_name(lab))
+        axes[1].plot(xs, ys, **style, label=f"{display_name(lab)}, mean {mean:.3f}")
+        axes[2].plot(xs, sorted(ys, reverse=True), **style)
+        for ax in axes[1:]:
+            ax.axhline(mean, color=style["color"], ls=":", lw=1)
+    values = sorted(v for ys in curves.values() for v in ys)
+    q1, q3 = values[len(values) // 4], values[(3 * len(values)) // 4]
+    # The zoom: the bulk of the values (up to 3 interquartile ranges above the upper quartile), and every
+    # net's mean, which the claims compare; a spike like plain-56's first layers is cut off there.
+    lo, hi = values[0], min(values[-1], max(q3 + 3 * (q3 - q1), *(statistics.fmean(ys) for ys in curves.values())))
+    pad = 0.08 * (hi - lo)
+    for ax in axes[1:]:
+        ax.set_ylim(lo - pad, hi + 3 * pad)
+    axes[0].set_ylim(0, 1.05 * values[-1])
+    axes[0].set_title("whole range", fontsize=9)
+    axes[1].set_title(f"zoomed to {lo - pad:.2f}..{hi + 3 * pad:.2f} (values above are cut off); dotted: "
+                      "each net's mean", fontsize=9)
+    axes[2].set_title("sorted by magnitude, zoomed as above", fontsize=9)
     axes[0].set_xlabel("layer index (original)")
-    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    axes[1].set_xlabel("layer index (original)")
+    axes[2].set_xlabel("layer index (sorted by magnitude)")
     for ax in axes:
         ax.set_ylabel("std")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper right")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Fig. 7 analogue: std of 3x3 layer responses (after BN, before addition/ReLU)")
-    save_figure(fig, path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path

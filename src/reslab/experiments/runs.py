@@ -19,13 +19,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reslab.analysis import count_params
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim
 from reslab.experiments.config import (
@@ -36,41 +35,16 @@ from reslab.experiments.config import (
     validate_experiment,
 )
 from reslab.experiments.parallel import Call, run_calls, say
+from reslab.experiments.records import RunRecord
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
+from reslab.models.analysis import count_params
 from reslab.train import resolve_config, train
 from reslab.train.rundir import RunDir, test_error
 from reslab.weights import load_weights
 
 TRAIN_ERR_FRACTION = 0.1  # the "final running training error" averages this last share of the run
 
-
-@dataclass
-class RunRecord:
-    """One trained net of an experiment. Errors are fractions (0.05 = 5%)."""
-
-    label: str  # e.g. "plain56", "resnet20-B"
-    model: str
-    seed: int
-    run_dir: Path
-    model_kwargs: dict[str, Any]
-    params: int
-    train_err: float
-    test_err: float
-    best_val_err: float
-    seconds: float
-    metrics: list[dict[str, str]] = field(default_factory=list, repr=False)
-    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the run's config.json ({} if none)
-    test_n: int = 0  # test images the test error was measured on (test-metrics.json; 0: not recorded)
-
-    def manifest(self, root: Path) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("label", "model", "seed", "model_kwargs", "params", "train_err",
-                                            "test_err", "best_val_err", "seconds", "test_n")}
-        try:
-            d["run_dir"] = str(self.run_dir.resolve().relative_to(root.resolve()))
-        except ValueError:
-            d["run_dir"] = str(self.run_dir.resolve())
-        return d
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 from reslab.errors import ReslabError
 from reslab.experiments.claims import Claim, Stat, all_lower, by_label, less
 from reslab.experiments.config import ExperimentConfig
-from reslab.experiments.runs import ExperimentResult, RunRecord, run_jobs
+from reslab.experiments.records import RunRecord
+from reslab.experiments.runs import ExperimentResult, run_jobs
 from reslab.experiments.summary import Report
 from reslab.experiments.tables import write_table
 from reslab.models.registry import model_entry

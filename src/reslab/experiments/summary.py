@@ -6,15 +6,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reslab.experiments.claims import Claim, claims_table, count_outcomes
 from reslab.experiments.config import ExperimentConfig, budget_warning
+from reslab.experiments.records import RunRecord
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
-
-if TYPE_CHECKING:
-    from reslab.experiments.runs import RunRecord
 
 
 @dataclass

@@ -14,8 +14,10 @@ from torch import Tensor, nn
 from reslab.data.datasets import load_dataset
 from reslab.errors import ReslabError
 from reslab.experiments.config import ExperimentConfig, experiment_dir
+from reslab.experiments.records import RunRecord
 from reslab.experiments.responses import response_images
-from reslab.experiments.runs import RunRecord, open_folder, read_manifest, write_manifest
+from reslab.experiments.runs import open_folder, read_manifest, write_manifest
+from reslab.metadata import WeightsMeta
 from reslab.modes import eval_mode
 
 
@@ -44,7 +46,8 @@ def from_degradation(cfg: ExperimentConfig) -> tuple[Path, list[RunRecord]]:
     return folder, records
 
 
-def dataset_tensors(meta: dict, split: str, n: int, *, data_dir: str | None, seed: int = 0) -> tuple[Tensor, Tensor]:
+def dataset_tensors(meta: WeightsMeta, split: str, n: int, *, data_dir: str | None,
+                    seed: int = 0) -> tuple[Tensor, Tensor]:
     """The first `n` images of `split` (N, C, H, W), normalised as the net of `meta` was trained, and labels (N,).
 
     "train" is the run's own training split (the validation images held out by `seed`, as in training).

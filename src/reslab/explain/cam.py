@@ -21,6 +21,11 @@ from reslab.errors import ReslabError
 from reslab.modes import eval_mode
 
 METHODS = ("cam", "gradcam", "gradcam++")
+# How a map's values become colours. Min-max scaling of each map alone (what the grad-cam package does)
+# makes a class at probability 0.00 look as hot as the top class; "prob" (the default) weights each
+# map, scaled to [0, 1], by its class's probability; "shared" scales one image's maps by their common
+# maximum (raw CAM values, so --method cam only).
+SCALES = ("prob", "shared", "per-map")
 
 
 def _classifier(model: nn.Module) -> nn.Linear | None:
@@ -84,12 +89,21 @@ def class_activation_maps(model: nn.Module, x: Tensor, classes: Tensor | Sequenc
         return torch.einsum("bkc,bchw->bkhw", fc.weight[idx], feats)
 
 
-def _normalise(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, K, h, w) -> (B, K, H, W): the positive part upsampled (bilinear) to the input size, each map
-    then scaled to [0, 1] by its min and max, as the grad-cam package scales its maps."""
-    maps = F.interpolate(maps.clamp_min(0), size=size, mode="bilinear", align_corners=False)
+def _upsampled(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, K, h, w) -> (B, K, H, W): the positive part, upsampled (bilinear) to the input size."""
+    return F.interpolate(maps.clamp_min(0), size=size, mode="bilinear", align_corners=False)
+
+
+def _per_map(maps: Tensor) -> Tensor:
+    """Each map scaled to [0, 1] by its own min and max, as the grad-cam package scales its maps."""
     lo = maps.amin(dim=(2, 3), keepdim=True)
     return (maps - lo) / (maps.amax(dim=(2, 3), keepdim=True) - lo + 1e-7)
+
+
+def _shared(maps: Tensor) -> Tensor:
+    """One image's K maps scaled to [0, 1] together: by their common min and max."""
+    lo = maps.amin(dim=(1, 2, 3), keepdim=True)
+    return (maps - lo) / (maps.amax(dim=(1, 2, 3), keepdim=True) - lo + 1e-7)
 
 
 def _gradient_maps(model: nn.Module, x: Tensor, idx: Tensor, method: str, layer: nn.Module) -> Tensor:
@@ -109,21 +123,41 @@ def _gradient_maps(model: nn.Module, x: Tensor, idx: Tensor, method: str, layer:
     return torch.stack(out, dim=1).to(x.device)
 
 
+def class_probs(model: nn.Module, x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, num_classes) softmax probabilities, in evaluation mode."""
+    with eval_mode(model):
+        return model(x).float().softmax(dim=1)
+
+
 def cam(model: nn.Module, x: Tensor, classes: Tensor | Sequence[int], *, method: str = "cam",
-        layer: str | None = None) -> Tensor:
+        layer: str | None = None, scale: str = "prob", probs: Tensor | None = None) -> Tensor:
     """Heat maps of `classes` for the batch `x` (B, C, H, W): (B, K, H, W), each in [0, 1].
 
     `classes` is (B, K) or K indices for every image; `method` is cam | gradcam | gradcam++;
     `layer` a module name (default: `default_layer(model)`). CAM is defined at the last features
-    only; the gradient methods take any layer whose output is a (B, C, h, w) map.
+    only; the gradient methods take any layer whose output is a (B, C, h, w) map. `scale` (SCALES):
+    prob, each map scaled to [0, 1] and multiplied by its class's probability (`probs`, (B, classes),
+    computed when not given); shared, one image's maps by their common min and max (CAM only);
+    per-map, each map by its own min and max.
     """
     if method not in METHODS:
         raise ReslabError(f"unknown method. Received: method={method!r}; choose one of {', '.join(METHODS)}")
+    if scale not in SCALES:
+        raise ReslabError(f"unknown scale. Received: scale={scale!r}; choose one of {', '.join(SCALES)}")
+    if scale == "shared" and method != "cam":
+        raise ReslabError(f"scale='shared' compares raw CAM values, which only method='cam' has. Received: "
+                          f"method={method!r}; use scale='prob' (the default) or 'per-map'")
     idx = _class_index(classes, x.shape[0])
     if method == "cam":
         last = default_layer(model)
         if layer not in (None, last):
             raise ReslabError(f"CAM is defined at the last features ({last}). Received: layer={layer!r}; "
                               "use --method gradcam for other layers")
-        return _normalise(class_activation_maps(model, x, idx), tuple(x.shape[-2:]))
-    return _gradient_maps(model, x, idx, method, find_layer(model, layer or default_layer(model)))
+        raw = _upsampled(class_activation_maps(model, x, idx), tuple(x.shape[-2:]))
+        maps = _shared(raw) if scale == "shared" else _per_map(raw)
+    else:
+        maps = _gradient_maps(model, x, idx, method, find_layer(model, layer or default_layer(model)))
+    if scale == "prob":
+        p = class_probs(model, x) if probs is None else probs
+        maps = maps * p.to(maps.device).gather(1, idx.to(maps.device))[:, :, None, None]
+    return maps

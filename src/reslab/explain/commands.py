@@ -9,6 +9,7 @@ import sys
 from reslab.cli_types import positive_int
 
 _METHODS = ("cam", "gradcam", "gradcam++")  # reslab.explain.cam.METHODS, without importing torch for --help
+_SCALES = ("prob", "shared", "per-map")  # reslab.explain.cam.SCALES
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,10 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--method", choices=_METHODS, default="cam",
                    help="cam: exact for GAP+FC nets (every ResNet); gradcam, gradcam++: any net and layer")
     p.add_argument("--layer", help="module name the maps are taken from (default: the last stage)")
+    p.add_argument("--scale", choices=_SCALES, default="prob",
+                   help="prob (default): each map times its class's probability, so an improbable class stays "
+                        "cold; shared: one image's maps on one scale (cam only); per-map: each map by its own "
+                        "max (any class looks hot)")
     p.add_argument("--topk", type=positive_int, default=3, help="classes explained per image (default 3)")
     p.add_argument("--out", help="folder for the PNGs (default explain/<method>-<time>)")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
@@ -36,7 +41,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     cfg = ExplainConfig(weights=args.weights, inputs=tuple(args.inputs), method=args.method, layer=args.layer,
                         topk=args.topk, out=args.out, skip_bad=args.skip_bad, batch_size=args.batch_size,
-                        device=args.device, label=args.label)
+                        device=args.device, label=args.label, scale=args.scale)
     result = explain_images(cfg)
     bad = [r for r in result.results if "error" in r]
     if args.json:

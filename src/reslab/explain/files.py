@@ -21,10 +21,11 @@ from torch import Tensor
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import expand_inputs
 from reslab.errors import ReslabError
-from reslab.explain.cam import METHODS, cam, default_layer
-from reslab.explain.overlay import GridRow, heat_overlay, model_view, write_grid
+from reslab.explain.cam import METHODS, SCALES, cam, default_layer
+from reslab.explain.overlay import GridRow, heat_overlay, model_view, overlay_title, write_grid, write_overlay
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
+from reslab.metadata import Preprocess, WeightsMeta
 from reslab.modes import eval_mode
 from reslab.weights import load_weights
 
@@ -43,6 +44,7 @@ class ExplainConfig:
     batch_size: int = 16
     device: str = "auto"
     label: str = ""  # said in the grid's title, e.g. which data the weights were trained on
+    scale: str = "prob"  # reslab.explain.cam.SCALES: how a map's values become colours
 
 
 @dataclass
@@ -56,7 +58,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "class"
 
 
-def _images(files: list[Path], preprocess: dict, cfg: ExplainConfig
+def _images(files: list[Path], preprocess: Preprocess, cfg: ExplainConfig
             ) -> Iterator[tuple[list[tuple[int, Path, Image.Image]], list[dict]]]:
     """Chunks of (index, file, decoded image) and the chunk's unreadable files (when skipping them)."""
     mode = image_mode(preprocess)
@@ -72,7 +74,7 @@ def _images(files: list[Path], preprocess: dict, cfg: ExplainConfig
         yield good, bad
 
 
-def _explain_chunk(model: torch.nn.Module, meta: dict, chunk: list[tuple[int, Path, Image.Image]],
+def _explain_chunk(model: torch.nn.Module, meta: WeightsMeta, chunk: list[tuple[int, Path, Image.Image]],
                    cfg: ExplainConfig, folder: Path) -> tuple[list[dict], list[GridRow]]:
     pre, classes = meta["preprocess"], meta["classes"]
     device = next(model.parameters()).device
@@ -80,19 +82,22 @@ def _explain_chunk(model: torch.nn.Module, meta: dict, chunk: list[tuple[int, Pa
     with eval_mode(model):
         probs = model(x).float().softmax(1)
     p, idx = probs.topk(min(cfg.topk, probs.shape[1]), dim=1)  # (B, K)
-    maps: Tensor = cam(model, x, idx, method=cfg.method, layer=cfg.layer).cpu()  # (B, K, H, W)
+    maps: Tensor = cam(model, x, idx, method=cfg.method, layer=cfg.layer, scale=cfg.scale,
+                       probs=probs).cpu()  # (B, K, H, W)
     results, rows = [], []
     for b, (i, f, img) in enumerate(chunk):
         view, top, panels = model_view(img, pre), [], []
         for r, (prob, c) in enumerate(zip(p[b].tolist(), idx[b].tolist(), strict=True), 1):
             name = classes[c] if c < len(classes) else str(c)
-            overlay = heat_overlay(view, maps[b, r - 1].numpy())
+            heat = maps[b, r - 1].numpy()
+            overlay = heat_overlay(view, heat)
             png = folder / f"{i:03d}-{_slug(f.stem)}-top{r}-{_slug(name)}.png"
-            overlay.save(png)
+            write_overlay(view, heat, png, title=f"{f.name}\n" + overlay_title(name, prob, cfg.method, meta["model"]),
+                          scale=cfg.scale)
             top.append({"class": name, "index": c, "prob": prob, "overlay": png.name})
             panels.append((overlay, f"{r}. {name} {prob:.2f}"))
         results.append({"file": str(f), "topk": top})
-        rows.append(GridRow(f.name[:28], view, panels))
+        rows.append(GridRow(f.name, view, panels))
     return results, rows
 
 
@@ -100,6 +105,8 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     """Explain every image of `cfg.inputs` (files, or folders searched recursively) with `cfg.weights`."""
     if cfg.method not in METHODS:
         raise ReslabError(f"unknown method. Received: method={cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if cfg.scale not in SCALES:
+        raise ReslabError(f"unknown scale. Received: scale={cfg.scale!r}; choose one of {', '.join(SCALES)}")
     if cfg.topk < 1 or cfg.batch_size < 1:
         raise ReslabError(f"topk and batch_size must be >= 1. Received: topk={cfg.topk}, "
                           f"batch_size={cfg.batch_size}")
@@ -119,8 +126,9 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     result = ExplainResult(folder, [by_file[f] for f in files])
     if rows:
         title = f"{cfg.method} at {layer} of {meta['model']}" + (f" ({cfg.label})" if cfg.label else "")
-        result.grid = write_grid(rows, folder / "grid.png", title=title)
+        result.grid = write_grid(rows, folder / "grid.png", title=title, scale=cfg.scale)
     doc = {"weights": str(cfg.weights), "model": meta["model"], "method": cfg.method, "layer": layer,
+           "scale": cfg.scale,
            "results": result.results}
     atomic_write_text(folder / "explain.json", json.dumps(doc, indent=2) + "\n")
     return result

@@ -7,18 +7,12 @@ plain nets with the same layers and parameters.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ReslabError
-
-Shortcut = Literal["A", "B", "C", "plain"]
-Variant = Literal["v1", "v1.5"]
-SHORTCUTS: tuple[str, ...] = ("A", "B", "C", "plain")
-VARIANTS: tuple[str, ...] = ("v1", "v1.5")
+from reslab.models.choices import SHORTCUTS, VARIANTS, Shortcut, Variant
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:

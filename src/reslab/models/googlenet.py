@@ -1,6 +1,6 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2014) in torchvision's layout, and for small inputs.
 
-What the Inception module's 1x1 reductions save is measured by `reslab.analysis.inception_arithmetic`.
+What the Inception module's 1x1 reductions save is measured by `reslab.models.analysis.inception_arithmetic`.
 """
 
 from __future__ import annotations

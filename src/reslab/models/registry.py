@@ -1,14 +1,15 @@
 """The table of named networks: `register_model`, `create_model(name, **overrides)`, `list_models()`.
 
 Every variant is a row of data, registered by the file that defines its class (resnet.py,
-alexnet.py, vgg.py, googlenet.py); this module knows no model file. Builders take
-keyword-only options; `num_classes` and `in_chans` are accepted by all.
+alexnet.py, vgg.py, googlenet.py), which the first lookup imports; this module knows no model class.
+Builders take keyword-only options; `num_classes` and `in_chans` are accepted by all.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# The files that register rows, imported at the first lookup in this order (the order of list_models()).
+_FAMILIES = ("reslab.models.resnet", "reslab.models.alexnet", "reslab.models.vgg", "reslab.models.googlenet")
+_families_loaded = False
+
+
+def _load_families() -> None:
+    global _families_loaded
+    if not _families_loaded:
+        _families_loaded = True
+        for module in _FAMILIES:
+            importlib.import_module(module)
 
 
 def register_model(
@@ -55,12 +67,14 @@ def register_model(
 
 def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
     """Registered names matching a shell-style `pattern`, in registration order."""
+    _load_families()
     return [n for n, e in _REGISTRY.items()
             if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family)]
 
 
 def model_entry(name: str) -> ModelEntry:
     """The row of `name`; an unknown name raises `UnknownModelError` with the closest names."""
+    _load_families()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `reslab models` lists them"

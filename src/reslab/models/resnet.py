@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from reslab.errors import ReslabError
-from reslab.models.blocks import BLOCKS, SHORTCUTS, VARIANTS, ResidualBlock, Shortcut, Variant
+from reslab.models.blocks import BLOCKS, ResidualBlock
+from reslab.models.choices import SHORTCUTS, VARIANTS, Shortcut, Variant
 from reslab.models.registry import register_model
 
 Stem = Literal["imagenet", "cifar"]

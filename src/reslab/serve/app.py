@@ -3,7 +3,8 @@
 Routes: POST /v1/predict (one image as the raw body, or one or more as multipart files;
 ?topk=), POST /v1/explain (the class activation map of one image as a PNG; ?class=),
 GET /healthz (the process answers), GET /readyz (engine built and warmed up), GET /metrics
-(Prometheus text), GET / (a page to drop an image on and see the top-k and the CAM).
+(Prometheus text), GET / (a page to drop an image on, see the top-k and the CAM of any of them),
+GET /favicon.ico.
 
 Where the work happens: the event loop only reads bodies and writes JSON. Decoding and
 preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
@@ -22,6 +23,7 @@ import io
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -42,11 +44,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from torch import Tensor, nn
 
-from reslab.deploy.bench import tune_malloc
 from reslab.deploy.fast import InferenceEngine
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
+from reslab.hardware import tune_malloc
+from reslab.metadata import WeightsMeta
 from reslab.serve.batcher import Batcher
 from reslab.serve.explain import Explainer
 from reslab.serve.metrics import ServeMetrics, route_label
@@ -71,12 +74,13 @@ class ServeConfig:
     max_body_mb: float = 16.0
     max_pixels: int = 40_000_000
     calib: str | None = None
+    drain_s: float = 30.0  # after SIGTERM, requests in flight get this long; then they are cancelled
 
 
 class _State:
     """Everything the routes share: metadata, the batcher, the decode pool, the metrics."""
 
-    def __init__(self, config: ServeConfig, model: nn.Module, meta: dict) -> None:
+    def __init__(self, config: ServeConfig, model: nn.Module, meta: WeightsMeta) -> None:
         self.config, self.meta = config, meta
         self.pre, self.mode = meta["preprocess"], image_mode(meta["preprocess"])
         self.max_body = int(config.max_body_mb * 2**20)
@@ -106,8 +110,9 @@ class _State:
         """Image bytes -> preprocessed (C, H, W)."""
         return preprocess_image(self.load(name, data), self.pre)
 
-    def explain(self, name: str | None, data: bytes, class_text: str | None) -> tuple[bytes, str, float]:
-        """Image bytes -> (CAM overlay PNG, class name, probability)."""
+    def explain(self, name: str | None, data: bytes, class_text: str | None
+                ) -> tuple[bytes, str, float, tuple[float, ...]]:
+        """Image bytes -> (CAM overlay PNG, class name, probability, the part of the image the model sees)."""
         return self.explainer(self.load(name, data), class_text)
 
     def answer(self, names: list[str | None], rows: list[Tensor], topk: int) -> dict:
@@ -130,7 +135,7 @@ def _say_ready(engine: InferenceEngine) -> None:
     print(f"reslab serve: ready (inference path {engine.name}, built in {engine.build_s:.1f} s)", file=sys.stderr)
 
 
-def build_server_engine(model: nn.Module, meta: dict, config: ServeConfig) -> InferenceEngine:
+def build_server_engine(model: nn.Module, meta: WeightsMeta, config: ServeConfig) -> InferenceEngine:
     """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
     calib = expand_inputs([config.calib]) if config.calib else []
     # A server sees many images: `auto` resolves as predict does for a large folder.
@@ -254,15 +259,17 @@ async def _predict(request: Request) -> Response:
 
 
 async def _explain(request: Request) -> Response:
-    """The CAM overlay of the first image as PNG; the class (`?class=`, default the top-1) in X-Class."""
+    """The CAM overlay of the first image as PNG; the class (`?class=`, default the top-1) in X-Class, the
+    part of the image the model sees in X-View-Box (left, top, width, height as fractions of the image)."""
     s: _State = request.app.state.serve
     try:
         async with _admitted(request, s) as body:
             name, data = (await _read_images(request, body))[0]
-            [(png, name, prob)] = await _in_pool(s, s.explain, [(name, data, request.query_params.get("class"))])
+            [(png, name, prob, box)] = await _in_pool(s, s.explain, [(name, data, request.query_params.get("class"))])
     except ClientDisconnect:
         return Response(status_code=CLIENT_GONE)
-    return Response(png, media_type="image/png", headers={"X-Class": quote(name), "X-Probability": f"{prob:.6g}"})
+    return Response(png, media_type="image/png", headers={"X-Class": quote(name), "X-Probability": f"{prob:.6g}",
+                                                          "X-View-Box": ",".join(f"{v:.4f}" for v in box)})
 
 
 # ---------------------------------------------------------------------------- the other routes
@@ -278,6 +285,20 @@ async def _readyz(request: Request) -> Response:
                              "classes": len(s.meta["classes"]), "max_batch": s.config.max_batch})
     reason = f"engine failed: {b.error}" if b.error is not None else "building and warming up the engine"
     return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+
+
+def _favicon() -> bytes:
+    """A 32 px icon drawn once: three bars, as the page's top-k bars (no file to ship, no 404 in the log)."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((0, 0, 31, 31), radius=6, fill=(34, 34, 34, 255))
+    for i, length in enumerate((24, 15, 8)):
+        draw.rectangle((4, 5 + 8 * i, 4 + length, 10 + 8 * i), fill=(34, 170, 102, 255))
+    buf = io.BytesIO()
+    img.save(buf, "ICO", sizes=[(32, 32)])
+    return buf.getvalue()
 
 
 async def _metrics(request: Request) -> Response:
@@ -316,22 +337,28 @@ class _Observe:
                 self.metrics.latency.observe(asyncio.get_running_loop().time() - start)
 
 
-def create_app(config: ServeConfig, model: nn.Module, meta: dict) -> Starlette:
+def create_app(config: ServeConfig, model: nn.Module, meta: WeightsMeta) -> Starlette:
     """The ASGI app for `model` with `meta` (load_weights' pair); its lifespan runs the batcher."""
     state = _State(config, model, meta)
     page = resources.files("reslab.serve").joinpath("page.html").read_text(encoding="utf-8")
 
+    icon = _favicon()
+
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
+
+    async def favicon(request: Request) -> Response:
+        return Response(icon, media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         state.batcher.start()
         yield
-        state.batcher.stop()  # uvicorn has answered every request by now: this only ends the worker
+        state.batcher.stop(config.drain_s)  # uvicorn has answered every request by now: this only ends the worker
         state.pool.shutdown()
 
-    routes = [Route("/", index), Route("/healthz", _healthz), Route("/readyz", _readyz), Route("/metrics", _metrics),
+    routes = [Route("/", index), Route("/favicon.ico", favicon),
+              Route("/healthz", _healthz), Route("/readyz", _readyz), Route("/metrics", _metrics),
               Route("/v1/predict", _predict, methods=["POST"]), Route("/v1/explain", _explain, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error},
                     middleware=[Middleware(_Observe, metrics=state.metrics)])
@@ -343,6 +370,23 @@ def _keep_sigterm(signum: int, frame) -> None:
     """uvicorn drains on SIGTERM, then raises it again for the handler it found: this one, so the exit is 0."""
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that says when a signal starts the drain (an operator sees why it stops)."""
+
+    def __init__(self, config: uvicorn.Config, state: _State, drain_s: float) -> None:
+        super().__init__(config)
+        self.state, self.drain_s = state, drain_s
+        self.stop_asked: float | None = None
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.stop_asked is None:
+            self.stop_asked = time.monotonic()
+            # os.write: a signal handler may interrupt a print of the main thread (print is not reentrant).
+            os.write(2, f"reslab serve: {signal.Signals(sig).name}: no new connections; finishing "
+                        f"{self.state.in_flight} request(s) in flight (at most {self.drain_s:g} s)\n".encode())
+        super().handle_exit(sig, frame)
+
+
 def run_server(config: ServeConfig) -> int:
     """Serve until SIGTERM or Ctrl-C; SIGTERM stops accepting, answers everything admitted, exits 0."""
     if config.path.startswith("int8") and not config.calib:
@@ -351,9 +395,10 @@ def run_server(config: ServeConfig) -> int:
     Image.MAX_IMAGE_PIXELS = config.max_pixels  # load_image refuses anything larger (a decompression bomb)
     model, meta = load_weights(config.weights)
     app = create_app(config, model, meta)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, http="h11", lifespan="on"))
     state: _State = app.state.serve
+    server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                                    http="h11", lifespan="on", timeout_graceful_shutdown=config.drain_s),
+                     state, config.drain_s)
     state.on_fatal = lambda e: setattr(server, "should_exit", True)
     print(f"reslab serve: {meta['model']} on http://{config.host}:{config.port} (max batch {config.max_batch}, "
           f"max wait {config.max_wait_ms:g} ms, queue {config.queue}); warming up", file=sys.stderr)
@@ -361,4 +406,6 @@ def run_server(config: ServeConfig) -> int:
     server.run()
     if state.batcher.error is not None:
         raise state.batcher.error
+    if server.stop_asked is not None:
+        print(f"reslab serve: stopped, {time.monotonic() - server.stop_asked:.1f} s after the signal", file=sys.stderr)
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import sys
 
 from reslab.cli_types import nonneg_float, nonneg_int, positive_float, positive_int
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
@@ -20,6 +23,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     p.add_argument("--port", type=positive_int, default=8000, help="TCP port")
     p.add_argument("--calib", help="directory of calibration images (--path int8)")
+    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+                   help="seconds SIGTERM waits for requests in flight before cancelling them")
     p.set_defaults(func=_cmd_serve)
 
     p = bench_sub.add_parser("serve", help="load-test `reslab serve` on loopback against the offline engine",
@@ -58,10 +63,17 @@ def _server_config(args: argparse.Namespace, weights: str, **extra):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    config = _server_config(args, args.weights, host=args.host, port=args.port, calib=args.calib)
+    config = _server_config(args, args.weights, host=args.host, port=args.port, calib=args.calib,
+                            drain_s=args.drain_timeout)
     from reslab.serve.app import run_server
 
-    return run_server(config)
+    code = run_server(config)
+    # Drained and stopped: skip the interpreter's teardown of torch and its libraries, which took 3-13 s on
+    # a loaded 2-core machine (measured: 0.15 s from SIGTERM to a drained server, then 4-5 s to the exit).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> int:

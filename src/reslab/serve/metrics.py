@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Routes are a fixed set of labels: an unknown path counts as "other", so a scan cannot grow the metrics.
-ROUTES = ("/", "/healthz", "/readyz", "/metrics", "/v1/predict", "/v1/explain")
+ROUTES = ("/", "/favicon.ico", "/healthz", "/readyz", "/metrics", "/v1/predict", "/v1/explain")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

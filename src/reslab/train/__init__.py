@@ -6,7 +6,7 @@ flags can be read without torch. `reslab.train(cfg)` runs `reslab.train.loop.tra
 
 from typing import Any
 
-from reslab.api import make_callable
+from reslab._callable import make_callable
 from reslab.train.config import RECIPES, TrainConfig, resolve_config
 
 __all__ = ["RECIPES", "TrainConfig", "TrainResult", "TrainingDiverged", "resolve_config", "train"]

@@ -46,12 +46,12 @@ from rich.table import Table
 from torch import nn
 from torchvision import transforms
 
-from reslab.analysis import count_macs
 from reslab.console import console
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir
 from reslab.errors import ReslabError
 from reslab.hardware import describe, describe_line, matmul_gflops, native_bf16, pick_device, probe_size
+from reslab.models.analysis import count_macs
 from reslab.models.registry import create_model
 from reslab.plotting import pyplot, save_figure
 from reslab.train.batches import InMemoryBatches

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from reslab import cli_types
 from reslab.errors import ReslabError
+from reslab.models.choices import SHORTCUTS, VARIANTS
 from reslab.train.config import CHOICES
 
 # reslab.train.bench's data choices, spelled out so that `reslab --help` need not import torch
@@ -80,8 +81,8 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
     """The model and data flags of `train`, which `lr-find` shares."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help="registered model (default resnet20; `reslab models` lists them)")
-    g.add_argument("--variant", choices=("v1", "v1.5"), help="bottleneck stride placement")
-    g.add_argument("--shortcut", choices=("A", "B", "C", "plain"))
+    g.add_argument("--variant", choices=VARIANTS, help="bottleneck stride placement")
+    g.add_argument("--shortcut", choices=SHORTCUTS)
     g.add_argument("--zero-init-last", action="store_true", default=None)
     add_data_flags(g := p.add_argument_group("data"))
     g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
@@ -177,7 +178,7 @@ NOT_CONFIG = ("func", "command", "bench", "resume", "recipe", "overwrite", "conf
 def config_from_args(args: argparse.Namespace, *, skip: tuple[str, ...] = ()):
     """The TrainConfig of `reslab train`'s flags (`skip`: a command's own flags that are no field), by
     train/config.py's layering: the recipe, then --config's file or --resume's run, then the flags given."""
-    from reslab.classnames import read_class_names
+    from reslab.data.classnames import read_class_names
     from reslab.train.config import resolve_config
 
     flags = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG + skip}

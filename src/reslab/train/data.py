@@ -14,20 +14,20 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
 from reslab import pretrained
-from reslab.classnames import check_class_count
 from reslab.console import notice
 from reslab.data.augment import BatchAugment, NormMode
+from reslab.data.classnames import check_class_count
 from reslab.data.datasets import InMemoryDataset, Split, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
 from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset, scale_range_for
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError, option
 from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, tensor_batches
-from reslab.toplosses import file_pictures, tensor_pictures
 from reslab.train.balance import BalancedSampler, class_weight, epoch_order
 from reslab.train.batches import InMemoryBatches, LoaderBatches
 from reslab.train.config import TrainConfig
 from reslab.train.distributed import Dist
 from reslab.train.mixing import MixedBatches, mixed
+from reslab.train.toplosses import file_pictures, tensor_pictures
 
 Evaluator = Callable[[nn.Module], EvalResult]
 

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from reslab import pretrained
-from reslab.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.console import notice
+from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
 from reslab.errors import ReslabError, option
 from reslab.weights import META_FILE, head_prefix, load_checkpoint_state, load_into, load_weights
 

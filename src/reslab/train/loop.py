@@ -19,7 +19,6 @@ from reslab.console import notice
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
 from reslab.hardware import native_bf16, pick_device
-from reslab.toplosses import TOP_LOSSES_PNG, save_top_losses_png
 from reslab.train.checkpoint import (
     TrainingDiverged,
     TrainState,
@@ -55,6 +54,7 @@ from reslab.train.step import (
     step_model,
     train_step,
 )
+from reslab.train.toplosses import TOP_LOSSES_PNG, save_top_losses_png
 from reslab.weights import save_weights
 
 __all__ = ["TrainResult", "TrainingDiverged", "train", "train_step"]

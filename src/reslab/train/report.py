@@ -13,9 +13,9 @@ from reslab.data.folder import has_test_split
 from reslab.evaluate import EvalResult
 from reslab.fileio import atomic_write_text
 from reslab.hardware import describe_line
-from reslab.toplosses import TOP_LOSSES_PNG
 from reslab.train.config import TrainConfig
 from reslab.train.rundir import RunDir
+from reslab.train.toplosses import TOP_LOSSES_PNG
 
 
 def reported_split(cfg: TrainConfig, selected: bool = True) -> tuple[str, str]:

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from reslab.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
 from reslab.console import console
+from reslab.models.analysis import count_params, inception_arithmetic, layer_stats, stage_totals
 from reslab.models.registry import create_model, model_entry
 
 _HIDDEN = {"ReLU", "Identity", "Dropout", "PadShortcut"}

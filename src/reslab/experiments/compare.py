@@ -18,10 +18,10 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from reslab.analysis import count_params, layer_stats
 from reslab.errors import ReslabError
 from reslab.experiments.tables import markdown_table
 from reslab.fileio import atomic_write_text
+from reslab.models.analysis import count_params, layer_stats
 from reslab.models.registry import create_model, model_entry
 from reslab.plotting import pyplot, save_figure
 from reslab.train.rundir import RunDir, test_error

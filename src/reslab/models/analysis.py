@@ -180,7 +180,7 @@ def inception_arithmetic(model: nn.Module, input_size: tuple[int, int, int] | No
     directly to the module's input and passes the max pool through unprojected. Both
     forms use the model's conv unit (conv + BN), so params count BN too; MACs are
     conv multiply-adds per image at the module's input resolution (the paper's rule,
-    see `reslab.analysis`).
+    see `reslab.models.analysis`).
 
     Args:
         model: a GoogLeNet (any module holding `Inception` children).
