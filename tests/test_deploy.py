@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+import reslab.deploy.export as export_mod
 from reslab.cli import main
 from reslab.deploy.bench import bench_infer, row_precision
 from reslab.deploy.export import export
@@ -392,7 +393,8 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     for i, a in enumerate(_quadrant_data(32, 1)[0]):
         Image.fromarray(a).save(calib / f"{i}.png")
     result = export(out, format="onnx", int8=True, calib_images=calib)
-    assert result.path.name == "model.int8.onnx" and result.inputs == "calibration images"
+    assert result.path.name == "model.int8.onnx" and result.inputs == "held-out calibration images"
+    assert result.batch == 8 and result.warning is None  # 8 of the 32 checked, the other 24 calibrate
 
     import onnxruntime as ort
 
@@ -404,6 +406,20 @@ def test_int8_keeps_accuracy_of_a_trained_model(tmp_path):
     acc32, acc8 = (fp32 == test_y).mean(), (q == test_y).mean()
     assert acc32 > 0.9, f"the tiny model did not learn the task: {acc32:.3f}"
     assert acc8 >= acc32 - 0.02 and (q == fp32).mean() >= 0.97, (acc32, acc8)
+
+
+def test_int8_below_the_agreement_line_warns_with_the_figure(tmp_path, weights, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(8):
+        _rgb(seed=i).save(folder / f"{i}.png")
+    monkeypatch.setattr(export_mod, "INT8_AGREEMENT_MIN", 1.01)  # no agreement reaches it
+    assert main(["export", str(weights), "--format", "onnx", "--int8", "--calib", str(folder), "--out",
+                 str(tmp_path / "q.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert "reslab export: warning: int8 agrees with fp32 on the top-1 class of" in err
+    assert "of 2 held-out calibration images (max |logit diff|" in err and "below 101%" in err
 
 
 # ---------------------------------------------------------------------------- CLI: export, bench

@@ -11,7 +11,7 @@ import pytest
 from reslab.cli import main
 from reslab.errors import ReslabError
 from reslab.train import resolve_config, train
-from reslab.train.lrfind import smooth, suggest, sweep_lrs
+from reslab.train.lrfind import edge_warning, search_window, smooth, suggest, sweep_lrs
 
 from fakedata import read_csv
 
@@ -44,6 +44,36 @@ def test_smoothing_and_suggestion_on_a_known_curve():
         suggest(lrs[:3], [math.inf] * 3)
 
 
+def test_the_search_leaves_out_the_first_10_and_last_5_points_and_warns_at_its_edge():
+    assert search_window(30) == (10, 25) and search_window(200) == (10, 195)
+    assert search_window(14) == (0, 14)  # fewer than 5 points would remain: all of them
+    lrs = sweep_lrs(1e-5, 1.0, 30)
+    falling = [math.exp(-i / 3) for i in range(30)]  # steepest at the very start, on the sweep's first points
+    steepest, _ = suggest(lrs, falling)
+    assert steepest == lrs[10]  # the first point searched, never the second of the sweep
+    warning = edge_warning(lrs, falling, steepest)
+    assert warning and "sits at the start of the sweep (point 1 of the 15 searched" in warning and "--min-lr" in warning
+    late = [1 - (i / 29) ** 3 for i in range(30)]  # falls faster and faster: the steepest point is the last searched
+    assert suggest(lrs, late)[0] == lrs[24] and "at the end of the sweep" in edge_warning(lrs, late, lrs[24])
+    curve = [2 - math.tanh(2 * (math.log10(lr) + 2)) for lr in sweep_lrs(1e-4, 1.0, 101)]
+    assert edge_warning(sweep_lrs(1e-4, 1.0, 101), curve, suggest(sweep_lrs(1e-4, 1.0, 101), curve)[0]) is None
+
+
+def test_train_with_lr_find_sweeps_first_and_records_the_choice(fmnist_dir, tmp_path, capsys):
+    assert main(["train", "--data-dir", str(fmnist_dir), "--lr", "find", "--iterations", "3", *TINY,
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    found = cfg["lr_find"]
+    assert cfg["lr"] == float(f"{found['suggested_lr']:.3g}") and found["iterations"] <= 100
+    assert (tmp_path / "run" / "lr-find" / "lr-find.png").is_file()
+    assert "reslab train: lr-find: 100 iterations of batch 16: about" in err  # the expected duration, first
+    assert f"reslab train: lr-find suggests lr {cfg['lr']:g}" in err
+    assert err.index("iterations of batch 16: about") < err.index("lr-find suggests")
+    rerun = resolve_config(file=tmp_path / "run" / "config.json")  # the same run again: the lr it chose, no sweep
+    assert rerun.lr == cfg["lr"] and "suggested_lr" in rerun.lr_find
+
+
 def test_lr_find_suggests_inside_the_sweep_and_leaves_the_run_untouched(fmnist_dir, tmp_path, capsys):
     run = tmp_path / "run"
     train(resolve_config("cifar-paper", data_dir=str(fmnist_dir), iterations=4, out=str(run), batch_size=16,
@@ -69,8 +99,10 @@ def test_lr_find_of_flags_prints_the_train_command(fmnist_dir, tmp_path, capsys)
     rc = main(["lr-find", "--data-dir", str(fmnist_dir), "--shortcut", "B", "--no-augment", "--iterations", "12",
                *TINY, "--out", str(tmp_path / "lf")])
     assert rc == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "suggested lr" in out and "lr-find.png" in out
+    assert "reslab lr-find: 12 iterations of batch 16" in captured.err and "reslab train" not in captured.err
     command = next(line for line in out.splitlines() if line.startswith("train with: "))
     assert command.startswith("train with: reslab train ") and " --lr " in command
     assert "--shortcut B" in command and "--no-augment" in command and f"--data-dir {fmnist_dir}" in command

@@ -172,7 +172,8 @@ def test_broken_and_unknown_checkpoints(tmp_path):
 def test_classifier_mismatch_names_both_shapes_and_finetune_keeps_fresh_head(tmp_path, tv_resnet18):
     torch.save(tv_resnet18.state_dict(), tmp_path / "r18.pth")
     net = create_model("resnet18", num_classes=10)
-    with pytest.raises(ReslabError, match=r"fc.weight: checkpoint \(1000, 512\) vs model \(10, 512\); pass --finetune"):
+    with pytest.raises(ReslabError, match=r"fc.weight: checkpoint \(1000, 512\) vs model \(10, 512\); pass "
+                                          r"finetune=True"):
         load_into(net, load_checkpoint_state(tmp_path / "r18.pth"))
     fresh_fc = net.fc.weight.detach().clone()
     load_into(net, load_checkpoint_state(tmp_path / "r18.pth"), finetune=True)

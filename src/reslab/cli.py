@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from reslab import cli_types
-from reslab.errors import ReslabError
+from reslab.console import COMMAND
+from reslab.errors import SPELLING, ReslabError
 from reslab.models.choices import FAMILIES, SHORTCUTS, VARIANTS
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu_flags = vars(args).pop("cpu_flags")  # a global flag, not one of the command's options
     if cpu_flags is not None:
         os.environ["RESLAB_CPU_FLAGS"] = cpu_flags  # hardware.SIMULATED_FLAGS_ENV, read without torch
+    # errors name flags (--data-dir), not Python's keywords (data_dir=); notices say which command speaks
+    spelling, command = SPELLING.set("cli"), COMMAND.set(f"reslab {args.command}")
     try:
         return func(args) or 0
     except USER_ERRORS as e:
@@ -92,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"reslab {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        SPELLING.reset(spelling)
+        COMMAND.reset(command)
 
 
 if __name__ == "__main__":

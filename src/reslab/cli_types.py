@@ -70,6 +70,16 @@ def fraction(text: str) -> float:
     return _checked(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def share(text: str) -> float:
+    """A number in (0, 1) (a share of the images)."""
+    return _checked(text, float, lambda v: 0 < v < 1, "a share in (0, 1), e.g. 0.2")
+
+
+def lr_value(text: str) -> float | str:
+    """A learning rate > 0, or "find" (lr-find's suggestion)."""
+    return "find" if text.strip().lower() == "find" else positive_float(text)
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Comma-separated non-negative integers, e.g. '32000,48000'."""
     try:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
+import sys
 
 from rich.console import Console
+
+# Who speaks in a notice: "reslab train", "reslab lr-find" (set by the CLI and by a command that runs
+# another's steps); from Python, "reslab".
+COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar("reslab_command", default="reslab")
 
 PLAIN_WIDTH = 400  # columns for logs, pipes and CI: wide enough that no reslab table is cut
 
@@ -17,3 +23,8 @@ def console(*, stderr: bool = False) -> Console:
     if c.is_terminal or "COLUMNS" in os.environ:
         return c
     return Console(stderr=stderr, width=PLAIN_WIDTH)
+
+
+def notice(message: str) -> None:
+    """One line on stderr, prefixed by the command that says it (`COMMAND`)."""
+    print(f"{COMMAND.get()}: {message}", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from reslab._callable import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
-from reslab.data.folder import folder_dataset, multiscale_views
+from reslab.data.folder import folder_dataset, multiscale_views, split_samples
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
@@ -215,6 +215,8 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         raise ReslabError(f"the multi-scale test is for image-folder datasets (full-size images); received "
                           f"data={name!r}: use --ten-crop for small images")
     subset = Subset(tuple(pre.get("subset_classes", ())) if subset_classes is None else tuple(subset_classes))
+    if data_dir is None and data is None:  # a run's own data folder, as it trained (stored absolute)
+        data_dir = run_config(resolve_weights(weights)[0].parent).get("data_dir")
     if name == "folder":
         classes, batches = _folder_split(find_data_dir("folder", data_dir), split, pre, subset, ten_crop=ten_crop,
                                          whole_images=bool(multiscale))
@@ -240,11 +242,21 @@ def _folder_split(root: Path, split: str, pre: Preprocess, subset: Subset, *, te
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
     """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
     normalised but neither resized nor cropped, for the multi-scale test."""
+    fraction, seed = pre.get("val_fraction"), pre.get("split_seed", 0)  # --val-fraction's split
     if whole_images:
         tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
-        images = subset_folder(ImageFolder(str(root / "val"), transform=tf), subset, train=False)
+        folder, samples = split_samples(root, split, val_fraction=fraction, seed=seed)
+        images = ImageFolder(str(folder), transform=tf)
+        images.samples = images.imgs = samples
+        images.targets = [c for _, c in samples]
+        images = subset_folder(images, subset, train=False)
         return list(images.classes), images
-    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop), subset, train=False)
+    size = pre.get("crop") or pre.get("image_size") or 224
+    resize = pre.get("resize") or size
+    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=resize,
+                                      scale_range=(max(size, resize),) * 2, mean=pre["mean"], std=pre["std"],
+                                      val_fraction=fraction, seed=seed),
+                       subset, train=False)
     return list(ds.classes), DataLoader(ds, 64, num_workers=2)
 
 

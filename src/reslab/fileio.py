@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 
 
 def _umask() -> int:
@@ -23,14 +23,15 @@ def _umask() -> int:
     return mask
 
 
-def refuse_overwrite(paths: list[Path], *, overwrite: bool, flag: str = "--out") -> None:
+def refuse_overwrite(paths: list[Path], *, overwrite: bool, flag: str | None = None) -> None:
     """Raise ReslabError naming the first of `paths` that exists, unless `overwrite`: a user's files are
     replaced only when they asked for it."""
     if overwrite:
         return
     for p in paths:
         if p.exists():
-            raise ReslabError(f"{p} exists; pass --overwrite to replace it, or choose another {flag}")
+            raise ReslabError(f"{p} exists; pass {option('overwrite', True)} to replace it, or choose another "
+                              f"{flag or option('out')}")
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:

@@ -40,6 +40,8 @@ class Preprocess(TypedDict, total=False):
     dataset: str
     subset_classes: list[int]  # the source dataset's classes a --classes run kept, in output order
     mean_image: Any  # a Tensor: read from model.safetensors by load_weights, never from model.json
+    val_fraction: float  # folder data: the share of each class --val-fraction held out ...
+    split_seed: int  # ... chosen by this seed (data/folder.py, held_out_samples)
 
 
 class WeightsMeta(TypedDict):

@@ -10,6 +10,7 @@ checkpoints (torchvision, timm, a training script's `.pth`) are read with
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -21,8 +22,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
-from reslab.errors import ReslabError
+from reslab.data.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
+from reslab.errors import ReslabError, option
 from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
 from reslab.metadata import MAX_IMAGE_SIDE, MAX_META_BYTES, Preprocess, WeightsMeta, parse_metadata, validate_metadata
 from reslab.models import create_model, model_entry
@@ -119,8 +120,14 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
     `metadata["preprocess"]["mean_image"]` holds the per-pixel mean (C, H, W) when one was saved.
     The network is first built on the meta device (no memory) and checked against the tensor
     shapes in the file's header, so a hostile model.json cannot make us allocate a network the
-    file does not hold.
+    file does not hold. `path` may also name pretrained weights (`torchvision:resnet50`, `timm:resnet18.a1_in1k`;
+    reslab.pretrained), fetched into the library's cache when missing.
     """
+    from reslab import pretrained
+
+    if pretrained.is_named(path):
+        model, meta = pretrained.build(str(path), quiet=True)
+        return model.to(device), meta
     st_path, _ = resolve_weights(path)
     meta = read_metadata(path)
     _check_against_file(_build(meta, st_path, torch.device("meta")), meta, st_path)
@@ -257,12 +264,14 @@ def head_prefix(model: nn.Module) -> str:
     return names[-1] if names else ""
 
 
-def load_into(model: nn.Module, state: Mapping[str, Tensor], *, finetune: bool = False) -> None:
-    """Copy a foreign state dict into `model` strictly (torchvision/timm ResNet key layout).
+def load_into(model: nn.Module, state: Mapping[str, Tensor], *, finetune: bool = False) -> list[str]:
+    """Copy a foreign state dict into `model` strictly (torchvision/timm ResNet key layout); returns the
+    notices of what was adapted.
 
     A classifier of another shape is an error naming both shapes, unless `finetune`: then
-    everything but the classifier loads strictly and the model keeps its fresh head.
-    Missing `num_batches_tracked` buffers (checkpoints from before PyTorch 0.4.1) are allowed.
+    everything but the classifier loads strictly and the model keeps its fresh head. A first
+    convolution for other input channels is adapted (`adapt_first_conv`). Missing
+    `num_batches_tracked` buffers (checkpoints from before PyTorch 0.4.1) are allowed.
     """
     own = model.state_dict()
     head = head_prefix(model)
@@ -270,31 +279,74 @@ def load_into(model: nn.Module, state: Mapping[str, Tensor], *, finetune: bool =
     state = dict(state)
     if finetune:
         state = {k: v for k, v in state.items() if not is_head(k)}
+    notes = adapt_first_conv(state, own)
     bad_shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     body_bad = [k for k in bad_shapes if not is_head(k)]
     if body_bad:
         shown = "; ".join(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                           for k in body_bad[:3])
-        raise ReslabError(f"{len(body_bad)} tensors differ in shape ({shown}); pass the --model it was trained as")
+        raise ReslabError(f"{len(body_bad)} tensors differ in shape ({shown}); {_shape_hint(body_bad[0], state, own)}")
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
                and not (finetune and is_head(k))]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise ReslabError(f"checkpoint does not match the model: missing {_few(missing)}; "
-                          f"unexpected {_few(unexpected)}; pass the --model it was trained as")
+                          f"unexpected {_few(unexpected)}; {option('model')} must name the network it was trained as")
     if bad_shapes:  # only the classifier differs
         k = bad_shapes[0]
         raise ReslabError(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}; "
-                          f"pass --finetune to re-initialise the head, or --num-classes {state[k].shape[0]}")
+                          f"pass {option('finetune', True)} to re-initialise the head, or "
+                          f"{option('num_classes', state[k].shape[0])}")
     for k, v in own.items():  # keys the checkpoint may lack: old BN counters, the fresh head
         state.setdefault(k, v)
     model.load_state_dict(state, strict=True)
+    return notes
+
+
+def first_conv(own: Mapping[str, Tensor]) -> str | None:
+    """The name of the network's first convolution weight (the first 4-D tensor: `conv1.weight` for a ResNet)."""
+    return next((k for k, v in own.items() if v.ndim == 4), None)
+
+
+def adapt_first_conv(state: dict[str, Tensor], own: Mapping[str, Tensor]) -> list[str]:
+    """Fit a first convolution trained on other input channels to the model's, in place, as timm's
+    `adapt_input_conv` does: for one channel the weights are summed (a grey image x is the RGB image
+    (x, x, x), so sum_c W_c * x is the same response); from fewer channels they are repeated to the
+    model's count and scaled by have/want (grey -> RGB: each third, so the response to (x, x, x) is
+    W * x again). Only the input-channel dimension may differ. Returns the notice, or []."""
+    key = first_conv(own)
+    if key is None or key not in state:
+        return []
+    w, want = state[key], own[key].shape
+    if w.ndim != 4 or w.shape[1] == want[1] or (w.shape[0], *w.shape[2:]) != (want[0], *want[2:]):
+        return []
+    have, to = w.shape[1], want[1]
+    if to == 1:
+        new = w.sum(dim=1, keepdim=True)
+        how = "summed over its input channels"
+    else:
+        new = w.repeat(1, math.ceil(to / have), 1, 1)[:, :to] * (have / to)
+        how = f"repeated to {to} input channels and scaled by {have}/{to}"
+    state[key] = new.to(w.dtype)
+    return [f"{key} was trained on {have}-channel images, the model takes {to}: its weights {how}, so an image "
+            f"whose channels are equal gets the same response"]
+
+
+def _shape_hint(key: str, state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> str:
+    """What a body tensor of another shape means: the first convolution's input channels, else another network."""
+    theirs, mine = tuple(state[key].shape), tuple(own[key].shape)
+    if key == first_conv(own) and len(theirs) == len(mine) == 4:
+        differs = [what for what, a, b in (("output channels", theirs[0], mine[0]), ("input channels", theirs[1],
+                   mine[1]), ("kernel", theirs[2:], mine[2:])) if a != b]
+        return (f"the first convolution differs in {' and '.join(differs)}: another stem, so another network; "
+                f"{option('model')} must name the network it was trained as")
+    return f"another width or depth: {option('model')} must name the network it was trained as"
 
 
 def convert(
     ckpt_path: str | Path,
     *,
-    model: str,
+    model: str | None = None,
     out_dir: str | Path,
     num_classes: int | None = None,
     finetune: bool = False,
@@ -304,6 +356,8 @@ def convert(
     """Foreign checkpoint -> reslab weights in `out_dir`; returns `out_dir`. Weights already in
     `out_dir` are replaced only with `overwrite`.
 
+    `ckpt_path` may name pretrained weights (`torchvision:resnet50.IMAGENET1K_V2`, `timm:resnet18.a1_in1k`;
+    reslab.pretrained): `model` then defaults to theirs, and their class names and preprocessing are kept.
     `num_classes` defaults to `len(classes)` or else the checkpoint's classifier rows.
     The preprocessing recorded is torchvision's ImageNet evaluation transform (resize 256,
     centre crop 224, per-channel mean/std) at the model's design resolution; for the 32x32
@@ -311,11 +365,23 @@ def convert(
     classifier (`default_class_names`), else "0" .. "N-1".
     """
 
-    ckpt = Path(ckpt_path)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ReslabError(f"--out {out} is a file; give a directory for {WEIGHTS_FILE} and {META_FILE}")
+        raise ReslabError(f"{option('out', out)} is a file; give a directory for {WEIGHTS_FILE} and {META_FILE}")
     refuse_overwrite([out / WEIGHTS_FILE, out / META_FILE], overwrite=overwrite)
+    from reslab import pretrained
+
+    if pretrained.is_named(ckpt_path):
+        n = len(classes) if classes is not None else num_classes
+        net, meta = pretrained.build(str(ckpt_path), model=model, **({"num_classes": n} if n else {}))
+        if classes is not None:
+            meta["classes"] = check_class_count(list(classes), len(meta["classes"]), str(ckpt_path))
+        return save_weights(net, out, model_name=meta["model"], model_kwargs=meta["model_kwargs"],
+                            classes=meta["classes"], preprocess=meta["preprocess"])
+    if model is None:
+        raise ReslabError(f"{ckpt_path}: name the network the checkpoint holds with {option('model')}, e.g. "
+                          f"{option('model', 'resnet50')}")
+    ckpt = Path(ckpt_path)
     state = load_checkpoint_state(ckpt)
     try:
         entry = model_entry(model)

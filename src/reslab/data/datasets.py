@@ -20,7 +20,7 @@ from reslab.data.formats import (
     read_cifar100,
     read_mnist,
 )
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = [
@@ -132,8 +132,8 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     dataset_spec(name)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise ReslabError(f"--data-dir {data_dir} does not exist (or is not a folder); pass the folder that "
-                              f"holds the {name} files")
+            raise ReslabError(f"{option('data_dir', data_dir)} does not exist (or is not a folder); pass the folder "
+                              f"that holds the {name} files")
         places = [Path(data_dir)]
     else:
         places = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
@@ -141,6 +141,8 @@ def find_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     for place in places:
         if (found := _search(name, place)) is not None:
             return found
+    if name == "folder" and data_dir is not None and any(d.is_dir() for d in Path(data_dir).iterdir()):
+        return Path(data_dir)  # one folder of class folders, which --val-fraction splits
     how = _GET_FILES.get(name, "run with --download (or point data_dir at the extracted official files)")
     unset = "" if data_dir is not None or os.environ.get(ENV_VAR) else f" (${ENV_VAR} is unset)"
     raise ReslabError(f"no {name} files found in {', '.join(map(str, places))}{unset}; {how}")

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 
 from reslab.data.augment import pca_lighting
 from reslab.data.images import load_image
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,7 +89,8 @@ SPLITS = ("train", "val", "test")
 def _classes(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
         raise ReslabError(f"missing folder {split_dir}; an image folder needs train/ and val/ (test/ optional) "
-                          f"with one sub-folder per class")
+                          f"with one sub-folder per class, or pass {option('val_fraction', 0.2)} to hold out part "
+                          f"of one folder of class folders")
     classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
     if not classes:
         raise ReslabError(f"{split_dir} has no class sub-folders; put each class's images in {split_dir}/<class>/")
@@ -165,7 +166,7 @@ def _scan(folder: Path, files: list[str], skip_bad: bool) -> set[str]:
 
 # (root, skip_bad, has test/) -> each split's checked samples: a folder is decoded once per process, not at every
 # evaluation (ImageNet's 1.3M files take minutes to decode).
-_CHECKED: dict[tuple[str, bool, bool], dict[str, list[tuple[str, int]]]] = {}
+_CHECKED: dict[tuple[str, bool, bool], dict[str, list[tuple[str, int]]]] = {}  # also held_out_samples' splits
 
 
 def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[tuple[str, int]]]:
@@ -193,20 +194,91 @@ def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[
     return out
 
 
+def scale_range_for(image_size: int) -> tuple[int, int]:
+    """Section 3.4's scale augmentation, [256, 480] for 224 crops, at the same ratios for another crop size."""
+    return round(image_size * 256 / 224), round(image_size * 480 / 224)
+
+
+def _single_base(root: Path) -> Path:
+    """The folder of class folders that --val-fraction splits: root/train when there is one, else root."""
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def _own_test(root: Path) -> bool:
+    """A test/ split beside train/ (in a bare folder of class folders, test/ would be a class)."""
+    return (root / "train").is_dir() and has_test_split(root)
+
+
+def held_out_samples(root: str | Path, fraction: float, seed: int, *,
+                     skip_bad: bool = False) -> dict[str, list[tuple[str, int]]]:
+    """fastai's `valid_pct` for one folder of class folders (`root/<class>/`, or `root/train/<class>/` when
+    there is no val/): of each class, round(fraction x its images), at least one, held out for validation,
+    chosen by a permutation seeded by `seed` (the same images for the same seed). "test" is `root/test`
+    beside `root/train` when it exists, else the held-out images (reported as validation)."""
+    root = Path(root)
+    base = _single_base(root)
+    classes = _classes(base)
+    if len(classes) < 2:
+        raise ReslabError(f"{base} has one class folder ({classes[0]}); a classifier needs at least 2")
+    own_test = _own_test(root)
+    key = (f"{base.resolve()}|{fraction}|{seed}", skip_bad, own_test)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    samples = ImageFolder(str(base)).samples
+    bad = _scan(base, [f for f, _ in samples], skip_bad)
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    for c, name in enumerate(classes):
+        mine = [s for s in samples if s[1] == c and s[0] not in bad]
+        if len(mine) < 2:
+            raise ReslabError(f"{base / name} has {len(mine)} readable image(s); holding out a validation share "
+                              f"needs at least 2 per class")
+        n_val = min(len(mine) - 1, max(1, round(fraction * len(mine))))
+        order = torch.randperm(len(mine), generator=g).tolist()
+        out["val"] += sorted(mine[i] for i in order[:n_val])
+        out["train"] += sorted(mine[i] for i in order[n_val:])
+    if own_test:
+        if _classes(root / "test") != classes:
+            raise ReslabError(f"{root}: {base.name}/ and test/ have different class sub-folders; every split needs "
+                              f"the same classes")
+        test = ImageFolder(str(root / "test")).samples
+        tbad = _scan(root / "test", [f for f, _ in test], skip_bad)
+        out["test"] = [s for s in test if s[0] not in tbad]
+    _CHECKED[key] = out
+    return out
+
+
+def split_samples(root: str | Path, split: str, *, val_fraction: float | None = None, seed: int = 0,
+                  skip_bad: bool = False) -> tuple[Path, list[tuple[str, int]]]:
+    """(the folder ImageFolder reads, the checked (file, class) samples) of one split: train/, val/, test/ (val/
+    without one), or with `val_fraction` the seeded share of one folder of class folders (`held_out_samples`)."""
+    if not val_fraction:
+        folder = split_dir(root, split)
+        return folder, check_folder(root, skip_bad=skip_bad)[folder.name]
+    root = Path(root)
+    split_of = {"train": "train", "val": "val", "test": "test" if _own_test(root) else "val"}
+    if split not in split_of:
+        raise ReslabError(f"image folders have splits 'train', 'val', 'test'; received split={split!r}")
+    samples = held_out_samples(root, val_fraction, seed, skip_bad=skip_bad)[split_of[split]]
+    return (root / "test" if split_of[split] == "test" else _single_base(root)), samples
+
+
 def folder_dataset(root: str | Path, split: str, *, train: bool, image_size: int = 224,
                    scale_range: tuple[int, int] = (256, 480), ten_crop: bool = False,
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                   skip_bad: bool = False) -> ImageFolder:
+                   skip_bad: bool = False, resize: int | None = None, val_fraction: float | None = None,
+                   seed: int = 0) -> ImageFolder:
     """ImageFolder over `root/train` (split "train"), `root/val` ("val") or `root/test` ("test"; val/
     when there is no test/). Items are (float (3, S, S), int); with `ten_crop` evaluation items are
-    (10, 3, S, S). The eval resize is `scale_range[0]` (256). Every image of every split is
-    checked first (`check_folder`): bad ones are an error, or left out with `skip_bad`."""
-    folder = split_dir(root, split)
-    samples = check_folder(root, skip_bad=skip_bad)[folder.name]
+    (10, 3, S, S). The eval resize is `resize`, default `scale_range[0]` (256). Every image of every
+    split is checked first (`check_folder`): bad ones are an error, or left out with `skip_bad`. With
+    `val_fraction`, one folder of class folders is split by `seed` (`held_out_samples`)."""
+    folder, samples = split_samples(root, split, val_fraction=val_fraction, seed=seed, skip_bad=skip_bad)
     if train:
         tf = train_transform(image_size=image_size, scale_range=scale_range, mean=mean, std=std)
     else:
-        tf = eval_transform(image_size=image_size, resize=scale_range[0], ten_crop=ten_crop, mean=mean, std=std)
+        tf = eval_transform(image_size=image_size, resize=resize or scale_range[0], ten_crop=ten_crop, mean=mean,
+                            std=std)
     ds = ImageFolder(str(folder), transform=tf, loader=_load_rgb)
     ds.samples = ds.imgs = samples
     ds.targets = [c for _, c in samples]

@@ -26,8 +26,9 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="torchvision/timm/.pth checkpoint -> reslab weights")
-    p.add_argument("checkpoint", help=".safetensors, .pth, .pt or .bin state dict")
-    p.add_argument("--model", required=True, help="registered model name, e.g. resnet50")
+    p.add_argument("checkpoint", help=".safetensors, .pth, .pt or .bin state dict, or pretrained weights by name: "
+                                      "torchvision:resnet50[.IMAGENET1K_V2], timm:resnet18.a1_in1k")
+    p.add_argument("--model", help="registered model name, e.g. resnet50 (named weights: theirs)")
     p.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
     p.add_argument("--num-classes", type=cli_types.positive_int)
     p.add_argument("--finetune", action="store_true", help="keep a fresh classifier when the head's shape differs")

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab.console import notice
 from reslab.deploy.fast import agreement, fold_bn, onnx_bytes, ort_runner, ort_session, quantize_onnx
 from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view_size
 from reslab.deploy.paths import FORMATS
@@ -42,6 +43,8 @@ from reslab.weights import load_weights, resolve_weights
 
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 CALIB_MAX = 256
+HOLD_OUT_EVERY = 4  # int8: every 4th calibration image checks the agreement and is left out of the calibration
+INT8_AGREEMENT_MIN = 0.98  # int8 top-1 agreement with fp32 below this is a warning, with the figure
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class ExportResult:
     batch: int
     max_abs_diff: float
     top1_agreement: float
-    inputs: str  # what the parity batch was: "calibration images" or "random images"
+    inputs: str  # what the parity batch was: "calibration images", "held-out calibration images", "random images"
+    warning: str | None = None  # int8 agreeing with fp32 on fewer than INT8_AGREEMENT_MIN of the held-out images
 
     def summary(self) -> str:
         kind = f"{self.format}{' int8' if self.int8 else ''}"
@@ -131,6 +135,9 @@ def export(
 
     Parity is measured on the calibration images when given (up to 16 of them), else on a
     fixed batch of 4 random images; the reference is eager PyTorch on the preprocessed images.
+    With `int8`, every HOLD_OUT_EVERY-th calibration image is held out of the calibration and checks
+    the agreement (all of them when there are fewer than HOLD_OUT_EVERY); below INT8_AGREEMENT_MIN
+    top-1 agreement the result carries a warning, also printed.
     """
     if format not in FORMATS:
         raise ReslabError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -142,7 +149,11 @@ def export(
     pre = meta["preprocess"]
     out = _out_path(weights, out, format, int8, overwrite)
     calib = load_calibration(calib_images, pre) if calib_images is not None else None
-    if calib is not None:
+    if calib is not None and int8 and len(calib) >= HOLD_OUT_EVERY:
+        held = torch.zeros(len(calib), dtype=torch.bool)
+        held[::HOLD_OUT_EVERY] = True
+        x, calib, source = calib[held], calib[~held], "held-out calibration images"
+    elif calib is not None:
         x, source = calib[:16], "calibration images"
     else:
         side, chans = view_size(pre), 1 if image_mode(pre) == "L" else 3
@@ -159,7 +170,13 @@ def export(
     else:
         got = _export_program(net, x, out)
     diff, top1 = agreement(ref, got)
-    return ExportResult(out, format, int8, x.shape[0], diff, top1, source)
+    warning = None
+    if int8 and top1 < INT8_AGREEMENT_MIN:
+        warning = (f"int8 agrees with fp32 on the top-1 class of {top1:.1%} of {x.shape[0]} {source} (max |logit "
+                   f"diff| {diff:.3g}), below {INT8_AGREEMENT_MIN:.0%}: calibrate on more images like the ones it "
+                   f"will see, or export without int8")
+        notice(f"warning: {warning}")
+    return ExportResult(out, format, int8, x.shape[0], diff, top1, source, warning)
 
 
 def _export_onnx(net: nn.Module, x: Tensor, out: Path, meta: WeightsMeta, calib: Tensor | None) -> Tensor:

@@ -83,7 +83,26 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered network, e.g. `create_model("resnet50", variant="v1", num_classes=10)`."""
+    """Build a registered network, e.g. `create_model("resnet50", variant="v1", num_classes=10)`.
+
+    `pretrained`: True for torchvision's default weights of `name` (its best ImageNet ones), a weights name
+    of its enum ("IMAGENET1K_V1"), or a full name ("torchvision:resnet50.IMAGENET1K_V2",
+    "timm:resnet50.a1_in1k"); fetched into the library's cache when missing (reslab.pretrained). Another
+    `num_classes` keeps a fresh classifier; another `in_chans` adapts the first convolution. The model is
+    returned in eval mode.
+    """
+    pretrained: bool | str | None = overrides.pop("pretrained", False)
+    if pretrained is not False and pretrained is not None:
+        from reslab.pretrained import build  # torchvision / timm only when weights are asked for
+
+        if pretrained is True:
+            source = f"torchvision:{name}"
+        elif isinstance(pretrained, str) and pretrained:
+            source = pretrained if ":" in pretrained else f"torchvision:{name}.{pretrained}"
+        else:
+            raise ReslabError(f"pretrained must be True, a weights name such as 'IMAGENET1K_V2', or "
+                              f"'torchvision:...' / 'timm:...'. Received: pretrained={pretrained!r}")
+        return build(source, model=name, **overrides)[0]
     entry = model_entry(name)
     params = inspect.signature(entry.builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -88,6 +88,12 @@ def add_model_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-size", type=cli_types.nonneg_int, help="images held out of the training set for validation")
     g.add_argument("--normalize", choices=CHOICES["normalize"])
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    g.add_argument("--image-size", type=cli_types.positive_side, metavar="SIZE",
+                   help="folder data: the crop side (default: the size of the weights --init names, else 224); the "
+                        "scale augmentation keeps the paper's ratios (256-480 for 224)")
+    g.add_argument("--val-fraction", type=cli_types.share, metavar="F",
+                   help="folder data: hold out this share of each class for validation, chosen by --seed, from one "
+                        "folder of class folders (or train/ when there is no val/)")
     add_subset_flags(g)
 
 
@@ -102,7 +108,8 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
     g.add_argument("--schedule", choices=CHOICES["schedule"])
     g = p.add_argument_group("optimiser")
-    g.add_argument("--lr", type=cli_types.positive_float)
+    g.add_argument("--lr", type=cli_types.lr_value, help="learning rate, or 'find': run lr-find's sweep first and "
+                   "train with its suggestion (recorded in config.json)")
     g.add_argument("--momentum", type=cli_types.fraction)
     g.add_argument("--weight-decay", type=cli_types.nonneg_float)
     g.add_argument("--label-smoothing", type=cli_types.fraction)
@@ -149,7 +156,8 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_finetune_flags(g: _Adder) -> None:
-    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights: a run or weights directory, "
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights: torchvision:resnet50[.IMAGENET1K_V2] "
+                   "or timm:resnet18.a1_in1k (fetched into the library's cache), a run or weights directory, "
                    "model.safetensors, or a torchvision/timm checkpoint (a new run, unlike --resume)")
     g.add_argument("--freeze", metavar="STAGES", help="stages never trained, e.g. stem,layer1 or all-but-head "
                    "(their BatchNorm statistics stay frozen too)")
@@ -226,6 +234,7 @@ LR_FIND_ONLY = ("run", "min_lr", "max_lr", "iterations", "out", "json")  # lr-fi
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from reslab.console import notice
     from reslab.train.lrfind import LRFindConfig, lr_find
 
     if args.run is not None:
@@ -238,7 +247,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
                               "`reslab train` created")
     cfg = LRFindConfig(config_from_args(args, skip=LR_FIND_ONLY), min_lr=args.min_lr, max_lr=args.max_lr,
                        iterations=args.iterations, out=args.out, train_args=train_flags(args))
-    result = lr_find(cfg, log=lambda s: print(s, file=sys.stderr))
+    result = lr_find(cfg, log=notice)
     if args.json:
         print((result.out / "lr-find.json").read_text(), end="")
         return 0
@@ -297,10 +306,8 @@ def _scales(text: str) -> tuple[int, ...]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from reslab.evaluate import evaluate_weights
-    from reslab.train.rundir import trained_data_dir
 
-    data_dir = args.data_dir or (trained_data_dir(Path(args.weights)) if args.data is None else None)
-    res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=data_dir, split=args.split,
+    res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=args.data_dir, split=args.split,
                                          ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
                                          out=args.out, multiscale=args.multiscale,
                                          subset_classes=args.subset_classes)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 from reslab.train.configfile import read_config_file, upgrade_saved
 from reslab.train.schedule import paper_warmup, rescale_milestones
 
@@ -33,7 +33,7 @@ class TrainConfig:
     val_size: int | None = None  # None: the paper's 5k held out of the training set
     # Optimisation (Section 3.4 / 4.2).
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float = 0.1  # given as "find" (LR_FIND): lr-find's sweep first, its suggestion replaces it (lr_find)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
@@ -51,6 +51,8 @@ class TrainConfig:
     # Data pipeline.
     normalize: str = "pixel-mean"  # pixel-mean (paper) | channel
     augment: bool = True
+    image_size: int | None = None  # folder data: the crop side (None: --init's named weights' own, else 224)
+    val_fraction: float | None = None  # folder data: hold out this share of each class of one folder (by seed)
     label_smoothing: float = 0.0  # not in the paper; 0 keeps it faithful
     # Data subsets (data/subset.py), in the dataset's class numbers; empty / None: all the data.
     subset_classes: tuple[int, ...] = ()  # keep these classes, relabelled 0..k-1 (every split)
@@ -84,6 +86,7 @@ class TrainConfig:
     head_epochs: int = 0  # train only the head for the first epochs, then every stage
     lr_decay_per_stage: float = 1.0  # stage i from the head trains at lr * this**i
     classes: list[str] | None = None  # class names for the run's outputs, instead of the data's
+    lr_find: dict[str, Any] | None = None  # lr "find": {"requested": True}, then the run's record of the sweep
 
     def __post_init__(self) -> None:
         if isinstance(self.compile, bool):  # a bare switch (and configs saved before the modes): True is "default"
@@ -229,6 +232,8 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         raise ReslabError(f"unknown recipe {recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; "
                           f"choose one of {', '.join(RECIPES)}")
     values = {**RECIPES[recipe], **{k: v for k, v in flags.items() if v is not None}, "recipe": recipe}
+    if values.get("lr") == LR_FIND:  # the recipe's lr until the run's sweep replaces it (train/loop.py)
+        values.update(lr=RECIPES[recipe].get("lr", TrainConfig.lr), lr_find={"requested": True})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -241,6 +246,8 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         ms = RECIPES[recipe].get("milestones", TrainConfig.milestones)
         values["milestones"] = rescale_milestones(ms, ref, values["iterations"])
     cfg = TrainConfig(**values)
+    if cfg.data_dir:  # absolute: the run's config.json (evaluate's fallback, --config) works from any directory
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().absolute())
     from reslab.models.registry import model_entry  # the models (and torch) only when a config is built
 
     entry = model_entry(cfg.model)
@@ -252,6 +259,29 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+LR_FIND = "find"
+EMA_FIRST_SHARE = 0.05  # warn when the first weights still weigh more than this in the EMA at the run's end
+
+
+def advice(cfg: TrainConfig, iterations: int) -> list[str]:
+    """Settings that run but make little sense together, said once at the start of a run."""
+    out = []
+    if cfg.recipe == "finetune" and not cfg.init:
+        out.append(f"--recipe finetune without {option('init')} trains a randomly initialised network, the head "
+                   f"alone first, at a fine-tuning lr; start from pretrained weights "
+                   f"({option('init', 'torchvision:resnet18')} or a run), or train from scratch with another recipe")
+    if cfg.ema and cfg.ema ** iterations > EMA_FIRST_SHARE:
+        out.append(f"{option('ema', cfg.ema)} averages over about {1 / (1 - cfg.ema):,.0f} iterations, but the run "
+                   f"has {iterations:,}: the starting weights still weigh {cfg.ema ** iterations:.0%} in the average "
+                   f"at the end; use a decay of at most {EMA_FIRST_SHARE ** (1 / iterations):.3g}, or no --ema")
+    return out
+
+
+def wants_lr_find(cfg: TrainConfig) -> bool:
+    """Whether the run is to choose its lr by lr-find's sweep before it starts (lr "find", not yet run)."""
+    return cfg.lr_find is not None and "suggested_lr" not in cfg.lr_find
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuse a config that cannot run, naming the value received."""
     def bad(name: str, why: str) -> ReslabError:
@@ -260,9 +290,18 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("batch_size", "iterations", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise bad(name, "must be a positive integer")
-    for name in ("lr", "warmup_lr"):
-        if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) > 0):
-            raise bad(name, "must be a positive number")
+    if not (isinstance(cfg.lr, int | float) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise bad("lr", f"must be a positive number, or {LR_FIND!r} to take lr-find's suggestion")
+    if not (math.isfinite(cfg.warmup_lr) and cfg.warmup_lr > 0):
+        raise bad("warmup_lr", "must be a positive number")
+    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or not 8 <= cfg.image_size <= 4096):
+        raise bad("image_size", "must be an image side in 8..4096 pixels")
+    if cfg.val_fraction is not None and not 0 < cfg.val_fraction < 1:
+        raise bad("val_fraction", "must be a share in (0, 1), e.g. 0.2")
+    for name in ("image_size", "val_fraction"):
+        if getattr(cfg, name) is not None and cfg.data != "folder":
+            raise ReslabError(f"{option(name, getattr(cfg, name))} is for folder data (--data folder); {cfg.data} "
+                              f"has its own image size and validation split (val_size)")
     for name in ("weight_decay", "momentum", "label_smoothing", "mixup", "cutmix", "ema"):
         if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise bad(name, "must be >= 0")

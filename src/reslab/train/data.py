@@ -13,12 +13,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
+from reslab import pretrained
+from reslab.console import notice
 from reslab.data.augment import BatchAugment, NormMode
 from reslab.data.classnames import check_class_count
 from reslab.data.datasets import InMemoryDataset, Split, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
-from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset
+from reslab.data.folder import IMAGENET_MEAN, IMAGENET_STD, folder_dataset, scale_range_for
 from reslab.data.subset import Subset, subset_folder, subset_tensor
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 from reslab.evaluate import EvalResult, metrics_from_probs, predict_probs, tensor_batches
 from reslab.train.balance import BalancedSampler, class_weight, epoch_order
 from reslab.train.batches import InMemoryBatches, LoaderBatches
@@ -100,9 +102,40 @@ def _tensor_evaluator(split: InMemoryDataset, aug: BatchAugment, device: torch.d
     return run
 
 
+@dataclass(frozen=True)
+class FolderGeometry:
+    """How a run sees folder images: the crop side, the training scale range, the eval resize, mean and std."""
+
+    image_size: int
+    scale_range: tuple[int, int]
+    resize: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def record(self) -> dict[str, Any]:
+        """model.json's preprocess record of these images."""
+        return {"image_size": self.image_size, "in_chans": 3, "mode": "channel", "mean": list(self.mean),
+                "std": list(self.std), "resize": self.resize, "crop": self.image_size}
+
+
+def folder_geometry(cfg: TrainConfig) -> FolderGeometry:
+    """`--image-size`, else the size of the weights `--init` names (torchvision:..., timm:...), else the
+    paper's 224; the scale augmentation keeps Section 3.4's ratios ([256, 480] for 224). Named weights
+    bring their mean and std, and their eval resize at their own size."""
+    pre = pretrained.resolve(cfg.init).preprocess if cfg.init and pretrained.is_named(cfg.init) else None
+    size = cfg.image_size or (pre["crop"] if pre else 224)
+    lo, hi = scale_range_for(size)
+    resize = pre["resize"] if pre and size == pre["crop"] else lo
+    mean, std = (pre["mean"], pre["std"]) if pre else (IMAGENET_MEAN, IMAGENET_STD)
+    return FolderGeometry(size, (lo, hi), resize, tuple(mean), tuple(std))
+
+
 def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) -> TrainData:
     root = find_data_dir("folder", cfg.data_dir)
-    train = folder_dataset(root, "train", train=True, skip_bad=cfg.skip_bad)  # checks every split's images
+    geo = folder_geometry(cfg)
+    train = folder_dataset(root, "train", train=True, skip_bad=cfg.skip_bad, image_size=geo.image_size,
+                           scale_range=geo.scale_range, mean=geo.mean, std=geo.std, val_fraction=cfg.val_fraction,
+                           seed=cfg.seed)  # checks every split's images
     train = subset_folder(train, data_subset(cfg), train=True)
     per_rank = cfg.batch_size // dist.world
 
@@ -118,30 +151,37 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
 
     steps = len(train) // cfg.batch_size
     if steps < 1:
-        raise ReslabError(f"{root}/train has {len(train)} images, fewer than one batch; lower --batch-size. "
-                          f"Received: --batch-size {cfg.batch_size}")
+        raise ReslabError(f"{root} has {len(train)} training images, fewer than one batch; lower "
+                          f"{option('batch_size')}. Received: {option('batch_size', cfg.batch_size)}")
+    if (dropped := len(train) - steps * cfg.batch_size) and dist.main:
+        notice(f"{dropped} of the {len(train)} training images are left out of each epoch ({steps} full batches "
+               f"of {cfg.batch_size}; the last partial batch is dropped, other images each epoch); a batch size "
+               f"that divides {len(train)} uses them all")
     classes = list(train.classes)
-    preprocess = {"image_size": 224, "in_chans": 3, "mode": "channel", "mean": list(IMAGENET_MEAN),
-                  "std": list(IMAGENET_STD), "resize": 256, "crop": 224, "dataset": "folder", **_subset_record(cfg)}
+    preprocess = {**geo.record(), "dataset": "folder", **_subset_record(cfg),
+                  **({"val_fraction": cfg.val_fraction, "split_seed": cfg.seed} if cfg.val_fraction else {})}
     # Without a test/ folder, "test" is val/, as for ImageNet (the report then says validation).
-    val = _folder_evaluator(root, cfg, device, amp, False, classes, "val")
-    test = _folder_evaluator(root, cfg, device, amp, cfg.ten_crop, classes, "test")
+    val = _folder_evaluator(root, cfg, geo, device, amp, False, classes, "val")
+    test = _folder_evaluator(root, cfg, geo, device, amp, cfg.ten_crop, classes, "test")
     weight = class_weight(cfg.balance, torch.tensor(train.targets), len(classes), device)
     batches = mixed(LoaderBatches(make_loader, steps), cfg, len(classes), device)
     return TrainData(batches, val, test, classes, 3, preprocess, weight,
-                     lambda indices: file_pictures([f for f, _ in _folder_split(root, cfg, "test").samples])(indices))
+                     lambda indices: file_pictures([f for f, _ in _folder_split(root, cfg, geo, "test").samples])(
+                         indices))
 
 
-def _folder_evaluator(root: Path, cfg: TrainConfig, device: torch.device, amp: bool, ten_crop: bool,
-                      classes: list[str], split: str) -> Evaluator:
+def _folder_evaluator(root: Path, cfg: TrainConfig, geo: FolderGeometry, device: torch.device, amp: bool,
+                      ten_crop: bool, classes: list[str], split: str) -> Evaluator:
     def run(model: nn.Module) -> EvalResult:
-        ds = _folder_split(root, cfg, split, ten_crop)
+        ds = _folder_split(root, cfg, geo, split, ten_crop)
         probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
         return metrics_from_probs(probs, labels, len(classes))
     return run
 
 
-def _folder_split(root: Path, cfg: TrainConfig, split: str, ten_crop: bool = False) -> ImageFolder:
+def _folder_split(root: Path, cfg: TrainConfig, geo: FolderGeometry, split: str, ten_crop: bool = False) -> ImageFolder:
     """An evaluation split of an image folder, with the run's class subset."""
-    return subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad),
-                         data_subset(cfg), train=False)
+    ds = folder_dataset(root, split, train=False, ten_crop=ten_crop, skip_bad=cfg.skip_bad, image_size=geo.image_size,
+                        scale_range=geo.scale_range, resize=geo.resize, mean=geo.mean, std=geo.std,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return subset_folder(ds, data_subset(cfg), train=False)

@@ -13,7 +13,6 @@ phase it was killed in.
 
 from __future__ import annotations
 
-import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from reslab import pretrained
+from reslab.console import notice
 from reslab.data.classnames import IMAGENET_CLASSES, imagenet_classes
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 from reslab.weights import META_FILE, head_prefix, load_checkpoint_state, load_into, load_weights
 
 if TYPE_CHECKING:
@@ -97,11 +98,17 @@ def hold(model: nn.Module, stages: set[str]) -> None:
             m.train(model.training)
 
 
-def _read_init(path: Path) -> tuple[dict[str, Tensor], list[str] | None]:
-    """(state dict, class names) of reslab weights; (state dict, None) of a foreign checkpoint."""
+def _read_init(source: str | Path) -> tuple[dict[str, Tensor], list[str] | None]:
+    """(state dict, class names) of reslab weights or of pretrained weights by name (reslab.pretrained);
+    (state dict, None) of a foreign checkpoint."""
+    if pretrained.is_named(source):
+        named, state = pretrained.state_dict(str(source))
+        return state, named.classes
+    path = Path(source)
     if not path.exists():
-        raise ReslabError("no such file or directory; pass a run or weights directory, a "
-                          "model.safetensors, or a torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors)")
+        raise ReslabError("no such file or directory; pass a run or weights directory, a model.safetensors, a "
+                          "torchvision/timm checkpoint (.pth, .pt, .bin, .safetensors), or weights by name "
+                          "(torchvision:resnet50, timm:resnet18.a1_in1k)")
     reslab = path.is_dir() or (path.suffix == ".safetensors" and (path.with_suffix(".json").is_file()
                                                                    or path.with_name(META_FILE).is_file()))
     if reslab:
@@ -118,20 +125,21 @@ def init_weights(model: nn.Module, source: str | Path, data_classes: list[str]) 
     class names when its classifier was kept)."""
     imagenet = imagenet_classes()
     try:
-        state, names = _read_init(Path(source))
+        state, names = _read_init(source)
         head = head_prefix(model)
         own, theirs = model.state_dict()[f"{head}.weight"], state.get(f"{head}.weight")
         other = names is not None and names not in (list(data_classes), imagenet)
         replace = theirs is None or theirs.shape != own.shape or other
-        load_into(model, state, finetune=replace)
+        notes = load_into(model, state, finetune=replace)
     except ReslabError as e:
-        raise ReslabError(f"--init {source}: {e}") from e
+        raise ReslabError(f"{option('init', source)}: {e}") from e
+    adapted = "; ".join(f"{option('init', source)}: {n}" for n in notes) or None
     if not replace:
         kept_imagenet = own.shape[0] == IMAGENET_CLASSES and names in (None, imagenet)
-        return None, imagenet if kept_imagenet else None
+        return adapted, imagenet if kept_imagenet else None
     was = "none" if theirs is None else f"{theirs.shape[0]} outputs{' for other classes' if other else ''}"
-    return f"--init {source}: classifier {head} ({was}) replaced by a new one for the data's {own.shape[0]} " \
-           f"classes", None
+    return "; ".join(filter(None, [adapted, f"{option('init', source)}: classifier {head} ({was}) replaced by a new "
+                                            f"one for the data's {own.shape[0]} classes"])), None
 
 
 @dataclass
@@ -154,8 +162,8 @@ class FineTune:
         frozen = frozen_stages(cfg.freeze, model, cfg.model)
         head_iters = cfg.head_epochs * data.batches.steps_per_epoch
         if head_iters >= schedule.total:
-            raise ReslabError(f"--head-epochs {cfg.head_epochs} is {head_iters:,} iterations, not shorter than the "
-                              f"run's {schedule.total:,}; lower --head-epochs or lengthen the run (--epochs)")
+            raise ReslabError(f"{option('head_epochs', cfg.head_epochs)} is {head_iters:,} iterations, not shorter "
+                              f"than the run's {schedule.total:,}; lower --head-epochs or lengthen the run (--epochs)")
         if head_iters and dist.enabled:
             raise ReslabError(f"--head-epochs {cfg.head_epochs} under torchrun: DDP fixes the trained parameters "
                               f"when it starts; fine-tune in one process, or use --freeze alone")
@@ -172,7 +180,7 @@ class FineTune:
 
     def note(self, message: str | None) -> None:
         if message and self.main:
-            print(f"reslab train: {message}", file=sys.stderr)
+            notice(message)
 
     def phase(self, it: int) -> None:
         """Hold the stages iteration `it`'s phase holds (the head phase: all but the head; then --freeze's)."""

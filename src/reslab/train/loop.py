@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reslab.console import notice
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
 from reslab.hardware import native_bf16, pick_device
@@ -25,7 +26,7 @@ from reslab.train.checkpoint import (
     load_train_checkpoint,
     save_train_checkpoint,
 )
-from reslab.train.config import RESUMABLE, TrainConfig
+from reslab.train.config import RESUMABLE, TrainConfig, advice, wants_lr_find
 from reslab.train.data import TrainData, name_classes, prepare_data
 from reslab.train.distributed import (
     Dist,
@@ -125,10 +126,14 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     # Build: data, schedule, model, optimiser.
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
     channels_last = cfg.channels_last in ("on", "auto")  # measured faster on CUDA and on oneDNN CPUs
+    if wants_lr_find(cfg):  # a new run only: a resumed one reads the lr its sweep chose from config.json
+        cfg = _find_lr(cfg, run, dist)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, dist, amp)
     steps_per_epoch = data.batches.steps_per_epoch
     schedule = Schedule.from_config(cfg, steps_per_epoch)
+    for line in advice(cfg, schedule.total) if dist.main and resume is None else ():
+        notice(line)
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
     tuning = FineTune.setup(cfg, model, data, schedule, dist, fresh=resume is None)  # --init, --freeze, --head-epochs
     name_classes(data, cfg.classes, tuning.init_classes)
@@ -178,6 +183,28 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     # Finish: the planned iterations, or fewer when the plateau rule stopped the run.
     progress.close()
     return _finish(cfg, run, model, ema, data=data, state=state, command=command, device=device, dist=dist)
+
+
+def _find_lr(cfg: TrainConfig, run: RunDir, dist: Dist) -> TrainConfig:
+    """`lr="find"`: lr-find's sweep on this run's model, data and fine-tuning (written to `run/lr-find/`), whose
+    suggestion becomes the run's lr; config.json records it and the sweep (`lr_find`), so the run re-creates
+    with the same lr. With --head-epochs the sweep is of the phase after the head's."""
+    from reslab.train.lrfind import AUTO_ITERATIONS, LRFindConfig, lr_find
+
+    if dist.enabled:
+        raise ReslabError("lr 'find' under torchrun: run `reslab lr-find` with the same flags first, then train "
+                          "with --lr set to its suggestion")
+    # the sweep trains what the run trains after its head phase (every stage not frozen, at the per-stage
+    # rates): the lr it finds sets that phase, nearly all of a fine-tuning run
+    sweep = LRFindConfig(dataclasses.replace(cfg, quiet=True, lr_find=None, head_epochs=0), iterations=AUTO_ITERATIONS,
+                         out=str(run.path / "lr-find"))
+    result = lr_find(sweep, log=lambda line: notice(f"lr-find: {line}"), inside_run=True)
+    lr = float(f"{result.suggested_lr:.3g}")
+    notice(f"lr-find suggests lr {lr:g} (steepest descent of the smoothed loss over {len(result.lrs)} iterations "
+           f"from {sweep.min_lr:g} to {sweep.max_lr:g}); training with it. Sweep: {result.out / 'lr-find.png'}")
+    return dataclasses.replace(cfg, lr=lr, lr_find={
+        "suggested_lr": result.suggested_lr, "min_lr_over_10": result.min_lr_over_10, "min_lr": sweep.min_lr,
+        "max_lr": sweep.max_lr, "iterations": len(result.lrs), "edge": result.edge, "out": str(result.out)})
 
 
 def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,

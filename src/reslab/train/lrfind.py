@@ -42,6 +42,8 @@ BETA = 0.98  # fastai's smoothing of the loss
 STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum (fastai)
 SKIP_START, SKIP_END = 10, 5  # points left out of the steepest-descent search at each end (fastai v1)
 MIN_ITERATIONS = 10
+AUTO_ITERATIONS = 100  # `reslab train --lr find`'s sweep (fastai's lr_find default)
+EDGE = 0.05  # a suggestion within this share of the searched points from either end is "at the edge"
 FILES = ("lr-find.csv", "lr-find.png", "lr-find.json")
 
 
@@ -65,6 +67,7 @@ class LRFindResult:
     stopped_early: bool  # the smoothed loss exceeded STOP_FACTOR x its minimum before the last iteration
     out: Path
     train_command: str
+    edge: str | None = None  # a warning when the suggestion sits at the edge of the searched points
 
 
 def sweep_lrs(min_lr: float, max_lr: float, iterations: int) -> list[float]:
@@ -89,21 +92,39 @@ def smooth(losses: list[float], beta: float = BETA) -> list[float]:
     return [s.add(loss) for loss in losses]
 
 
+def search_window(n: int) -> tuple[int, int]:
+    """The points [lo, hi) of an n-point sweep that the steepest-descent search reads: all but the first
+    SKIP_START and the last SKIP_END (fastai v1's rule), or all of them when fewer than 5 would remain."""
+    lo, hi = SKIP_START, n - SKIP_END
+    return (lo, hi) if hi - lo >= 5 else (0, n)
+
+
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     """(the lr of the steepest descent of `smoothed` against log(lr), the lr of its minimum / 10), over
-    the points before the loss first became non-finite. The first SKIP_START and last SKIP_END points
-    are left out of the steepest-descent search when enough remain."""
+    the points before the loss first became non-finite, in `search_window`."""
     finite = next((i for i, s in enumerate(smoothed) if not math.isfinite(s)), len(smoothed))
     if finite == 0:
         raise ReslabError(f"the loss was not finite at the first lr of the sweep; lower --min-lr. "
                           f"Received: --min-lr {lrs[0]:g}")
     lrs, smoothed = lrs[:finite], smoothed[:finite]
-    lo, hi = min(SKIP_START, len(lrs) // 10), len(lrs) - min(SKIP_END, len(lrs) // 20)
-    if hi - lo < 2:
-        lo, hi = 0, len(lrs)
+    lo, hi = search_window(len(lrs))
     y, x = np.array(smoothed[lo:hi]), np.log(np.array(lrs[lo:hi]))
     steepest = lrs[lo + int(np.argmin(np.gradient(y, x)))] if len(y) > 1 else lrs[lo]
     return steepest, lrs[int(np.argmin(smoothed))] / 10
+
+
+def edge_warning(lrs: list[float], smoothed: list[float], suggested: float) -> str | None:
+    """A warning when `suggested` is among the first or last EDGE share (at least 2 points) of the searched
+    points: the loss may fall faster beyond the sweep, so the suggestion is not a reading of the curve."""
+    finite = next((i for i, s in enumerate(smoothed) if not math.isfinite(s)), len(smoothed))
+    lo, hi = search_window(finite)
+    i, margin = lrs.index(suggested), max(2, round(EDGE * (hi - lo)))
+    if lo + margin <= i < hi - margin:
+        return None
+    end, fix = ("start", "lower --min-lr") if i < lo + margin else ("end", "raise --max-lr")
+    return (f"the suggested lr {suggested:.3g} sits at the {end} of the sweep (point {i + 1 - lo} of the {hi - lo} "
+            f"searched, {lrs[lo]:.3g} to {lrs[hi - 1]:.3g}): the loss may fall faster beyond it; {fix}, or "
+            f"lengthen --iterations, and read lr-find.png before training with it")
 
 
 def check_config(cfg: LRFindConfig) -> None:
@@ -116,23 +137,25 @@ def check_config(cfg: LRFindConfig) -> None:
                           f"sweeps a few hundred). Received: --iterations {cfg.iterations}")
 
 
-def output_dir(cfg: LRFindConfig) -> Path:
-    """The sweep's folder: --out, or a new lr-find/<model>-<data>-<time>; never a run or inside one."""
+def output_dir(cfg: LRFindConfig, *, inside_run: bool = False) -> Path:
+    """The sweep's folder: --out, or a new lr-find/<model>-<data>-<time>; never a run or inside one (unless
+    `inside_run`: the sweep of `reslab train --lr find`, written into its own new run)."""
     tc = cfg.train
     out = Path(cfg.out) if cfg.out else Path("lr-find") / f"{tc.model}-{tc.data}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and not out.is_dir():
         raise ReslabError(f"--out {out} is a file; give a folder for the sweep's CSV and plot")
-    for folder in (out, *out.resolve().parents):
+    for folder in () if inside_run else (out, *out.resolve().parents):
         if is_run(folder):
             raise ReslabError(f"--out {out} is inside the run {folder}; lr-find never writes into a run, "
                               f"choose another folder")
     return out
 
 
-def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindResult:
-    """The range test: the sweep, then lr-find.csv, lr-find.png and lr-find.json in the output folder."""
+def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print, inside_run: bool = False) -> LRFindResult:
+    """The range test: the sweep, then lr-find.csv, lr-find.png and lr-find.json in the output folder. `log`
+    gets the progress lines, the expected duration (after the first timed iterations) and the warnings."""
     check_config(cfg)
-    out = output_dir(cfg)
+    out = output_dir(cfg, inside_run=inside_run)
     tc = cfg.train
     device = pick_device(tc.device)
     amp, channels_last = tc.amp == "bf16" or (tc.amp == "auto" and native_bf16(device)), tc.channels_last != "off"
@@ -146,7 +169,10 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print) -> LRFindR
     smoothed = smooth(losses)
     steepest, min_over_10 = suggest(lrs, smoothed)
     command = shlex.join(["reslab", "train", *cfg.train_args, "--lr", f"{steepest:.3g}"])
-    result = LRFindResult(lrs, losses, smoothed, steepest, min_over_10, len(lrs) < cfg.iterations, out, command)
+    result = LRFindResult(lrs, losses, smoothed, steepest, min_over_10, len(lrs) < cfg.iterations, out, command,
+                          edge_warning(lrs, smoothed, steepest))
+    if result.edge:
+        log(f"warning: {result.edge}")
     _write(result, cfg)
     return result
 
@@ -159,7 +185,16 @@ def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, tuning: FineTun
     lrs, losses, every = [], [], max(1, cfg.iterations // 10)
     smoother, best = Smoother(), math.inf
     model.train()
+    timed_from, timed = TIMED
+    t0 = time.perf_counter()
     for it, lr in enumerate(sweep_lrs(cfg.min_lr, cfg.max_lr, cfg.iterations)):
+        if it == timed_from:
+            t0 = time.perf_counter()
+        elif it == timed_from + timed and cfg.iterations > it:
+            each = (time.perf_counter() - t0) / timed
+            log(f"{cfg.iterations} iterations of batch {cfg.train.batch_size}: about "
+                f"{_duration(each * (cfg.iterations - it))} more at {each:.2g} s each (timed on iterations "
+                f"{timed_from + 1}-{timed_from + timed}; it stops early once the loss blows up)")
         tuning.phase(0)  # with --head-epochs the whole sweep is of the first phase, the head's
         set_lr(opt, lr)
         x, y = data.batches.batch(it)
@@ -170,12 +205,19 @@ def _sweep(cfg: LRFindConfig, model: nn.Module, data: TrainData, tuning: FineTun
         smoothed = smoother.add(losses[-1])
         best = min(best, smoothed)
         if not cfg.train.quiet and ((it + 1) % every == 0 or it == 0):
-            log(f"lr-find: {it + 1}/{cfg.iterations} lr {lr:.3g} loss {losses[-1]:.4f} (smoothed {smoothed:.4f})")
+            log(f"{it + 1}/{cfg.iterations} lr {lr:.3g} loss {losses[-1]:.4f} (smoothed {smoothed:.4f})")
         if not math.isfinite(smoothed) or smoothed > STOP_FACTOR * best:
-            log(f"lr-find: stopped at lr {lr:.3g} (iteration {it + 1}): the smoothed loss {smoothed:.4g} is above "
+            log(f"stopped at lr {lr:.3g} (iteration {it + 1}): the smoothed loss {smoothed:.4g} is above "
                 f"{STOP_FACTOR:g}x its minimum {best:.4g}")
             break
     return lrs, losses
+
+
+TIMED = (1, 3)  # (first, count) of the iterations timed for the expected duration: the first one warms up
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _write(result: LRFindResult, cfg: LRFindConfig) -> None:
@@ -192,7 +234,8 @@ def _write(result: LRFindResult, cfg: LRFindConfig) -> None:
     summary = {"suggested_lr": result.suggested_lr, "rule": "steepest descent of the smoothed loss",
                "min_lr_over_10": result.min_lr_over_10, "min_lr": cfg.min_lr, "max_lr": cfg.max_lr,
                "iterations": len(result.lrs), "planned_iterations": cfg.iterations,
-               "stopped_early": result.stopped_early, "init": cfg.train.init, "train_command": result.train_command,
+               "stopped_early": result.stopped_early, "edge_warning": result.edge, "init": cfg.train.init,
+               "train_command": result.train_command,
                "config": cfg.train.to_dict()}
     atomic_write_text(out / FILES[2], json.dumps(summary, indent=2, default=list) + "\n")
 

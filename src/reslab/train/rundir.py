@@ -14,7 +14,6 @@ from typing import Any
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.plotting import pyplot, save_figure
-from reslab.weights import run_config
 
 # One row per log window ("iter"), validation pass ("eval", "eval_ema") and the final test ("test"). Runs
 # written before test_loss/test_err existed kept the test's numbers in val_loss/val_err: `test_error`
@@ -153,12 +152,6 @@ LOCK_FILE = ".reslab.lock"
 RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
              "model.json", "test-metrics.json", "top-losses.png", LOCK_FILE)
 RUN_FOLDERS = ("checkpoints", "tensorboard", "raw", "ema")  # raw/ and ema/: the weights of an --ema run
-
-
-def trained_data_dir(path: Path) -> str | None:
-    """The --data-dir the run at `path` (or holding it as raw/ or ema/) was trained on (None: not a run,
-    or the default location)."""
-    return run_config(path).get("data_dir")
 
 
 def is_run(path: Path) -> bool:
