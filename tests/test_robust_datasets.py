@@ -155,7 +155,8 @@ def test_any_idx_header_is_an_array_or_one_line(tmp_path, magic, dims, body, gz)
             assert arr.dtype == np.uint8 and arr.ndim == (want & 0xFF) and arr.size == len(body)
 
 
-_values = st.one_of(st.none(), st.integers(-2**70, 2**70), st.floats(), st.text(st.characters(max_codepoint=255), max_size=4), st.binary(max_size=4),
+_values = st.one_of(st.none(), st.integers(-2**70, 2**70), st.floats(),
+                    st.text(st.characters(max_codepoint=255), max_size=4), st.binary(max_size=4),
                     st.lists(st.integers(-5, 300), max_size=6), st.lists(st.binary(max_size=3), max_size=12))
 
 
