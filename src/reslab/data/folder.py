@@ -3,8 +3,8 @@
 
 Every image is decoded once before use (`check_folder`), so a corrupt one is found before
 training starts. Decoding and per-image transforms run in DataLoader workers (torchvision
-ImageFolder and transforms v2); any format Pillow reads, converted to RGB, through the
-size-checked decoder of `reslab.data.images`.
+ImageFolder and transforms v2); the formats of `reslab.data.images.ACCEPTED_FORMATS`,
+converted to RGB, through its size-checked decoder.
 """
 
 from __future__ import annotations
