@@ -50,14 +50,19 @@ def deprecated(new: str) -> type[argparse.Action]:
     return Deprecated
 
 
+# No count, size or seed reslab takes is larger; bounding every integer flag here keeps a typo such as
+# --seed 18446744073709551616 from overflowing a 64-bit field deep inside torch or numpy.
+MAX_COUNT = 2**32 - 1
+
+
 def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, sizes, iterations)."""
-    return int(_checked(text, int, lambda v: v >= 1, "a positive integer"))
+    """An integer in 1..MAX_COUNT (counts, sizes, iterations)."""
+    return int(_checked(text, int, lambda v: 1 <= v <= MAX_COUNT, f"a positive integer up to {MAX_COUNT:,}"))
 
 
 def nonneg_int(text: str) -> int:
-    """An integer >= 0 (worker counts, held-out sizes where 0 means none)."""
-    return int(_checked(text, int, lambda v: v >= 0, "an integer >= 0"))
+    """An integer in 0..MAX_COUNT (seeds, held-out sizes where 0 means none)."""
+    return int(_checked(text, int, lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT:,}"))
 
 
 def positive_float(text: str) -> float:

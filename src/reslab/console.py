@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from typing import Any
 
 from rich.console import Console
 
@@ -17,3 +20,17 @@ def console(*, stderr: bool = False) -> Console:
     if c.is_terminal or "COLUMNS" in os.environ:
         return c
     return Console(stderr=stderr, width=PLAIN_WIDTH)
+
+
+def json_text(obj: Any) -> str:
+    """`obj` as indented JSON that any parser reads: a non-finite float (a timing that did not happen, a
+    metric of an empty set) becomes null, never a bare NaN or Infinity."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), indent=2, allow_nan=False)

@@ -7,6 +7,7 @@ import platform
 import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import torch
 
@@ -161,3 +162,22 @@ def check_device(name: str) -> torch.device:
         raise ReslabError(f"device {name} is not available: this machine has {torch.cuda.device_count()} CUDA "
                           f"device(s). Received: --device {name}; use --device cpu or auto")
     return device
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can have without swapping (MemAvailable), or None off Linux."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_allocation(nbytes: int, what: str, fix: str) -> None:
+    """A one-line ReslabError, before allocating, when `nbytes` for `what` exceed the memory available."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise ReslabError(f"{what} would need about {nbytes / 2**30:,.1f} GiB, more than the "
+                          f"{free / 2**30:,.1f} GiB of memory available; {fix}")

@@ -161,7 +161,7 @@ def build_server_engine(model: nn.Module, meta: dict, config: ServeConfig) -> In
     """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
     calib = expand_inputs([config.calib]) if config.calib else []
     # A server sees many images: `auto` resolves as predict does for a large folder.
-    return build_predict_engine(model, meta, calib, config.path, batch_size=config.max_batch,
+    return build_predict_engine(model, meta, [], config.path, calib=calib, batch_size=config.max_batch,
                                 n_images=max(AUTO_ORT_MIN, config.max_batch))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from reslab.cli_types import cores, float_in, int_in
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
@@ -84,7 +83,9 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     report = bench_serve(bench)
     out = save_report(report, args.out)
     if args.json:
-        print(json.dumps(report, indent=2))
+        from reslab.console import json_text
+
+        print(json_text(report))
     else:
         print_report(report)
         print(f"saved {out}")
