@@ -158,10 +158,10 @@ def class_fractions(text: str) -> tuple[tuple[int, float], ...]:
     return tuple(sorted(pairs.items()))
 
 
-def int_in(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: an integer in lo..hi (a bound for every count that sizes memory, threads or time)."""
     def parse(text: str) -> int:
-        return int(_checked(text, int, lambda v: lo <= v <= hi, f"an integer in {lo}..{hi:,}{what}"))
+        return int(_checked(text, int, lambda v: lo <= v <= hi, f"an integer in {lo}..{hi:,}"))
     parse.__name__ = "int_in"
     return parse
 
@@ -185,3 +185,9 @@ def worker_count(text: str) -> int:
     each costs a fork and its memory)."""
     n = cores()
     return int(_checked(text, int, lambda v: 0 <= v <= n, f"an integer in 0..{n} (this machine's CPUs)"))
+
+
+def worker_threads(text: str) -> int:
+    """Worker threads: 1..the CPUs this process may use."""
+    n = cores()
+    return int(_checked(text, int, lambda v: 1 <= v <= n, f"an integer in 1..{n} (this machine's CPUs)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli_types import cores, float_in, int_in
+from reslab.cli_types import cores, float_in, int_in, worker_threads
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
 from reslab.errors import ReslabError
 
@@ -45,7 +45,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait-ms", type=float_in(0, 10_000), default=5.0,
                    help="how long a request waits for company")
     p.add_argument("--queue", type=int_in(1, 100_000), default=256, help="requests admitted at once; more get 503")
-    p.add_argument("--workers", type=int_in(1, cores(), " (this machine's CPUs)"), default=min(2, cores()),
+    p.add_argument("--workers", type=worker_threads, default=min(2, cores()),
                    help="threads that decode and preprocess images")
     p.add_argument("--max-body-mb", type=float_in(0, 1024, above=True), default=16.0,
                    help="larger request bodies get 413")
