@@ -97,8 +97,8 @@ def test_one_vocabulary_across_commands():
         flag = key.split()[-1]
         if flag == "--json":  # a switch printing JSON to stdout, never a path
             assert action.nargs == 0, key
-        if flag == "--workers":  # a count
-            assert action.type in (cli_types.nonneg_int, cli_types.positive_int), key
+        if flag == "--workers":  # a count, at most the CPUs (issue 28)
+            assert action.type in (cli_types.worker_count, cli_types.worker_threads), key
         if flag in ("--input-size", "--warmup"):
             raise AssertionError(f"{key}: use --image-size, --untimed or --warmup-iters")
         if action.type is int or getattr(action.type, "__name__", "") == "<lambda>":

@@ -21,6 +21,7 @@ from reslab.models.choices import FAMILIES, SHORTCUTS, VARIANTS
 
 # Modules that add their own sub-commands: each has add_commands(subparsers, bench_subparsers).
 # Errors a person can fix without reading code: one line, exit 2.
+MAX_ERROR_CHARS = 1000
 USER_ERRORS = (ReslabError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 _COMMAND_MODULES = ("reslab.train.commands", "reslab.experiments.commands",
                     "reslab.deploy.commands", "reslab.serve.commands", "reslab.explain.commands")
@@ -60,8 +61,8 @@ def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer table: output shape, parameters, multiply-adds")
     p.add_argument("model")
     p.add_argument("--image-size", type=cli_types.image_size, help="SIZE or HxW (default: the model's own)")
-    p.add_argument("--num-classes", type=cli_types.positive_int)
-    p.add_argument("--in-chans", type=cli_types.positive_int)
+    p.add_argument("--num-classes", type=cli_types.int_in(1, 100_000))  # metadata.MAX_CLASSES
+    p.add_argument("--in-chans", type=cli_types.int_in(1, 64))
     p.add_argument("--variant", choices=VARIANTS, help="bottleneck stride placement")
     p.add_argument("--shortcut", choices=SHORTCUTS)
     p.add_argument("--stages", action="store_true", help="only the per-stage totals")
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RESLAB_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(msg) > MAX_ERROR_CHARS:  # a message quoting a hostile value must stay one readable line
+            msg = f"{msg[:MAX_ERROR_CHARS]}... ({len(msg):,} characters in all)"
         print(f"reslab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,21 +16,27 @@ from typing import Any
 from reslab.metadata import MAX_IMAGE_SIDE
 
 
+def _show(text: str, limit: int = 60) -> str:
+    """The value as an error message quotes it: its repr, cut to `limit` characters (a flag may hold megabytes)."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit - 3]}... ({len(text):,} characters)"
+
+
 def _number(text: str, kind: type) -> float:
     try:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}. "
-                                         f"Received: {text!r}") from None
+                                         f"Received: {_show(text)}") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number. Received: {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number. Received: {_show(text)}")
     return value
 
 
 def _checked(text: str, kind: type, ok: Callable[[float], bool], want: str) -> float:
     value = _number(text, kind)
     if not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {want}. Received: {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {want}. Received: {_show(text)}")
     return value
 
 
@@ -45,14 +52,19 @@ def deprecated(new: str) -> type[argparse.Action]:
     return Deprecated
 
 
+# No count, size or seed reslab takes is larger; bounding every integer flag here keeps a typo such as
+# --seed 18446744073709551616 from overflowing a 64-bit field deep inside torch or numpy.
+MAX_COUNT = 2**32 - 1
+
+
 def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, sizes, iterations)."""
-    return int(_checked(text, int, lambda v: v >= 1, "a positive integer"))
+    """An integer in 1..MAX_COUNT (counts, sizes, iterations)."""
+    return int(_checked(text, int, lambda v: 1 <= v <= MAX_COUNT, f"a positive integer up to {MAX_COUNT:,}"))
 
 
 def nonneg_int(text: str) -> int:
-    """An integer >= 0 (worker counts, held-out sizes where 0 means none)."""
-    return int(_checked(text, int, lambda v: v >= 0, "an integer >= 0"))
+    """An integer in 0..MAX_COUNT (seeds, held-out sizes where 0 means none)."""
+    return int(_checked(text, int, lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT:,}"))
 
 
 def positive_float(text: str) -> float:
@@ -88,7 +100,7 @@ def int_list(text: str) -> tuple[int, ...]:
         values = ()
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 32000,48000. "
-                                         f"Received: {text!r}")
+                                         f"Received: {_show(text)}")
     return values
 
 
@@ -100,7 +112,7 @@ def image_size(text: str) -> tuple[int, int]:
         parts = []
     if len(parts) not in (1, 2) or min(parts) < 1 or max(parts) > MAX_IMAGE_SIDE:
         raise argparse.ArgumentTypeError(f"expected SIZE or HxW with sides 1..{MAX_IMAGE_SIDE}, e.g. 224 or "
-                                         f"32x32. Received: {text!r}")
+                                         f"32x32. Received: {_show(text)}")
     return (parts[0], parts[-1])
 
 
@@ -108,7 +120,7 @@ def positive_side(text: str) -> int:
     """One image side in 1..MAX_IMAGE_SIDE (square inputs)."""
     value = positive_int(text)
     if value > MAX_IMAGE_SIDE:
-        raise argparse.ArgumentTypeError(f"expected a side of 1..{MAX_IMAGE_SIDE}. Received: {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a side of 1..{MAX_IMAGE_SIDE}. Received: {_show(text)}")
     return value
 
 
@@ -123,7 +135,7 @@ def class_list(text: str) -> tuple[int, ...]:
         out = []
     if not out or min(out) < 0 or len(set(out)) != len(out) or out != sorted(out):
         raise argparse.ArgumentTypeError(f"expected increasing class numbers >= 0 without repeats, e.g. 5,6,7 or "
-                                         f"5-9. Received: {text!r}")
+                                         f"5-9. Received: {_show(text)}")
     return tuple(out)
 
 
@@ -143,13 +155,48 @@ def class_fractions(text: str) -> tuple[tuple[int, float], ...]:
             f = -1.0
         if not 0 < f <= 1:
             raise argparse.ArgumentTypeError(f"expected CLASSES:FRACTION with a fraction in (0, 1], e.g. 5-9:0.1. "
-                                             f"Received: {text!r}")
+                                             f"Received: {_show(text)}")
         for c in class_list(",".join([*pending, spec])):
             if c in pairs:
                 raise argparse.ArgumentTypeError(f"class {c} has two fractions; name each class once. "
-                                                 f"Received: {text!r}")
+                                                 f"Received: {_show(text)}")
             pairs[c] = f
         pending = []
     if pending or not pairs:
-        raise argparse.ArgumentTypeError(f"expected CLASSES:FRACTION groups, e.g. 5-9:0.1. Received: {text!r}")
+        raise argparse.ArgumentTypeError(f"expected CLASSES:FRACTION groups, e.g. 5-9:0.1. Received: {_show(text)}")
     return tuple(sorted(pairs.items()))
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in lo..hi (a bound for every count that sizes memory, threads or time)."""
+    def parse(text: str) -> int:
+        return int(_checked(text, int, lambda v: lo <= v <= hi, f"an integer in {lo}..{hi:,}"))
+    parse.__name__ = "int_in"
+    return parse
+
+
+def float_in(lo: float, hi: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi] (or (lo, hi] with `above`)."""
+    def parse(text: str) -> float:
+        ok = (lambda v: lo < v <= hi) if above else (lambda v: lo <= v <= hi)
+        return _checked(text, float, ok, f"a number in {'(' if above else '['}{lo:g}, {hi:g}]")
+    parse.__name__ = "float_in"
+    return parse
+
+
+def cores() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_count(text: str) -> int:
+    """Worker processes or threads: 0..the CPUs this process may use (more only queue behind each other, and
+    each costs a fork and its memory)."""
+    n = cores()
+    return int(_checked(text, int, lambda v: 0 <= v <= n, f"an integer in 0..{n} (this machine's CPUs)"))
+
+
+def worker_threads(text: str) -> int:
+    """Worker threads: 1..the CPUs this process may use."""
+    n = cores()
+    return int(_checked(text, int, lambda v: 1 <= v <= n, f"an integer in 1..{n} (this machine's CPUs)"))

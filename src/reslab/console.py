@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import json
+import math
 import os
 import sys
+from typing import Any
 
 from rich.console import Console
 
@@ -28,3 +31,15 @@ def console(*, stderr: bool = False) -> Console:
 def notice(message: str) -> None:
     """One line on stderr, prefixed by the command that says it (`COMMAND`)."""
     print(f"{COMMAND.get()}: {message}", file=sys.stderr, flush=True)
+def json_text(obj: Any) -> str:
+    """`obj` as indented JSON that any parser reads: a non-finite float (a timing that did not happen, a
+    metric of an empty set) becomes null, never a bare NaN or Infinity."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), indent=2, allow_nan=False)

@@ -8,6 +8,7 @@ the centre, and their flips) with softmax scores averaged.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from reslab._callable import make_callable
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
-from reslab.data.folder import folder_dataset, multiscale_views, split_samples
+from reslab.data.folder import VisibleImageFolder, folder_dataset, load_rgb, multiscale_views, split_samples
 from reslab.data.subset import Subset, subset_folder, subset_tensor
+from reslab.deploy.images import image_mode, normalize_view, preprocess_image, raw_view, to_mode, view_size
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
 from reslab.metadata import Preprocess
@@ -230,6 +231,10 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         probs, labels = multiscale_probs(model, batches, multiscale, device=dev)
     else:
         probs, labels = predict_probs(model, batches, device=dev)
+    if not bool(torch.isfinite(probs).all()):  # NaN would pass silently as an error rate, and is not JSON
+        bad = int((~torch.isfinite(probs).all(dim=1)).sum())
+        raise ReslabError(f"{weights}: the network's output holds NaN or infinite values on {bad} of {len(probs)} "
+                          f"{name} {split} images; the weights overflow on these inputs")
     res = metrics_from_probs(probs, labels, len(classes))
     folder = Path(out) if out else resolve_weights(weights)[0].parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -238,26 +243,45 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     return res, list(classes), png
 
 
+class ModelView:
+    """An image folder's transform that is the model's own preprocessing (its model.json, as `predict`
+    applies it): PIL image -> float (C, S, S), or with `ten_crop` the 10 crops (10, C, S, S): from the
+    image resized to `resize` when the weights name one (Section 3.4), else from the view padded by 4
+    pixels (the small nets' training crops, as for in-memory datasets)."""
+
+    def __init__(self, pre: Preprocess, ten_crop: bool = False) -> None:
+        self.pre, self.ten_crop = pre, ten_crop
+
+    def __call__(self, img: Any) -> Tensor:
+        if not self.ten_crop:
+            return preprocess_image(img, self.pre)
+        crop = view_size(self.pre)
+        if self.pre.get("resize"):
+            img = to_mode(img, image_mode(self.pre))
+            big = v2.functional.pil_to_tensor(v2.functional.resize(img, [int(self.pre["resize"] or crop)],
+                                                                   antialias=True))
+            return normalize_view(torch.stack(v2.functional.ten_crop(big, [crop])), self.pre)
+        x = normalize_view(raw_view(img, self.pre)[None], self.pre)
+        return ten_crop(F.pad(x, (4,) * 4), crop)
+
+
 def _folder_split(root: Path, split: str, pre: Preprocess, subset: Subset, *, ten_crop: bool,
                   whole_images: bool) -> tuple[list[str], Iterable[Any]]:
-    """An image folder's val images: batches of eval crops, or (whole_images) each image (C, H, W)
-    normalised but neither resized nor cropped, for the multi-scale test."""
-    fraction, seed = pre.get("val_fraction"), pre.get("split_seed", 0)  # --val-fraction's split
+    """An image folder's val (or test) images, preprocessed as the model's model.json says: batches of its
+    view (or 10 crops), or (whole_images) each image (C, H, W) normalised but neither resized nor cropped,
+    for the multi-scale test. A run that held out part of one folder (--val-fraction) is split the same way."""
+    fraction, seed = pre.get("val_fraction"), pre.get("split_seed", 0)
     if whole_images:
         tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre["mean"], pre["std"])])
         folder, samples = split_samples(root, split, val_fraction=fraction, seed=seed)
-        images = ImageFolder(str(folder), transform=tf)
+        images = VisibleImageFolder(folder, transform=tf, loader=load_rgb)
         images.samples = images.imgs = samples
         images.targets = [c for _, c in samples]
         images = subset_folder(images, subset, train=False)
         return list(images.classes), images
-    size = pre.get("crop") or pre.get("image_size") or 224
-    resize = pre.get("resize") or size
-    ds = subset_folder(folder_dataset(root, split, train=False, ten_crop=ten_crop, image_size=size, resize=resize,
-                                      scale_range=(max(size, resize),) * 2, mean=pre["mean"], std=pre["std"],
-                                      val_fraction=fraction, seed=seed),
-                       subset, train=False)
-    return list(ds.classes), DataLoader(ds, 64, num_workers=2)
+    ds = subset_folder(folder_dataset(root, split, train=False, val_fraction=fraction, seed=seed), subset, train=False)
+    ds.transform = ModelView(pre, ten_crop)
+    return list(ds.classes), DataLoader(ds, 64, num_workers=min(2, len(os.sched_getaffinity(0))))
 
 
 def _held_out(weights: str | Path) -> dict[str, Any]:

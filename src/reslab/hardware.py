@@ -194,3 +194,20 @@ def tune_malloc() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can have without swapping (MemAvailable), or None off Linux."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_allocation(nbytes: int, what: str, fix: str) -> None:
+    """A one-line ReslabError, before allocating, when `nbytes` for `what` exceed the memory available."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise ReslabError(f"{what} would need about {nbytes / 2**30:,.1f} GiB, more than the "
+                          f"{free / 2**30:,.1f} GiB of memory available; {fix}")

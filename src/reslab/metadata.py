@@ -132,8 +132,12 @@ def validate_metadata(meta: Any, path: Path, *, format: str, version: int) -> We
     classes = meta.get("classes")
     if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
         c.fail("classes", f"a list of 1..{MAX_CLASSES:,} class names", classes)
+    seen: set[str] = set()
     for i, name in enumerate(classes):
         c.text(f"classes[{i}]", name)
+        if name in seen:
+            c.fail(f"classes[{i}]", "a name no other class has (each output needs its own)", name)
+        seen.add(name)
     validate_preprocess(c, meta.get("preprocess"))
     return cast(WeightsMeta, meta)
 
@@ -182,6 +186,9 @@ def validate_preprocess(c: _Checker, pre: Any) -> None:
     resize, crop = pre.get("resize"), pre.get("crop")
     if resize is not None and crop is not None and crop > resize:
         c.fail("preprocess.crop", f"at most resize ({resize})", crop)
+    size = pre.get("image_size")
+    if resize is None and crop is not None and size is not None and crop > size:  # the view would be zero-padded
+        c.fail("preprocess.crop", f"at most image_size ({size}) when there is no resize", crop)
     mode = pre.get("mode", "channel")
     if mode not in NORM_MODES:
         c.fail("preprocess.mode", f"one of {', '.join(NORM_MODES)}", mode)

@@ -35,6 +35,9 @@ _PREFIX = "preprocess."
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+_FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})  # safetensors' names; load_state_dict casts within a kind
+_INT_DTYPES = frozenset({"I8", "U8", "I16", "I32", "I64"})
+_FIX_META = "write it again with save_weights (or `reslab convert`)"
 
 # torchvision's evaluation transform for its ImageNet weights: resize 256, centre crop 224.
 IMAGENET_PREPROCESS: dict[str, Any] = {
@@ -135,6 +138,7 @@ def load_weights(path: str | Path, *, device: str | torch.device = "cpu") -> tup
         state = load_file(st_path)
     except (SafetensorError, OSError) as e:
         raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
+    _check_finite(state, st_path)
     extras = {k[len(_PREFIX):]: state.pop(k) for k in [k for k in state if k.startswith(_PREFIX)]}
     _check_mean_image(extras.get("mean_image"), meta["preprocess"], st_path)
     if "mean_image" in extras:
@@ -164,11 +168,13 @@ def _check_against_file(shell: nn.Module, meta: WeightsMeta, st_path: Path) -> N
     """The file's tensor names and shapes (read from its header) equal the network's; classes name every output."""
     try:
         with safe_open(st_path, "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()  # noqa: SIM118
-                      if not k.startswith(_PREFIX)}
+            slices = {k: f.get_slice(k) for k in f.keys() if not k.startswith(_PREFIX)}  # noqa: SIM118
+            shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+            dtypes = {k: str(s.get_dtype()) for k, s in slices.items()}
     except (SafetensorError, OSError) as e:
         raise ReslabError(f"{st_path}: not a readable safetensors file ({e})") from e
-    own = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    state = shell.state_dict()
+    own = {k: tuple(v.shape) for k, v in state.items()}
     if shapes != own:
         missing = [k for k in own if k not in shapes]
         bad = [k for k in own if k in shapes and shapes[k] != own[k]]
@@ -176,11 +182,29 @@ def _check_against_file(shell: nn.Module, meta: WeightsMeta, st_path: Path) -> N
                   f"{bad[0]}: file {shapes[bad[0]]} vs model {own[bad[0]]}" if bad else
                   f"unexpected {_few([k for k in shapes if k not in own])}")
         raise ReslabError(f"{st_path}: weights do not match {meta['model']} as model.json describes it ({detail})")
+    for k, v in state.items():  # float bytes relabelled as integers (or the reverse) would load as garbage
+        kind = _FLOAT_DTYPES if v.is_floating_point() else _INT_DTYPES
+        if dtypes[k] not in kind:
+            raise ReslabError(f"{st_path}: tensor {k} is stored as {dtypes[k]}, the network holds {v.dtype} there "
+                              f"(expected one of {', '.join(sorted(kind))}); the file is damaged or not reslab's")
     head = head_prefix(shell)
     outputs = own.get(f"{head}.weight", (len(meta["classes"]),))[0]
     if len(meta["classes"]) != outputs:
         raise ReslabError(f"{st_path.with_name(META_FILE)}: {len(meta['classes'])} class names for a network with "
                           f"{outputs} outputs; give one name per output in 'classes'")
+    chans, net_chans = meta["preprocess"].get("in_chans", 3), getattr(shell, "in_chans", None)
+    if net_chans is not None and chans != net_chans:
+        raise ReslabError(f"{st_path.with_name(META_FILE)}: preprocess.in_chans is {chans} but {meta['model']} takes "
+                          f"{net_chans}-channel images; {_FIX_META}")
+
+
+def _check_finite(state: Mapping[str, Tensor], st_path: Path) -> None:
+    """NaN or inf in a weight would make every prediction NaN (or silently wrong): refused, naming the tensor."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ReslabError(f"{st_path}: tensor {k} holds {bad:,} NaN or infinite values of {v.numel():,}; "
+                              f"these weights are broken (a diverged run?): use an earlier checkpoint or retrain")
 
 
 def _check_mean_image(mean_image: Tensor | None, pre: Preprocess, st_path: Path) -> None:

@@ -22,7 +22,7 @@ def read_class_names(path: str | Path) -> list[str]:
     """The names in `path`: a JSON list of strings, or one name per line (blank lines skipped)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Notepad's UTF-8) is not part of the first name
     except (OSError, UnicodeDecodeError) as e:
         raise ReslabError(f"--classes {p}: cannot read class names ({getattr(e, 'strerror', None) or e}); "
                           f"give a text file with one name per line, or a JSON list") from e
@@ -44,7 +44,12 @@ def read_class_names(path: str | Path) -> list[str]:
 def check_class_count(names: list[str], outputs: int, what: str) -> list[str]:
     """`names` when there is one per output; else a one-line error naming both counts."""
     if len(names) != outputs:
-        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        shown = ", ".join(n[:40] for n in names[:3]) + (", ..." if len(names) > 3 else "")
         raise ReslabError(f"--classes gives {len(names)} names ({shown}) for {what} with {outputs} outputs; give "
                           f"one name per output")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ReslabError(f"--classes names {name[:40]!r} twice; each output needs its own name")
+        seen.add(name)
     return names

@@ -3,8 +3,8 @@
 
 Every image is decoded once before use (`check_folder`), so a corrupt one is found before
 training starts. Decoding and per-image transforms run in DataLoader workers (torchvision
-ImageFolder and transforms v2); any format Pillow reads, converted to RGB, through the
-size-checked decoder of `reslab.data.images`.
+ImageFolder and transforms v2); the formats of `reslab.data.images.ACCEPTED_FORMATS`,
+converted to RGB, through its size-checked decoder.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -86,16 +87,43 @@ def multiscale_views(img: Tensor, scales: Sequence[int] = PAPER_TEST_SCALES) -> 
 SPLITS = ("train", "val", "test")
 
 
+def hidden(path: str | Path, root: str | Path) -> bool:
+    """Whether `path` lies in (or is) a hidden file or folder below `root`: a name starting with '.', such as
+    Jupyter's .ipynb_checkpoints/ or macOS's ._photo.jpg. Those are never classes, and never images of one."""
+    return any(part.startswith(".") for part in Path(path).relative_to(root).parts)
+
+
+class VisibleImageFolder(ImageFolder):
+    """torchvision's ImageFolder without hidden folders and files: a `.ipynb_checkpoints/` beside the class
+    folders would otherwise become a class (shifting every label after it) and its copies extra images."""
+
+    def __init__(self, root: str | Path, **kwargs: Any) -> None:
+        root = os.path.expanduser(root)  # as DatasetFolder walks it
+
+        def valid(path: str) -> bool:
+            return path.lower().endswith(IMG_EXTENSIONS) and not hidden(path, root)
+        super().__init__(root, is_valid_file=valid, **kwargs)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = _visible_dirs(Path(directory))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+
+def _visible_dirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def _classes(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
         raise ReslabError(f"missing folder {split_dir}; an image folder needs train/ and val/ (test/ optional) "
                           f"with one sub-folder per class, or pass {option('val_fraction', 0.2)} to hold out part "
                           f"of one folder of class folders")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    classes = _visible_dirs(split_dir)
     if not classes:
         raise ReslabError(f"{split_dir} has no class sub-folders; put each class's images in {split_dir}/<class>/")
     for c in classes:
-        if not any(p.is_file() and p.suffix.lower() in IMG_EXTENSIONS for p in (split_dir / c).rglob("*")):
+        if not any(p.is_file() and p.suffix.lower() in IMG_EXTENSIONS and not hidden(p, split_dir)
+                   for p in (split_dir / c).rglob("*")):
             raise ReslabError(f"class folder {split_dir / c} holds no images ({', '.join(IMG_EXTENSIONS)}); "
                               f"add images or remove the folder")
     return classes
@@ -133,7 +161,7 @@ def split_dir(root: str | Path, split: str) -> Path:
     return root / ("val" if split == "test" and not has_test_split(root) else split)
 
 
-def _load_rgb(path: str) -> Image.Image:
+def load_rgb(path: str) -> Image.Image:
     """ImageFolder's loader: the safe decode of `reslab.data.images` (a module function, so workers can pickle it)."""
     return load_image(path, mode="RGB")
 
@@ -182,7 +210,7 @@ def check_folder(root: str | Path, *, skip_bad: bool = False) -> dict[str, list[
     out = {}
     for split in ("train", "val", "test") if has_test_split(root) else ("train", "val"):
         folder = root / split
-        samples = ImageFolder(str(folder)).samples
+        samples = VisibleImageFolder(folder).samples
         bad = _scan(folder, [f for f, _ in samples], skip_bad)
         kept = [s for s in samples if s[0] not in bad]
         missing = sorted(set(range(len(classes))) - {c for _, c in kept})
@@ -279,7 +307,7 @@ def folder_dataset(root: str | Path, split: str, *, train: bool, image_size: int
     else:
         tf = eval_transform(image_size=image_size, resize=resize or scale_range[0], ten_crop=ten_crop, mean=mean,
                             std=std)
-    ds = ImageFolder(str(folder), transform=tf, loader=_load_rgb)
+    ds = VisibleImageFolder(folder, transform=tf, loader=load_rgb)
     ds.samples = ds.imgs = samples
     ds.targets = [c for _, c in samples]
     return ds

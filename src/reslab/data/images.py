@@ -13,7 +13,6 @@ it). High bit depths are scaled, not clipped: 16-bit ("I;16", "I") by 255/65535,
 from __future__ import annotations
 
 import io
-import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,10 @@ from reslab.errors import ReslabError
 MAX_IMAGE_BYTES = 256 * 2**20  # no photograph is this large; a bigger file is refused unread
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default bomb limit (about 0.25 GB of RGB)
 ImageMode = Literal["RGB", "L"]
+# The formats reslab decodes (Pillow's names; JPEG includes the MPO files of many cameras, PPM also reads
+# PGM and PBM). Pillow knows some 40 more, many rarely used and less hardened (BLP, DDS, SPIDER, ...): refused.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+ACCEPTED_NAMES = "JPEG, PNG, WebP, BMP, GIF, TIFF, PPM/PGM/PBM"
 
 
 def max_pixels() -> int:
@@ -74,27 +77,35 @@ def _decode(opener: Callable[[], BinaryIO], name: str, mode: ImageMode, draft: i
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels still decode
-            with opener() as f, Image.open(f) as im:
+            with opener() as f, Image.open(f, formats=ACCEPTED_FORMATS) as im:
                 _check_header(im, name)
                 if draft is not None and im.format == "JPEG":
                     im.draft(mode, (draft, draft))
                 im.load()
                 img = ImageOps.exif_transpose(im)
                 img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ReslabError(f"{name}: refused, too many pixels for a safe decode ({e}); raise "
-                          f"PIL.Image.MAX_IMAGE_PIXELS if you trust this file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own message quotes twice the limit (its error threshold); say the one limit there is.
+        raise ReslabError(f"{name}: refused, too many pixels for a safe decode (the limit is {max_pixels():,}); "
+                          f"raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file") from None
+    except ReslabError:
+        raise
     except FileNotFoundError:
         raise ReslabError(f"{name}: no such file") from None
     except UnidentifiedImageError:
-        raise ReslabError(f"{name}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as e:
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ReslabError(f"{name}: broken or truncated image ({detail})") from None
+        raise ReslabError(f"{name}: not an image in a format reslab reads ({ACCEPTED_NAMES})") from None
+    except Exception as e:  # a hostile file fails inside Pillow's plugins in any way at all
+        raise ReslabError(f"{name}: broken or truncated image ({_detail(e)})") from None
     try:
         return to_mode(img, mode)
-    except (ValueError, OSError) as e:
-        raise ReslabError(f"{name}: cannot convert a {img.mode} image to {mode} ({e})") from None
+    except Exception as e:  # as above: the pixels come from the file
+        raise ReslabError(f"{name}: cannot convert a {img.mode} image to {mode} ({_detail(e)})") from None
+
+
+def _detail(e: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _check_header(im: Image.Image, name: str) -> None:

@@ -43,7 +43,15 @@ from reslab.deploy.fast import (
 from reslab.deploy.paths import FIXED_SHAPE_PATHS, INT8_PATHS, PATHS
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
-from reslab.hardware import cpu_flags, cpu_model, matmul_gflops, native_bf16_cpu, physical_cores, tune_malloc
+from reslab.hardware import (
+    check_allocation,
+    cpu_flags,
+    cpu_model,
+    matmul_gflops,
+    native_bf16_cpu,
+    physical_cores,
+    tune_malloc,
+)
 from reslab.models import create_model, model_entry
 from reslab.models.analysis import count_macs
 from reslab.weights import load_into
@@ -68,6 +76,9 @@ class Row:
 
     def latency_ms(self) -> float:
         return 1000 * statistics.median(self.latency_s)
+
+
+ACTIVATION_FACTOR = 32
 
 
 
@@ -118,10 +129,15 @@ def bench_infer(
     if batch_size < 1 or repeats < 1:
         raise ReslabError(f"batch size and repeats must be >= 1. Received: {batch_size}, {repeats}")
     threads = threads or physical_cores()
-    torch.set_num_threads(threads)
-    tuned = tune_malloc() if malloc else False
     entry = model_entry(model)
     size = image_size or entry.input_size
+    # The input batch, and about 32 times it in live activations and the paths' copies (ResNet-50's stem
+    # output alone is 5x its input), checked before a byte is allocated.
+    check_allocation(ACTIVATION_FACTOR * 4 * max(batch_size, 32) * 3 * size * size,
+                     f"bench infer at batch {batch_size} and {size}x{size} images",
+                     "pass a smaller --batch-size or --image-size")
+    torch.set_num_threads(threads)
+    tuned = tune_malloc() if malloc else False
     hw = hardware_info(threads)
     torch.manual_seed(0)
     net = create_model(model).eval()

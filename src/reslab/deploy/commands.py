@@ -23,6 +23,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--path", choices=PATH_CHOICES, default="auto", help="inference path (default: auto)")
     p.add_argument("--classes", metavar="FILE", help="class names to print instead of model.json's: one per line, "
                                                      "or a JSON list")
+    p.add_argument("--calib", metavar="DIR", help="calibration images for --path int8 (required there)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="torchvision/timm/.pth checkpoint -> reslab weights")
@@ -75,14 +76,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.classes:
         meta["classes"] = check_class_count(read_class_names(args.classes), len(meta["classes"]), args.weights)
     files = expand_inputs(args.inputs)
-    engine = build_predict_engine(model, meta, files, args.path, batch_size=args.batch_size)
+    calib = expand_inputs([args.calib]) if args.calib else None
+    engine = build_predict_engine(model, meta, files, args.path, batch_size=args.batch_size, calib=calib)
     _stderr(f"reslab predict: inference path {engine.name} (--path {args.path}, {len(files)} images)")
     results = predict((model, meta), files, topk=args.topk, skip_bad=args.skip_bad, batch_size=args.batch_size,
                       engine=engine)
     good = [r for r in results if "error" not in r]
     bad = [r for r in results if "error" in r]
     if args.json:
-        print(json.dumps({"weights": str(args.weights), "path": engine.name, "results": results}, indent=2))
+        # allow_nan=False: a bare NaN is not JSON (predict raises on non-finite outputs first)
+        print(json.dumps({"weights": str(args.weights), "path": engine.name, "results": results}, indent=2,
+                         allow_nan=False))
     else:
         _print_tables(good)
     if bad:
@@ -146,7 +150,9 @@ def _cmd_bench_infer(args: argparse.Namespace) -> int:
                          log=lambda s: _stderr(f"reslab bench infer: {s}"))
     report["args"] = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
-        print(json.dumps(report, indent=2))
+        from reslab.console import json_text
+
+        print(json_text(report))
     else:
         print_report(report)
     out = save_report(report, args.out)

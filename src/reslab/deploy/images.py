@@ -25,8 +25,9 @@ from reslab.metadata import Preprocess
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_mode", "load_image", "load_view", "mean_image_at",
            "normalize_view", "preprocess_image", "raw_view", "to_mode", "view_size"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                              ".pbm", ".pnm", ".jfif", ".tga", ".ico"})
+# The file names predict looks for in folders: the extensions of reslab.data.images.ACCEPTED_FORMATS.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm", ".pbm", ".pnm"})
 
 
 def image_mode(preprocess: Preprocess) -> Literal["RGB", "L"]:
@@ -101,4 +102,6 @@ def load_view(path: str | Path, preprocess: Preprocess, *, raw: bool = False) ->
         view = raw_view(img, preprocess)
     except ReslabError as e:
         raise ReslabError(f"{path}: {e}") from None
+    finally:
+        img.close()  # the decoded pixels go now, not when the collector gets to them
     return view if raw else normalize_view(view[None], preprocess)[0]

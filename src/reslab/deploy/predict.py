@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from reslab import hardware
+from reslab.data.folder import hidden
 from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, faster_of, select_fastest
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
@@ -31,7 +32,7 @@ from reslab.metadata import Preprocess, WeightsMeta
 from reslab.weights import load_weights
 
 AUTO_ORT_MIN = 64
-INT8_CALIB_MAX = 64  # int8 in predict calibrates on (up to) this many of the images it predicts
+INT8_CALIB_MAX = 64  # int8 calibrates on (up to) this many of the calibration images
 CALIB_MIN = 8  # fewer images than this do not show the activations' ranges
 
 
@@ -41,7 +42,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not hidden(f, p))  # .ipynb_checkpoints/ holds copies, ._x.jpg is macOS metadata
             if not found:
                 exts = ", ".join(sorted(IMAGE_EXTENSIONS))
                 raise ReslabError(f"{p}: no images in this directory (looked for {exts})")
@@ -117,12 +119,14 @@ def calibration_batch(files: list[Path], preprocess: Preprocess, *, raw: bool = 
 
 
 def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path], path: str, *, batch_size: int,
-                         features: bool = False, n_images: int | None = None) -> InferenceEngine:
+                         features: bool = False, n_images: int | None = None,
+                         calib: list[Path] | None = None) -> InferenceEngine:
     """The engine `predict` would use for `files`; example input is one preprocessed batch.
 
     `n_images` is how many images the engine will see (default `len(files)`; a server passes
-    its expected volume), which decides `path="auto"` and the example's batch size; `files`
-    are then only the int8 calibration images.
+    its expected volume), which decides `path="auto"` and the example's batch size. int8 paths
+    calibrate on `calib` (typical images, never the ones being predicted: ranges fitted to them,
+    or to one image, would be a silent wrong answer) and refuse without it.
     """
     pre = meta["preprocess"]
     crop = view_size(pre)
@@ -137,12 +141,16 @@ def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path],
             return auto_engine(net, example)
     if path == "fastest":
         return select_fastest(net, example)
-    calib = None
-    if path.startswith("int8"):
-        calib = calibration_batch(files[:INT8_CALIB_MAX], pre)
     if path not in PATHS:
         raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")
-    return build_engine(net, path, example, calib)
+    batch = None
+    if path.startswith("int8"):
+        if not calib:
+            raise ReslabError(f"--path {path} needs calibration images: pass --calib DIR with a few dozen typical "
+                              f"images (the images being predicted would fit the int8 ranges to themselves)")
+        batch = calibration_batch(calib[:INT8_CALIB_MAX], pre)
+        print(f"reslab: int8 calibrated on {len(batch)} images from --calib", file=sys.stderr)
+    return build_engine(net, path, example, batch)
 
 
 def predict(
@@ -155,6 +163,7 @@ def predict(
     path: str = "auto",
     features: bool = False,
     engine: InferenceEngine | None = None,
+    calib: Sequence[str | Path] | None = None,
 ) -> list[dict]:
     """Top-k classes of every image in `inputs` (files, or directories searched recursively).
 
@@ -162,7 +171,9 @@ def predict(
     or {"file", "features": [floats]} with `features=True` (pooled, num_features long),
     or {"file", "error"} for a bad file when `skip_bad` (otherwise the first bad file raises
     ReslabError naming it). `weights` is a weights directory / file or `load_weights`' pair;
-    `engine` overrides `path` with one built already (`build_predict_engine`).
+    `engine` overrides `path` with one built already (`build_predict_engine`); `calib`: images
+    or folders to calibrate the int8 paths on (required there). A non-finite output (weights that
+    overflow on this image) raises ReslabError naming the file: NaN is never a probability.
     """
     if topk < 1:
         raise ReslabError(f"topk must be >= 1. Received: topk={topk}")
@@ -178,8 +189,14 @@ def predict(
         if batch is None:
             continue
         if engine is None:
-            engine = build_predict_engine(model, meta, files, path, batch_size=batch_size, features=features)
+            engine = build_predict_engine(model, meta, files, path, batch_size=batch_size, features=features,
+                                          calib=expand_inputs(calib) if calib else None)
         out = engine(batch)
+        finite = torch.isfinite(out).all(dim=1)
+        if not bool(finite.all()):
+            first = good[int((~finite).nonzero()[0, 0])]
+            raise ReslabError(f"{first}: the network's output holds NaN or infinite values ({int((~finite).sum())} of "
+                              f"{len(good)} images in this batch); the weights overflow on these inputs")
         if features:
             for f, row in zip(good, out, strict=True):
                 results[f] = {"file": str(f), "features": row.tolist()}

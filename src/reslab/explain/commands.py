@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from reslab.cli_types import positive_int
@@ -45,7 +44,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     result = explain_images(cfg)
     bad = [r for r in result.results if "error" in r]
     if args.json:
-        print(json.dumps({"folder": str(result.folder), "results": result.results}, indent=2))
+        from reslab.console import json_text
+
+        print(json_text({"folder": str(result.folder), "results": result.results}))
     else:
         for r in result.results:
             if "topk" in r:

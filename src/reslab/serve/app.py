@@ -9,19 +9,25 @@ GET /favicon.ico.
 Where the work happens: the event loop only reads bodies and writes JSON. Decoding and
 preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
 batcher's one worker thread. Admission: at most `queue` predict requests are in the server
-at once (reading, decoding, waiting or in a forward pass); one more gets 503 with
-Retry-After before its body is read, and so does one whose body would take the uploads held
-at once past 16 x `max_body_mb`: a flood costs no memory. A body over `max_body_mb` gets 413;
-an image that does not decode, or is a decompression bomb (more than `max_pixels`), gets 400
-with the reason, and never reaches a batch.
+at once (decoding, waiting or in a forward pass); one more gets 503 with Retry-After before
+its body is read, and so does one whose body would take the uploads held at once past
+16 x `max_body_mb`: a flood costs no memory. A request counts against `queue` only once its
+body has arrived, and a body not complete within `body_timeout_s` gets 408, so clients that
+never finish their bodies cannot keep others out. A body over `max_body_mb` gets 413; an
+image that does not decode, is not in an accepted format, or is a decompression bomb (more
+than `max_pixels`), gets 400 with the reason, and never reaches a batch; so does a query
+value that is not plain ASCII digits where a number is asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import io
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -58,6 +64,7 @@ from reslab.weights import load_weights
 MAX_FILES = 64  # images in one multipart request
 BUFFERED_BODIES = 16
 RETRY_AFTER_S = 1
+TRIM_PIXELS = 4_000_000  # after decoding an image this large, hand the freed heap back to the system
 CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never seen by anyone
 
 
@@ -72,6 +79,7 @@ class ServeConfig:
     queue: int = 256
     workers: int = 2
     max_body_mb: float = 16.0
+    body_timeout_s: float = 60.0
     max_pixels: int = 40_000_000
     calib: str | None = None
     drain_s: float = 30.0  # after SIGTERM, requests in flight get this long; then they are cancelled
@@ -108,12 +116,20 @@ class _State:
 
     def decode(self, name: str | None, data: bytes) -> Tensor:
         """Image bytes -> preprocessed (C, H, W)."""
-        return preprocess_image(self.load(name, data), self.pre)
+        img = self.load(name, data)
+        try:
+            return preprocess_image(img, self.pre)
+        finally:
+            _release(img)
 
     def explain(self, name: str | None, data: bytes, class_text: str | None
                 ) -> tuple[bytes, str, float, tuple[float, ...]]:
         """Image bytes -> (CAM overlay PNG, class name, probability, the part of the image the model sees)."""
-        return self.explainer(self.load(name, data), class_text)
+        img = self.load(name, data)
+        try:
+            return self.explainer(img, class_text)
+        finally:
+            _release(img)
 
     def answer(self, names: list[str | None], rows: list[Tensor], topk: int) -> dict:
         """The JSON of one request: `reslab predict --json`'s rows, with the model and the path."""
@@ -125,6 +141,17 @@ class _State:
                    for name, pr, ix in zip(names, p.tolist(), idx.tolist(), strict=True)]
         assert self.batcher.engine is not None
         return {"model": self.meta["model"], "path": self.batcher.engine.name, "results": results}
+
+
+def _release(img: Image.Image) -> None:
+    """Free a decoded image now. With `tune_malloc`'s thresholds glibc keeps freed memory for reuse, which
+    suits activations of one size but lets a few 36-megapixel uploads hold hundreds of MB for good: after a
+    large image, the heap's free pages go back to the system."""
+    big = img.width * img.height >= TRIM_PIXELS
+    img.close()
+    if big:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 # Test hooks (seconds): a slow warm-up, so /readyz can be seen false; slow batches, so the queue fills.
@@ -139,7 +166,7 @@ def build_server_engine(model: nn.Module, meta: WeightsMeta, config: ServeConfig
     """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
     calib = expand_inputs([config.calib]) if config.calib else []
     # A server sees many images: `auto` resolves as predict does for a large folder.
-    return build_predict_engine(model, meta, calib, config.path, batch_size=config.max_batch,
+    return build_predict_engine(model, meta, [], config.path, calib=calib, batch_size=config.max_batch,
                                 n_images=max(AUTO_ORT_MIN, config.max_batch))
 
 
@@ -148,12 +175,23 @@ def _busy(reason: str) -> HTTPException:
     return HTTPException(503, f"{reason}; retry in {RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def _show(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def query_int(text: str) -> int | None:
+    """`text` as an integer when it is 1 to 9 ASCII digits (not '²', not a thousand digits), else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
 def _topk(text: str | None) -> int:
     if text is None:
         return 5
-    if not text.isdigit() or int(text) < 1:
-        raise HTTPException(400, f"topk must be a positive integer. Received: topk={text!r}")
-    return int(text)
+    value = query_int(text)
+    if value is None or value < 1:
+        raise HTTPException(400, f"topk must be a positive integer in ASCII digits. Received: topk={_show(text)}")
+    return value
 
 
 class _Body:
@@ -221,17 +259,28 @@ async def _infer(request: Request, batcher: Batcher, tensors: list[Tensor]) -> l
 
 @asynccontextmanager
 async def _admitted(request: Request, s: _State):
-    """Admission for the routes that take an image: 503 while warming up or full, then counted in flight."""
+    """Admission for the routes that take an image: 503 while warming up or full; the body is read
+    (408 past `body_timeout_s`) before the request counts in flight; yields the images."""
     if not s.batcher.ready.is_set():
         raise _busy("the model is still warming up")
     if s.in_flight >= s.config.queue:
         raise _busy(f"the queue is full ({s.config.queue} requests)")
     body = _Body(request, s)
-    s.in_flight += 1
     try:
-        yield body
+        try:
+            images = await asyncio.wait_for(_read_images(request, body), s.config.body_timeout_s)
+        except TimeoutError:
+            raise HTTPException(408, f"the request body did not arrive within {s.config.body_timeout_s:g} s; "
+                                     f"send it at once, or start the server with a larger --body-timeout-s",
+                                headers={"Connection": "close"}) from None
+        if s.in_flight >= s.config.queue:
+            raise _busy(f"the queue is full ({s.config.queue} requests)")
+        s.in_flight += 1
+        try:
+            yield images
+        finally:
+            s.in_flight -= 1
     finally:
-        s.in_flight -= 1
         body.release()
 
 
@@ -248,8 +297,7 @@ async def _predict(request: Request) -> Response:
     s: _State = request.app.state.serve
     topk = _topk(request.query_params.get("topk"))
     try:
-        async with _admitted(request, s) as body:
-            images = await _read_images(request, body)
+        async with _admitted(request, s) as images:
             rows = await _infer(request, s.batcher, await _in_pool(s, s.decode, images))
     except ClientDisconnect:
         rows = None
@@ -263,8 +311,8 @@ async def _explain(request: Request) -> Response:
     part of the image the model sees in X-View-Box (left, top, width, height as fractions of the image)."""
     s: _State = request.app.state.serve
     try:
-        async with _admitted(request, s) as body:
-            name, data = (await _read_images(request, body))[0]
+        async with _admitted(request, s) as images:
+            name, data = images[0]
             [(png, name, prob, box)] = await _in_pool(s, s.explain, [(name, data, request.query_params.get("class"))])
     except ClientDisconnect:
         return Response(status_code=CLIENT_GONE)
@@ -385,15 +433,37 @@ class _Server(uvicorn.Server):
             os.write(2, f"reslab serve: {signal.Signals(sig).name}: no new connections; finishing "
                         f"{self.state.in_flight} request(s) in flight (at most {self.drain_s:g} s)\n".encode())
         super().handle_exit(sig, frame)
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), as uvicorn would bind it; a port in use (or a host that is not this
+    machine's) is a one-line ReslabError now, before the model loads and the server says it is ready."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ReslabError(f"--host {_show(host)}: not an address to listen on ({e})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = "; stop the other server or pass another --port" if e.errno == 98 else ""
+        raise ReslabError(f"cannot listen on {host}:{port} ({e.strerror}){hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_server(config: ServeConfig) -> int:
     """Serve until SIGTERM or Ctrl-C; SIGTERM stops accepting, answers everything admitted, exits 0."""
     if config.path.startswith("int8") and not config.calib:
         raise ReslabError("--path int8 needs calibration images; pass --calib DIR with a few dozen typical images")
+    sock = listen_socket(config.host, config.port)
     tune_malloc()
     Image.MAX_IMAGE_PIXELS = config.max_pixels  # load_image refuses anything larger (a decompression bomb)
-    model, meta = load_weights(config.weights)
+    try:
+        model, meta = load_weights(config.weights)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(config, model, meta)
     state: _State = app.state.serve
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
@@ -403,7 +473,7 @@ def run_server(config: ServeConfig) -> int:
     print(f"reslab serve: {meta['model']} on http://{config.host}:{config.port} (max batch {config.max_batch}, "
           f"max wait {config.max_wait_ms:g} ms, queue {config.queue}); warming up", file=sys.stderr)
     signal.signal(signal.SIGTERM, _keep_sigterm)
-    server.run()
+    server.run(sockets=[sock])
     if state.batcher.error is not None:
         raise state.batcher.error
     if server.stop_asked is not None:

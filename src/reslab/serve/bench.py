@@ -88,7 +88,8 @@ def start_server(config: ServeConfig, port: int, log: Path, env: dict[str, str] 
     args = [sys.executable, "-m", "reslab", "serve", config.weights, "--port", str(port), "--path", config.path,
             "--max-batch", str(config.max_batch), "--max-wait-ms", str(config.max_wait_ms), "--queue",
             str(config.queue), "--workers", str(config.workers), "--max-body-mb", str(config.max_body_mb),
-            "--max-pixels", str(config.max_pixels), "--drain-timeout", str(config.drain_s)]
+            "--max-pixels", str(config.max_pixels), "--drain-timeout", str(config.drain_s),
+            "--body-timeout-s", str(config.body_timeout_s)]
     if config.calib:
         args += ["--calib", config.calib]
     with open(log, "wb") as out:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
-from reslab.cli_types import nonneg_float, nonneg_int, positive_float, positive_int
+from reslab.cli_types import cores, float_in, int_in, worker_threads
 from reslab.deploy.paths import CHOICES as PATH_CHOICES
 from reslab.errors import ReslabError
 
 _EXTRA = "the server needs its extra: pip install 'reslab[serve]'"
+MAX_PIXELS_LIMIT = 1_000_000_000  # 3 GB as RGB per decode thread
 
 
 def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
@@ -21,9 +21,9 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("weights", help="run or weights directory, or model.safetensors")
     _server_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
-    p.add_argument("--port", type=positive_int, default=8000, help="TCP port")
+    p.add_argument("--port", type=int_in(1, 65535), default=8000, help="TCP port")
     p.add_argument("--calib", help="directory of calibration images (--path int8)")
-    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+    p.add_argument("--drain-timeout", type=float_in(0, 3600, above=True), default=30.0,
                    help="seconds SIGTERM waits for requests in flight before cancelling them")
     p.set_defaults(func=_cmd_serve)
 
@@ -32,23 +32,31 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--weights", help="weights to serve (default: --model with random weights)")
     p.add_argument("--model", default="resnet50", help="registered model, when no --weights")
     _server_flags(p)
-    p.add_argument("--concurrency", type=positive_int, default=32, help="concurrent clients")
-    p.add_argument("--requests", type=positive_int, default=640, help="good requests per load run")
-    p.add_argument("--hostile", type=nonneg_int, default=0, help="malformed requests mixed into an extra load run")
-    p.add_argument("--time-limit", type=positive_float, default=600.0, help="seconds each load run may take at most")
+    p.add_argument("--concurrency", type=int_in(1, 10_000), default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int_in(1, 10**7), default=640, help="good requests per load run")
+    p.add_argument("--hostile", type=int_in(0, 10**6), default=0,
+                   help="malformed requests mixed into an extra load run")
+    p.add_argument("--time-limit", type=float_in(0, 86_400, above=True), default=600.0,
+                   help="seconds each load run may take at most")
     p.add_argument("--out", help="where to save the JSON report (none: bench-serve-MODEL.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_bench_serve)
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
+    # Every bound is far above a sensible setting and far below what would exhaust memory or never answer.
     p.add_argument("--path", choices=PATH_CHOICES, default="auto", help="inference path, as for predict")
-    p.add_argument("--max-batch", type=positive_int, default=32, help="images per forward pass at most")
-    p.add_argument("--max-wait-ms", type=nonneg_float, default=5.0, help="how long a request waits for company")
-    p.add_argument("--queue", type=positive_int, default=256, help="requests admitted at once; more get 503")
-    p.add_argument("--workers", type=positive_int, default=2, help="threads that decode and preprocess images")
-    p.add_argument("--max-body-mb", type=positive_float, default=16.0, help="larger request bodies get 413")
-    p.add_argument("--max-pixels", type=positive_int, default=40_000_000,
+    p.add_argument("--max-batch", type=int_in(1, 4096), default=32, help="images per forward pass at most")
+    p.add_argument("--max-wait-ms", type=float_in(0, 10_000), default=5.0,
+                   help="how long a request waits for company")
+    p.add_argument("--queue", type=int_in(1, 100_000), default=256, help="requests admitted at once; more get 503")
+    p.add_argument("--workers", type=worker_threads, default=min(2, cores()),
+                   help="threads that decode and preprocess images")
+    p.add_argument("--max-body-mb", type=float_in(0, 1024, above=True), default=16.0,
+                   help="larger request bodies get 413")
+    p.add_argument("--body-timeout-s", type=float_in(0, 3600, above=True), default=60.0,
+                   help="a request body not received in full within this time gets 408")
+    p.add_argument("--max-pixels", type=int_in(1, MAX_PIXELS_LIMIT), default=40_000_000,
                    help="larger images are refused as decompression bombs (400)")
 
 
@@ -59,7 +67,7 @@ def _server_config(args: argparse.Namespace, weights: str, **extra):
         raise ReslabError(f"{_EXTRA} ({e.name} is missing)") from e
     return ServeConfig(weights=weights, path=args.path, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        queue=args.queue, workers=args.workers, max_body_mb=args.max_body_mb,
-                       max_pixels=args.max_pixels, **extra)
+                       body_timeout_s=args.body_timeout_s, max_pixels=args.max_pixels, **extra)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -87,7 +95,9 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     report = bench_serve(bench)
     out = save_report(report, args.out)
     if args.json:
-        print(json.dumps(report, indent=2))
+        from reslab.console import json_text
+
+        print(json_text(report))
     else:
         print_report(report)
         print(f"saved {out}")

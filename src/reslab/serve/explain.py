@@ -49,10 +49,12 @@ class Explainer:
             return int(probs.argmax())
         if text in classes:
             return classes.index(text)
-        if text.isdigit() and int(text) < probs.shape[0]:
-            return int(text)
-        raise ReslabError(f"unknown class. Received: class={text!r}; give a class name from model.json or an "
-                          f"index below {probs.shape[0]}")
+        index = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None  # not '²'
+        if index is not None and index < probs.shape[0]:
+            return index
+        shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+        raise ReslabError(f"unknown class. Received: class={shown}; give a class name from model.json or an "
+                          f"index below {probs.shape[0]} in ASCII digits")
 
     def __call__(self, img: Image.Image, class_text: str | None
                  ) -> tuple[bytes, str, float, tuple[float, float, float, float]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ def add_data_flags(p: _Adder) -> None:
     p.add_argument("--data-dir", help="dataset folder (else $RESLAB_DATA, else /usr/share/datasets/<name>)")
     p.add_argument("--download", action="store_true", default=None, help="fetch with torchvision if missing")
     p.add_argument("--batch-size", type=cli_types.positive_int)
-    p.add_argument("--workers", type=cli_types.nonneg_int, help="DataLoader workers for folder datasets")
+    p.add_argument("--workers", type=cli_types.worker_count, help="DataLoader workers for folder datasets")
 
 
 def add_run_flags(p: _Adder) -> None:
@@ -312,7 +311,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                          out=args.out, multiscale=args.multiscale,
                                          subset_classes=args.subset_classes)
     if args.json:
-        print(json.dumps(res.as_dict(classes), indent=2))
+        from reslab.console import json_text
+
+        print(json_text(res.as_dict(classes)))
         return 0
     _print_evaluation(res, classes, f"{args.weights} on {args.split}{' (10-crop)' if args.ten_crop else ''}")
     print(f"confusion matrix: {out}")
@@ -393,7 +394,9 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     report = bench_train(cfg, log=lambda s: print(f"reslab bench train: {s}", file=sys.stderr))
     report["command"] = " ".join(["reslab", *sys.argv[1:]])
     if args.json:
-        print(json.dumps(report, indent=2))
+        from reslab.console import json_text
+
+        print(json_text(report))
     else:
         print_report(report)
     out = save_report(report, args.out)

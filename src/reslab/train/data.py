@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
 from reslab import pretrained
+from reslab.cli_types import cores  # worker processes past the CPUs only fork (a config may ask for 100,000)
 from reslab.console import notice
 from reslab.data.augment import BatchAugment, NormMode
 from reslab.data.classnames import check_class_count
@@ -146,7 +147,7 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
             DistributedSampler(train, dist.world, dist.rank, shuffle=True, seed=cfg.seed, drop_last=True))
         sampler.set_epoch(epoch)
         g = torch.Generator().manual_seed(cfg.seed + epoch)
-        return DataLoader(train, per_rank, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+        return DataLoader(train, per_rank, sampler=sampler, num_workers=min(cfg.workers, cores()), drop_last=True,
                           pin_memory=device.type == "cuda", generator=g, persistent_workers=False)
 
     steps = len(train) // cfg.batch_size
@@ -174,7 +175,8 @@ def _folder_evaluator(root: Path, cfg: TrainConfig, geo: FolderGeometry, device:
                       ten_crop: bool, classes: list[str], split: str) -> Evaluator:
     def run(model: nn.Module) -> EvalResult:
         ds = _folder_split(root, cfg, geo, split, ten_crop)
-        probs, labels = predict_probs(model, DataLoader(ds, 64, num_workers=cfg.workers), device=device, amp=amp)
+        loader = DataLoader(ds, 64, num_workers=min(cfg.workers, cores()))
+        probs, labels = predict_probs(model, loader, device=device, amp=amp)
         return metrics_from_probs(probs, labels, len(classes))
     return run
 
