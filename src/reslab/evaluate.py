@@ -177,7 +177,9 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
     norm = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
     size = max(4.0, 0.45 * k + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=[0, 0.25, 0.5, 0.75, 1])
+    bar.set_label("fraction of the true class (row-normalised); numbers: images")
     if k <= 30:
         ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(k), classes, fontsize=8)

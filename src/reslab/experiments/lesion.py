@@ -248,7 +248,10 @@ def plot_lesion(lesions: dict[str, Lesion], path: Path) -> Path:
     axes[0].set_title("one block removed (dotted: intact net)")
     axes[1].set_xlabel("number of non-downsampling blocks removed at random")
     axes[1].set_title("k blocks removed (mean ± std over draws)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # block positions and counts are whole numbers
         ax.set_ylabel("test error (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
