@@ -206,6 +206,9 @@ def test_evaluate_a_folder_run_from_python_in_another_directory(tmp_path, monkey
     cfg = reslab.resolve_config(data="folder", data_dir="photos", model="resnet20", image_size=32, iterations=2,
                                 batch_size=4, workers=0, quiet=True, out="run")
     assert cfg.data_dir == str(tmp_path / "photos")  # stored absolute
+    named = reslab.resolve_config(model="resnet20", init="torchvision:resnet18", out="x")
+    assert named.init == "torchvision:resnet18"  # a name stays a name
+    assert reslab.resolve_config(model="resnet20", init="runs/a", out="x").init == str(tmp_path / "runs" / "a")
     reslab.train(cfg)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -249,6 +249,10 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
     if cfg.data_dir:  # absolute: the run's config.json (evaluate's fallback, --config) works from any directory
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().absolute())
     from reslab.models.registry import model_entry  # the models (and torch) only when a config is built
+    from reslab.pretrained import is_named
+
+    if cfg.init and not is_named(cfg.init):  # a path to weights or a run: absolute, like data_dir
+        cfg.init = str(Path(cfg.init).expanduser().absolute())
 
     entry = model_entry(cfg.model)
     if "warmup_iters" not in given and (warmup := paper_warmup(recipe, entry.family, entry.depth)) is not None:
