@@ -13,13 +13,7 @@ importing torch until a name needs it:
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("reslab")
-except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
-    __version__ = "0+unknown"
 
 # name -> (module, attribute); attribute None: the module itself (callable, see reslab._callable)
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -41,7 +35,19 @@ __all__ = ["ResNet", "TrainConfig", "count_macs", "count_params", "create_model"
            "layer_stats", "list_models", "predict", "resolve_config", "train"]
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata costs 50 ms, so only when asked)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reslab")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name not in _LAZY:
         raise AttributeError(f"module 'reslab' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
@@ -50,4 +56,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})

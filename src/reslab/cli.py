@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from reslab import cli_types
-from reslab.console import COMMAND
 from reslab.errors import SPELLING, ReslabError
 from reslab.models.choices import FAMILIES, SHORTCUTS, VARIANTS
 
@@ -44,10 +43,25 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """--version: the installed package's version, read from its metadata only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        import reslab
+
+        print(f"reslab {reslab.__version__}")
+        parser.exit()
+
+
 def build_parser(*, commands: bool = True) -> argparse.ArgumentParser:
     """The whole parser; `commands=False` leaves out the sub-commands of `_COMMAND_MODULES`, whose
     modules import torch (for `reslab models`, which answers in well under a second without it)."""
     parser = argparse.ArgumentParser(prog="reslab", description="Deep Residual Learning toolkit (He et al. 2015).")
+    parser.add_argument("--version", action=_Version, help="print reslab's version (its package metadata) and exit")
     parser.add_argument("--cpu-flags", metavar="FLAGS",
                         help="act as on a CPU with only these flags, e.g. 'avx2 fma avx512f' (no bf16) or none: "
                              "every automatic choice (--amp auto, --path auto, the bf16 rows) follows them")
@@ -83,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu_flags = vars(args).pop("cpu_flags")  # a global flag, not one of the command's options
     if cpu_flags is not None:
         os.environ["RESLAB_CPU_FLAGS"] = cpu_flags  # hardware.SIMULATED_FLAGS_ENV, read without torch
+    from reslab.console import COMMAND  # rich: after parsing, so that --help and --version need not load it
+
     # errors name flags (--data-dir), not Python's keywords (data_dir=); notices say which command speaks
     spelling, command = SPELLING.set("cli"), COMMAND.set(f"reslab {args.command}")
     try:

@@ -31,6 +31,11 @@ def console(*, stderr: bool = False) -> Console:
 def notice(message: str) -> None:
     """One line on stderr, prefixed by the command that says it (`COMMAND`)."""
     print(f"{COMMAND.get()}: {message}", file=sys.stderr, flush=True)
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """"1 image", "2 images", "1,000 images" (`many`: an irregular plural)."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
+
+
 def json_text(obj: Any) -> str:
     """`obj` as indented JSON that any parser reads: a non-finite float (a timing that did not happen, a
     metric of an empty set) becomes null, never a bare NaN or Infinity."""

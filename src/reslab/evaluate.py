@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,11 @@ class EvalResult:
     @property
     def scores(self) -> ClassScores:
         return class_scores(self.confusion)
+
+    @property
+    def has_top5(self) -> bool:
+        """Whether top-5 error says anything: with 5 classes or fewer it is 0 by definition."""
+        return self.confusion.shape[0] > 5
 
     def as_dict(self, classes: list[str] | None = None) -> dict:
         names = classes or [str(i) for i in range(len(self.per_class_acc))]
@@ -190,7 +196,8 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix")
+    # wrapped to the figure's width (about 9 characters an inch at this size): a 3-class matrix is 4 inches wide
+    ax.set_title(textwrap.fill(title or "confusion matrix", width=int(9 * size)))
     return save_figure(fig, path)
 
 

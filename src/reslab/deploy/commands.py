@@ -66,6 +66,7 @@ def _stderr(msg: str) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from reslab.console import plural
     from reslab.data.classnames import check_class_count, read_class_names
     from reslab.deploy.predict import build_predict_engine, expand_inputs, predict
     from reslab.hardware import tune_malloc
@@ -78,7 +79,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     files = expand_inputs(args.inputs)
     calib = expand_inputs([args.calib]) if args.calib else None
     engine = build_predict_engine(model, meta, files, args.path, batch_size=args.batch_size, calib=calib)
-    _stderr(f"reslab predict: inference path {engine.name} (--path {args.path}, {len(files)} images)")
+    _stderr(f"reslab predict: inference path {engine.name} (--path {args.path}, {plural(len(files), 'image')})")
     results = predict((model, meta), files, topk=args.topk, skip_bad=args.skip_bad, batch_size=args.batch_size,
                       engine=engine)
     good = [r for r in results if "error" not in r]

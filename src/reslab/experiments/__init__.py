@@ -7,15 +7,30 @@ and `summary.md` whose verdicts are computed from the measurements.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from reslab.errors import ReslabError
-from reslab.experiments.claims import Claim
-from reslab.experiments.config import ExperimentConfig
-from reslab.experiments.runs import ExperimentResult
+
+if TYPE_CHECKING:
+    from reslab.experiments.claims import Claim
+    from reslab.experiments.config import ExperimentConfig
+    from reslab.experiments.runs import ExperimentResult
 
 EXPERIMENTS = ("degradation", "shortcuts", "responses", "depth")
 
 __all__ = ["EXPERIMENTS", "Claim", "ExperimentConfig", "ExperimentResult", "run_experiment"]
+# Loaded on first use (PEP 562): `reslab experiment --help` imports this package, and runs.py imports torch.
+_HOMES = {"Claim": "claims", "ExperimentConfig": "config", "ExperimentResult": "runs"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
 
 
 def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
-from reslab.models.resnet import CIFAR_DEPTHS, PLAIN_CIFAR
 
 # Iterations per run unless --iterations says otherwise. The paper trains 64k iterations (Section 4.2).
 # 3,000 at batch 128 (7 epochs of Fashion-MNIST's 55k training images) is the longest budget whose
@@ -113,6 +112,8 @@ def parse_depths(text: str) -> tuple[int, ...]:
 
 
 def check_cifar_depths(depths: Sequence[int], *, plain: bool) -> None:
+    from reslab.models.resnet import CIFAR_DEPTHS, PLAIN_CIFAR  # torch: not for `reslab experiment --help`
+
     allowed = PLAIN_CIFAR if plain else tuple(CIFAR_DEPTHS)
     bad = [d for d in depths if d not in allowed]
     if bad:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reslab._callable import make_callable
 from reslab.errors import ReslabError
 from reslab.modes import eval_mode
 
@@ -161,3 +162,6 @@ def cam(model: nn.Module, x: Tensor, classes: Tensor | Sequence[int], *, method:
         p = class_probs(model, x) if probs is None else probs
         maps = maps * p.to(maps.device).gather(1, idx.to(maps.device))[:, :, None, None]
     return maps
+
+
+make_callable(__name__, cam)  # reslab.explain.cam(model, x, classes) is this module's cam()

@@ -196,12 +196,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.test is not None:
+        from reslab.console import plural
         from reslab.train.report import reported_split
 
         split = reported_split(cfg)[0]
         test = result.test
-        print(f"{split} accuracy {100 * (1 - test.top1_err):.2f}% (top-1 error {100 * test.top1_err:.2f}%, "
-              f"top-5 error {100 * test.top5_err:.2f}%) after {result.iterations:,} iterations in "
+        top5 = f", top-5 error {100 * test.top5_err:.2f}%" if test.has_top5 else ""  # 0 with 5 classes or fewer
+        print(f"{split} accuracy {100 * (1 - test.top1_err):.2f}% (top-1 error {100 * test.top1_err:.2f}%{top5}) "
+              f"after {plural(result.iterations, 'iteration')} in "
               f"{result.seconds / 60:.1f} min" + (f", {WEIGHTS[result.weights]} (better on validation)"
                                                  if result.weights else ""))
         print(f"report: {result.run_dir / 'report.md'}")
@@ -332,7 +334,8 @@ def _print_evaluation(res, classes: list[str], title: str) -> None:
     t.add_column("value", justify="right")
     for name, v in (("top-1 error", res.top1_err), ("top-5 error", res.top5_err), ("top-1 accuracy", 1 - res.top1_err),
                     ("macro-F1", s.macro_f1), ("balanced accuracy", s.balanced_acc)):
-        t.add_row(name, f"{100 * v:.2f}%")
+        if name != "top-5 error" or res.has_top5:  # with 5 classes or fewer it is 0 by definition
+            t.add_row(name, f"{100 * v:.2f}%")
     t.add_row("loss", f"{res.loss:.4f}")
     t.add_row("images", f"{res.n:,}")
     per = Table(title="per class", title_justify="left")

@@ -15,8 +15,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from reslab.errors import ReslabError
 
 RUN_KEYS = ("resolved",)  # what a run wrote about itself, not a choice to repeat
@@ -43,6 +41,8 @@ def read_config_file(path: str | Path, fields: type) -> dict[str, Any]:
     if p.is_dir():
         raise ReslabError(f"--config {p} is a folder; pass a YAML file or a run's config.json "
                           f"(--config {p / 'config.json'})")
+    import yaml  # here, not at the top: `reslab train --help` reads this module's neighbours' choices
+
     text = p.read_text()
     yaml_file = p.suffix.lower() in (".yaml", ".yml")
     try:

@@ -41,7 +41,7 @@ from reslab.train.distributed import (
 from reslab.train.ema import Ema, pick, verdict
 from reslab.train.finetune import FineTune
 from reslab.train.progress import Progress
-from reslab.train.report import write_report
+from reslab.train.report import reported_split, write_report
 from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
 from reslab.train.schedule import Schedule
 from reslab.train.step import (
@@ -302,10 +302,11 @@ def _finish(cfg: TrainConfig, run: RunDir, model: nn.Module, ema: Ema, *, data: 
         save(model.to(memory_format=torch.contiguous_format), run.path / "raw")
         save(ema.module.to(memory_format=torch.contiguous_format), run.path / "ema")
     rows = run.read_metrics()
-    plot_curves(rows, run.path / "curves.png", title=f"{cfg.model} on {cfg.data}")
+    split = reported_split(cfg)[0]  # "validation" for a folder without test/
+    plot_curves(rows, run.path / "curves.png", title=f"{cfg.model} on {cfg.data}", split=split)
     if test.n:
         save_confusion_png(test.confusion, data.classes, run.path / "confusion.png",
-                           title=f"{cfg.model} on {cfg.data} test: {100 * (1 - test.top1_err):.2f}% top-1")
+                           title=f"{cfg.model} on {cfg.data}, {split}: {100 * (1 - test.top1_err):.2f}% top-1")
     if test.top_losses and data.test_pictures is not None:
         save_top_losses_png(data.test_pictures([i for i, *_ in test.top_losses]), test.top_losses, data.classes,
                             run.path / TOP_LOSSES_PNG, title=f"{cfg.model} on {cfg.data}: most confidently wrong")

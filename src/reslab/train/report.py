@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from reslab.console import plural
 from reslab.data.datasets import find_data_dir
 from reslab.data.folder import has_test_split
 from reslab.evaluate import EvalResult
@@ -40,12 +41,14 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
         atomic_write_text(run.path / "test-metrics.json", json.dumps({"split": split, **test.as_dict(classes)},
                                                                      indent=2) + "\n")
     top_losses = f"\n![most confidently wrong]({TOP_LOSSES_PNG})\n" if (run.path / TOP_LOSSES_PNG).exists() else ""
+    ran, resolved = as_run(cfg, run)
+    top5 = f"| {split} top-5 error | {_percent(test.top5_err)} |\n" if test.has_top5 else ""
     text = f"""# {cfg.model} on {cfg.data}
 
 - command: `{command}`
 - finished: {time.strftime('%Y-%m-%d %H:%M:%S')}
 - hardware: {describe_line(device)}; device {device}
-- time: {seconds / 60:.1f} min for {iterations:,} iterations
+- time: {seconds / 60:.1f} min for {plural(iterations, "iteration")}
 
 ## Result
 
@@ -54,8 +57,7 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 | best validation error (model selection) | {_percent(best_val, "n/a: no validation images, the last weights")} |
 | {split} top-1 error ({view}) | {_percent(test.top1_err)} |
 | {split} top-1 accuracy | {_percent(1 - test.top1_err)} |
-| {split} top-5 error | {_percent(test.top5_err)} |
-| {split} macro-F1 | {_percent(scores.macro_f1 if scores else math.nan)} |
+{top5}| {split} macro-F1 | {_percent(scores.macro_f1 if scores else math.nan)} |
 | {split} balanced accuracy | {_percent(scores.balanced_acc if scores else math.nan)} |
 | {split} loss | {test.loss:.4f} |
 | {split} images | {test.n:,} |
@@ -70,11 +72,66 @@ def write_report(run: RunDir, cfg: TrainConfig, *, command: str, seconds: float,
 {top_losses}
 ## Config
 
+{_what_ran(cfg, ran, resolved.get("steps_per_epoch"))}
+
+The settings as they ran (config.json keeps the fields as given, with what ran under `resolved`):
+
 ```json
-{json.dumps(cfg.to_dict(), indent=2, default=list)}
+{json.dumps(ran, indent=2, default=list)}
 ```
 """
     atomic_write_text(run.path / "report.md", text)
+
+
+def as_run(cfg: TrainConfig, run: RunDir) -> tuple[dict, dict]:
+    """`cfg` as the run used it: the schedule's length, milestones and warm-up from config.json's
+    `resolved` (an --epochs run rescales the recipe's 64,000 iterations), and the normalisation that
+    model.json records (folder images are normalised per channel whatever `normalize` says); and
+    config.json's `resolved` itself."""
+    ran = cfg.to_dict()
+    resolved = run.read_config().get("resolved", {}) if run.config_path.is_file() else {}
+    for key in ("iterations", "milestones", "warmup_iters"):
+        if key in resolved:
+            ran[key] = resolved[key]
+    model_json = run.path / "model.json"
+    mode = json.loads(model_json.read_text()).get("preprocess", {}).get("mode") if model_json.is_file() else None
+    if mode:
+        ran["normalize"] = mode
+    return ran, resolved
+
+
+def _what_ran(cfg: TrainConfig, ran: dict, steps_per_epoch: int | None) -> str:
+    """One paragraph: the schedule and the normalisation as they ran, and where they differ from `cfg`."""
+    total, milestones = int(ran["iterations"]), list(ran["milestones"])
+    length = plural(total, "iteration")
+    if cfg.epochs is not None:
+        steps = f" of {plural(steps_per_epoch, 'iteration')}" if steps_per_epoch else ""
+        length += (f" ({cfg.epochs:g} epochs{steps}: the recipe's {cfg.iterations:,}-iteration schedule rescaled"
+                   + (f", milestones {', '.join(f'{m:,}' for m in cfg.milestones)}" if cfg.milestones else "") + ")")
+    if cfg.schedule == "cosine":
+        lr = f"cosine decay of the lr from {_g(cfg.lr)}"
+    elif cfg.schedule == "plateau":
+        lr = f"lr {_g(cfg.lr)}, divided by {1 / cfg.gamma:g} when the validation error stops improving"
+    elif milestones:
+        lr = (f"lr {_g(cfg.lr)}, divided by {1 / cfg.gamma:g} at "
+              f"{'iteration' if len(milestones) == 1 else 'iterations'} {', '.join(f'{m:,}' for m in milestones)}")
+    else:
+        lr = f"lr {_g(cfg.lr)}, constant"
+    warm = int(ran.get("warmup_iters") or 0)
+    if warm:
+        lr += (f", after a warm-up at lr {cfg.warmup_lr:g} of {'at most ' if cfg.warmup_below else ''}"
+               f"{plural(warm, 'iteration')}")
+    norm = ("inputs less the training set's per-pixel mean image" if ran["normalize"] == "pixel-mean"
+            else "inputs normalised per channel by a mean and std")
+    if ran["normalize"] != cfg.normalize:
+        norm += (f", as model.json records (`normalize: {ran['normalize']}`; the config's {cfg.normalize} "
+                 f"{'does not apply to folder images' if cfg.data == 'folder' else 'was not used'})")
+    return f"What ran: {length}; {lr}; {norm}."
+
+
+def _g(value: object) -> str:
+    """A number as `{:g}` writes it; anything else (an lr still "find") as it is."""
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def _per_class_table(test: EvalResult, classes: list[str], split: str) -> str:

@@ -116,8 +116,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
-    """Fig. 6 style: training error thin, validation error bold, against iterations."""
+def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str, split: str = "test") -> Path:
+    """Fig. 6 style: training error thin, validation error bold, against iterations; the final evaluation a
+    dot named by `split` ("validation" where a folder has no test/ split: train/report.py, reported_split)."""
     plt = pyplot()
 
     def series(kind: str, key: str) -> tuple[list[int], list[float]]:
@@ -136,7 +137,8 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str) -> Path:
                 label="validation error, EMA of the weights")
     x, y = series("test", "test_err") if any(r.get("test_err") for r in rows) else series("test", "val_err")
     if x:
-        ax.scatter(x, y, s=40, color="tab:red", zorder=3, label=f"test error {y[-1]:.2f}%")
+        kept = " (the weights kept)" if split == "validation" else ""  # set apart from the curve it was chosen on
+        ax.scatter(x, y, s=40, color="tab:red", zorder=3, label=f"{split} error {y[-1]:.2f}%{kept}")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     ax.set_title(title)
