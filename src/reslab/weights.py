@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from reslab.data.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
@@ -64,7 +65,6 @@ def save_weights(
     replaced atomically, so a reader never sees half a file.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta_pre = dict(preprocess)
     mean_image = meta_pre.pop("mean_image", None)
@@ -76,7 +76,8 @@ def save_weights(
         text = json.dumps(meta, indent=2)
     except TypeError as e:
         raise ReslabError(f"model_kwargs and preprocess must be JSON values: {e}") from e
-    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    # serialised in memory and written by atomic_write: a full disk is an OSError it can name
+    atomic_write(out / WEIGHTS_FILE, lambda f: f.write(safetensors_bytes(tensors, metadata={"format": FORMAT})))
     atomic_write_text(out / META_FILE, text + "\n")
     return out
 

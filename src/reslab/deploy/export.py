@@ -203,7 +203,7 @@ def _export_torchscript(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         traced = torch.jit.trace(net, x)
-        atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
+        atomic_write(out, lambda f: torch.jit.save(traced, f))
         loaded = torch.jit.load(str(out))
     with torch.inference_mode():
         return loaded(x)
@@ -213,7 +213,7 @@ def _export_program(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     batch = torch.export.Dim("batch", min=1, max=65536)
     xs = x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous()  # batch 1 would be specialised
     program = torch.export.export(net, (xs,), dynamic_shapes=({0: batch},))
-    atomic_write(out, lambda tmp: torch.export.save(program, tmp))
+    atomic_write(out, lambda f: torch.export.save(program, f))
     loaded = torch.export.load(str(out)).module()
     with torch.inference_mode():
         return loaded(x)

@@ -18,6 +18,7 @@ from torch import nn
 from reslab.console import notice
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
+from reslab.fileio import WriteFailed
 from reslab.hardware import native_bf16, pick_device
 from reslab.train.checkpoint import (
     TrainingDiverged,
@@ -42,7 +43,7 @@ from reslab.train.ema import Ema, pick, verdict
 from reslab.train.finetune import FineTune
 from reslab.train.progress import Progress
 from reslab.train.report import write_report
-from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
+from reslab.train.rundir import RunDir, claim_run_dir, plot_curves
 from reslab.train.schedule import Schedule
 from reslab.train.step import (
     Window,
@@ -89,20 +90,28 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, c
         raise ReslabError("train needs a config, e.g. reslab.resolve_config('cifar-paper', model='resnet20'), or "
                           "resume=RUN_DIR to continue a run")
     dist = init_distributed(cfg.device)
-    run, created = None, False
+    run, output = None, None
     try:
         run, resume = _run_dir(cfg, dist, resume)
         if dist.main:
-            created = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
-                                    restarted=restart_count() > 0)
+            output = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
+                                   restarted=restart_count() > 0)
         device = pick_device(cfg.device, dist.local_rank if dist.enabled else None)
         # `run` closes its TensorBoard writer; `kernel_choice` restores the process's kernel settings.
         with run, kernel_choice(device, cfg.deterministic):
             return _train(cfg, dist, run, resume, device, command or " ".join(["reslab", *sys.argv[1:]]),
                           on_iteration_end or (lambda done: None))
+    except WriteFailed as e:
+        if output is not None and run is not None and resume is None and not run.last_ckpt.exists():
+            # A new run that could not write its first checkpoint: nothing of it is worth keeping.
+            output.discard()
+            output = None
+            raise WriteFailed(f"{e}; the run could not write its first checkpoint, so its files in {run.path} "
+                              f"were removed") from e
+        raise
     finally:
-        if run is not None and dist.main:
-            release_run_dir(run.path, created=created)
+        if output is not None:
+            output.close()
         shutdown(dist)
 
 
