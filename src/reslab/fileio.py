@@ -136,36 +136,49 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     old content. The file gets the mode a plain `open(path, "w")` would give it (0666 less the umask),
     not the 0600 of the temporary file, so other accounts and services read it as the user intends.
     """
-    path = Path(path)
-    existed = path.exists()
+    return atomic_write_group([(Path(path), write)])[0]
+
+
+def atomic_write_group(items: list[tuple[Path, Callable[[BinaryIO], object]]]) -> list[Path]:
+    """`atomic_write` for files that belong together (model.safetensors and its model.json): every one is
+    written and fsync'ed to its temporary file before the first replaces its target, so a full disk
+    leaves all the old files, never a new one beside an old one."""
+    paths = [Path(p) for p, _ in items]
+    tmps: list[str] = []
+    current = paths[0]
+    existed = [p.exists() for p in paths]
     try:
-        _note_write(path)  # listed in its folder's marker before it exists: never an unlisted reslab file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise write_error(path, e, existed=existed) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, write in items:
+            current = Path(path)
+            _note_write(current)  # listed in its folder's marker before it exists: never an unlisted reslab file
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            tmps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+                os.fsync(f.fileno())
+        for path, tmp in zip(paths, tmps, strict=True):
+            current = path
+            os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in tmps:
+            Path(tmp).unlink(missing_ok=True)
         err = os_error_of(e)
         if err is not None and isinstance(e, Exception) and not isinstance(e, ReslabError):
-            raise write_error(path, err, existed=existed) from e
+            raise write_error(current, err, existed=existed[paths.index(current)]) from e
         raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    for folder in dict.fromkeys(p.parent for p in paths):
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # the file is whole and in place; some filesystems refuse to fsync a folder
-    return path
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass  # the files are whole and in place; some filesystems refuse to fsync a folder
+    return paths
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

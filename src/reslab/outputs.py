@@ -126,6 +126,8 @@ class Output:
 
     def __init__(self, folder: Path, kind: str, files: list[str], *, created: bool) -> None:
         self.folder, self.kind, self.files, self.created = folder, kind, list(dict.fromkeys(files)), created
+        self.previous: list[str] = []  # an overwritten output's files, removed by `finish` unless written again
+        self.written: set[str] = set()
         self._root = Path(os.path.realpath(folder))
 
     def note(self, path: Path) -> None:
@@ -134,19 +136,30 @@ class Output:
             rel = path.relative_to(self._root).as_posix()
         except ValueError:
             return
-        if rel in (MARKER, LOCK_FILE) or rel in self.files:
+        if rel in (MARKER, LOCK_FILE):
             return
-        self.files.append(rel)
-        self.save()
+        self.written.add(rel)
+        if rel not in self.files:
+            self.files.append(rel)
+            self.save()
 
     def save(self) -> None:
         doc = {"reslab_output": MARKER_VERSION, "kind": self.kind, "files": self.files}
         atomic_write_text(self.folder / MARKER, json.dumps(doc, indent=1) + "\n")
 
-    def remove_files(self) -> None:
+    def finish(self) -> None:
+        """The output is complete: the overwritten output's files that were not written again go."""
+        stale = [n for n in self.previous if n not in self.written]
+        if stale:
+            self.remove_files(stale)
+            self.files = [n for n in self.files if n not in stale]
+            self.save()
+        self.previous = []
+
+    def remove_files(self, names: list[str] | None = None) -> None:
         """Remove the files the marker lists (not a user's others), then the subfolders they leave empty."""
         folders: set[Path] = set()
-        for name in self.files:
+        for name in self.files if names is None else names:
             p = _safe_member(self.folder, name)
             if p is None:
                 continue
@@ -156,7 +169,8 @@ class Output:
         for d in sorted(folders, key=lambda q: len(q.parts), reverse=True):
             if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
                 d.rmdir()
-        self.files = []
+        if names is None:
+            self.files = []
 
     def close(self) -> None:
         """Stop recording, give up the lock; a folder made here that holds nothing of ours goes again."""
@@ -175,13 +189,15 @@ class Output:
 
 def claim_output(folder: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
                  legacy: Callable[[Path], list[str] | None] | None = None,
-                 existing: str | None = None) -> Output:
+                 existing: str | None = None, clear_first: bool = True) -> Output:
     """Make `folder` this process's `kind` output, before anything is written, or raise a one-line ReslabError.
 
     A file, a non-empty folder without reslab's marker (unless `legacy(folder)` recognises an output written
     before the marker existed and lists its files), another live writer (the lock), and reslab's earlier
     output (unless `overwrite`, whose listed files are removed, or `resume`, which keeps them) are refused.
     `existing` is the message for the last case (default: pass --overwrite or choose another folder).
+    `clear_first`: the overwritten files go now (a run, written bit by bit); else they stay until `finish`
+    and each is replaced atomically, so a failed write (a full disk) keeps the previous output whole.
     """
     folder = Path(folder)
     flag = option("out", folder)
@@ -195,7 +211,7 @@ def claim_output(folder: str | Path, kind: str, *, overwrite: bool = False, resu
     acquire_lock(folder)
     try:
         out = _adopt(folder, kind, overwrite=overwrite, resume=resume, legacy=legacy, existing=existing,
-                     created=created)
+                     created=created, clear_first=clear_first)
     except BaseException:
         release_lock(folder)
         if created and folder.is_dir() and not any(folder.iterdir()):
@@ -206,7 +222,7 @@ def claim_output(folder: str | Path, kind: str, *, overwrite: bool = False, resu
 
 
 def _adopt(folder: Path, kind: str, *, overwrite: bool, resume: bool, legacy: Callable[[Path], list[str] | None] | None,
-           existing: str | None, created: bool) -> Output:
+           existing: str | None, created: bool, clear_first: bool) -> Output:
     flag = option("out", folder)
     marker = read_marker(folder)
     if marker is None:
@@ -217,21 +233,50 @@ def _adopt(folder: Path, kind: str, *, overwrite: bool, resume: bool, legacy: Ca
         marker = {"kind": kind, "files": old or []}
     out = Output(folder, marker["kind"], marker["files"], created=created)
     listed = [n for n in out.files if (p := _safe_member(folder, n)) is not None and p.exists()]
+    if out.kind != kind and (listed or resume):  # even with overwrite: another command's output is not ours to drop
+        raise ReslabError(f"{flag} holds reslab's {out.kind} output, not {kind} output; choose another folder")
     if resume:
-        if out.kind != kind:
-            raise ReslabError(f"{flag} holds reslab's {out.kind} output, not a {kind}; choose the folder "
-                              f"it wrote")
         out.save()
         return out
     if listed and not overwrite:
         raise ReslabError(existing or f"{flag} holds reslab's earlier {out.kind} output; pass "
                           f"{option('overwrite', True)} to replace it, or choose another folder")
+    if not clear_first:
+        out.previous = list(out.files)
+        return out
     try:
         out.remove_files()
     except OSError as e:
         raise ReslabError(f"cannot replace the output in {flag} ({e.strerror}); choose another folder") from None
     out.kind = kind
     return out
+
+
+def check_file_out(path: str | Path, *, overwrite: bool, flag: str | None = None) -> Path:
+    """Refuse now what `claim_file` would refuse later (a folder, an existing file without `overwrite`), so
+    that a long benchmark does not end in the refusal."""
+    with claim_file(path, overwrite=overwrite, flag=flag) as p:
+        return p
+
+
+def save_file_output(path: str | Path, *, overwrite: bool, write: Callable[[Path], object]) -> Path:
+    """`write(path)` (atomic writes) while `claim_file` holds `path`."""
+    with claim_file(path, overwrite=overwrite) as p:
+        write(p)
+        return p
+
+
+@contextmanager
+def output_folder(folder: str | Path, kind: str, *, overwrite: bool,
+                  legacy: Callable[[Path], list[str] | None] | None = None) -> Iterator[Output]:
+    """`claim_output` for the length of a `with`: the previous output's files are replaced one by one
+    (atomically) and its leftovers removed only when the block succeeds; the lock is always released."""
+    out = claim_output(folder, kind, overwrite=overwrite, legacy=legacy, clear_first=False)
+    try:
+        yield out
+        out.finish()
+    finally:
+        out.close()
 
 
 @contextmanager
