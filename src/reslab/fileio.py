@@ -9,6 +9,7 @@ A folder claimed with `reslab.outputs` records, in its marker, every file writte
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import tempfile
@@ -179,6 +180,16 @@ def atomic_write_group(items: list[tuple[Path, Callable[[BinaryIO], object]]]) -
         except OSError:
             pass  # the files are whole and in place; some filesystems refuse to fsync a folder
     return paths
+
+
+def atomic_write_serialized(path: str | Path, serialize: Callable[[BinaryIO], object]) -> Path:
+    """`atomic_write` of what `serialize(f)` writes, serialised in memory first: torch's own zip writer, when
+    the disk fills under it, fails in a way that can abort the process later (its half-closed writer is
+    garbage-collected), so the only write that can meet a full disk is ours, of finished bytes."""
+    buf = io.BytesIO()
+    serialize(buf)
+    data = buf.getbuffer()
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

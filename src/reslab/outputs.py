@@ -243,6 +243,8 @@ def _adopt(folder: Path, kind: str, *, overwrite: bool, resume: bool, legacy: Ca
                           f"{option('overwrite', True)} to replace it, or choose another folder")
     if not clear_first:
         out.previous = list(out.files)
+        if out.files:
+            out.save()  # an output from before the marker gets one now (its files are listed until replaced)
         return out
     try:
         out.remove_files()

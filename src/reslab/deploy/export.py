@@ -37,7 +37,7 @@ from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view
 from reslab.deploy.paths import FORMATS
 from reslab.deploy.predict import calibration_batch, expand_inputs
 from reslab.errors import ReslabError
-from reslab.fileio import atomic_write, atomic_write_bytes
+from reslab.fileio import atomic_write_bytes, atomic_write_serialized
 from reslab.metadata import Preprocess, WeightsMeta
 from reslab.outputs import claim_file
 from reslab.weights import load_weights, resolve_weights
@@ -209,7 +209,7 @@ def _export_torchscript(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         traced = torch.jit.trace(net, x)
-        atomic_write(out, lambda f: torch.jit.save(traced, f))
+        atomic_write_serialized(out, lambda f: torch.jit.save(traced, f))
         loaded = torch.jit.load(str(out))
     with torch.inference_mode():
         return loaded(x)
@@ -219,7 +219,7 @@ def _export_program(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     batch = torch.export.Dim("batch", min=1, max=65536)
     xs = x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous()  # batch 1 would be specialised
     program = torch.export.export(net, (xs,), dynamic_shapes=({0: batch},))
-    atomic_write(out, lambda f: torch.export.save(program, f))
+    atomic_write_serialized(out, lambda f: torch.export.save(program, f))
     loaded = torch.export.load(str(out)).module()
     with torch.inference_mode():
         return loaded(x)
