@@ -50,7 +50,7 @@ def test_convert_refuses_to_replace_trained_weights(tmp_path, capsys, ckpt):
     before = snapshot(run)
     for name in ("model.safetensors", "model.json"):
         assert (run / name).exists()
-    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", run], str(run / "model.safetensors"), "--overwrite")
+    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", run], str(run), "earlier weights output", "--overwrite")
     assert snapshot(run) == before
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from reslab.errors import ReslabError, option
+from reslab.errors import ReslabError
 
 
 class WriteFailed(ReslabError):
@@ -115,17 +115,6 @@ def os_error_of(exc: BaseException) -> OSError | None:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
-
-
-def refuse_overwrite(paths: list[Path], *, overwrite: bool, flag: str | None = None) -> None:
-    """Raise ReslabError naming the first of `paths` that exists, unless `overwrite`: a user's files are
-    replaced only when they asked for it."""
-    if overwrite:
-        return
-    for p in paths:
-        if p.exists():
-            raise ReslabError(f"{p} exists; pass {option('overwrite', True)} to replace it, or choose another "
-                              f"{flag or option('out')}")
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
