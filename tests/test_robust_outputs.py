@@ -120,6 +120,21 @@ def test_train_that_cannot_write_its_first_checkpoint_leaves_no_half_run(small_d
     assert list(run.iterdir()) == []
 
 
+def test_a_resume_that_cannot_write_a_checkpoint_leaves_the_run_byte_identical(small_data, tmp_path, capsys,
+                                                                              monkeypatch):
+    run = tmp_path / "run"
+    assert main(_train_argv(small_data, run)) == 0
+    before = snapshot(run)
+    real_fsync = os.fsync
+    monkeypatch.setattr("reslab.fileio.os.fsync",
+                        lambda fd: _enospc() if ".pt." in os.readlink(f"/proc/self/fd/{fd}") else real_fsync(fd))
+    one_line_error(capsys, ["train", "--resume", run, "--iterations", "8", "--quiet"], "last.pt",
+                   "No space left on device", "previous file is unchanged")
+    assert snapshot(run) == before and not _litter(run)
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--iterations", "8", "--quiet"]) == 0  # space again: it continues
+
+
 # ---------------------------------------------------------------------------- ownership of --out
 def test_train_overwrite_refuses_a_folder_that_merely_holds_a_config_json(small_data, tmp_path, capsys):
     mine = tmp_path / "mine"
@@ -326,11 +341,11 @@ def test_full_disk_train_export_convert_resume(small_data, resnet20_ckpt, disk, 
     # train --resume: the previous files stay byte-identical
     (disk / "filler").unlink()
     assert main(_train_argv(small_data, run)) == 0
-    kept = {k: v for k, v in snapshot(run).items() if k.endswith((".pt", ".safetensors", "model.json"))}
+    kept = snapshot(run)
     fill(disk, 300_000)
-    one_line_error(capsys, ["train", "--resume", run, "--iterations", "8", "--quiet"], "No space left on device")
-    after = snapshot(run)
-    assert {k: after[k] for k in kept} == kept and not _litter(run)
+    one_line_error(capsys, ["train", "--resume", run, "--iterations", "8", "--quiet"], "No space left on device",
+                   "previous file is unchanged")
+    assert snapshot(run) == kept and not _litter(run)  # config.json and metrics.csv too: byte for byte
     # export: one line, nothing half written
     weights = tiny_weights(tmp_path / "w")
     (disk / "filler").unlink()
