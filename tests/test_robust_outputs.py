@@ -357,6 +357,12 @@ def test_full_disk_train_export_convert_resume(small_data, resnet20_ckpt, disk, 
     assert (disk / "m.pt2").read_bytes() == first and not _litter(disk)
     one_line_error(capsys, ["export", weights, "--format", "onnx", "--out", disk / "m.onnx"], "No space left")
     assert not (disk / "m.onnx").exists()
+    # explain and compare: a first output that does not fit leaves no folder behind
+    img = tmp_path / "img.png"
+    img.write_bytes(png_bytes(64, 64))
+    one_line_error(capsys, ["explain", weights, img, "--out", disk / "ex", "--device", "cpu"], "No space left")
+    one_line_error(capsys, ["compare", "resnet20", "--out", disk / "cmp"], "No space left")
+    assert not (disk / "ex").exists() and not (disk / "cmp").exists() and not _litter(disk)
     # convert --overwrite onto reslab's weights: both old files stay, never a mixed pair
     (disk / "filler").unlink()
     conv = ["convert", resnet20_ckpt, "--model", "resnet20", "--out", disk / "w"]

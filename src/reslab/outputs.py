@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reslab.errors import ReslabError, option
-from reslab.fileio import atomic_write_text, register_output, write_error
+from reslab.fileio import WriteFailed, atomic_write_text, register_output, write_error
 
 MARKER = ".reslab-output.json"
 LOCK_FILE = ".reslab.lock"
@@ -272,11 +272,16 @@ def save_file_output(path: str | Path, *, overwrite: bool, write: Callable[[Path
 def output_folder(folder: str | Path, kind: str, *, overwrite: bool,
                   legacy: Callable[[Path], list[str] | None] | None = None) -> Iterator[Output]:
     """`claim_output` for the length of a `with`: the previous output's files are replaced one by one
-    (atomically) and its leftovers removed only when the block succeeds; the lock is always released."""
+    (atomically) and its leftovers removed only when the block succeeds; a first output that fails to be
+    written (WriteFailed) is removed again; the lock is always released."""
     out = claim_output(folder, kind, overwrite=overwrite, legacy=legacy, clear_first=False)
     try:
         yield out
         out.finish()
+    except WriteFailed:
+        if not out.previous:  # a first output that could not be written whole (a full disk): none at all
+            out.remove_files()
+        raise
     finally:
         out.close()
 
