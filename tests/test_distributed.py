@@ -27,7 +27,7 @@ from reslab.train.distributed import GlobalBatchNorm2d, convert_sync_batchnorm
 ARGS = ["--iterations", "24", "--batch-size", "16", "--lr", "0.02", "--eval-every", "12", "--ckpt-every", "4",
         "--log-every", "4", "--device", "cpu", "--quiet", "--amp", "off"]
 RUN_FILES = {"config.json", "metrics.csv", "checkpoints", "model.safetensors", "model.json", "curves.png",
-             "confusion.png", "report.md", "test-metrics.json", "top-losses.png"}
+             "confusion.png", "report.md", "test-metrics.json", "top-losses.png", ".reslab-output.json"}
 
 
 def _dataset(n: int = 100) -> InMemoryDataset:
@@ -156,6 +156,9 @@ def test_only_rank_zero_writes(runs):
     run = runs["two"]
     assert {p.name for p in run.iterdir()} == RUN_FILES
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    # the marker (reslab.outputs) lists every file rank 0 wrote, and nothing else
+    files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()} - {".reslab-output.json"}
+    assert set(json.loads((run / ".reslab-output.json").read_text())["files"]) == files
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("kind,") and sum(r.startswith("kind,") for r in rows) == 1
     iters = [int(r.split(",")[1]) for r in rows if r.startswith("iter,")]

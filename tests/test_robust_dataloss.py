@@ -50,7 +50,7 @@ def test_convert_refuses_to_replace_trained_weights(tmp_path, capsys, ckpt):
     before = snapshot(run)
     for name in ("model.safetensors", "model.json"):
         assert (run / name).exists()
-    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", run], str(run / "model.safetensors"), "--overwrite")
+    one_line_error(capsys, ["convert", ckpt, *CONVERT, "--out", run], str(run), "earlier weights output", "--overwrite")
     assert snapshot(run) == before
 
 
@@ -116,14 +116,16 @@ def test_onnx_export_is_self_contained(trained_run, tmp_path):
 # ---------------------------------------------------------------------------- run directories
 def _finished_run(folder: Path) -> Path:
     tiny_weights(folder)
-    (folder / "config.json").write_text('{"model": "resnet20"}\n')
+    # a run from before the marker (.reslab-output.json): recognised by its config.json and metrics.csv
+    (folder / "config.json").write_text('{"model": "resnet20", "data": "cifar10", "recipe": "cifar-paper"}\n')
     (folder / "metrics.csv").write_text("kind,iteration\niter,10\n")
     return folder
 
 
 def test_claim_refuses_a_finished_run_a_foreign_folder_and_a_file(tmp_path):
     from reslab.errors import ReslabError
-    from reslab.train.rundir import LOCK_FILE, claim_run_dir
+    from reslab.outputs import LOCK_FILE
+    from reslab.train.rundir import claim_run_dir
 
     run = _finished_run(tmp_path / "run")
     before = snapshot(run)
@@ -133,7 +135,7 @@ def test_claim_refuses_a_finished_run_a_foreign_folder_and_a_file(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json.bak").write_text("my notes\n")
-    with pytest.raises(ReslabError, match="holds other files and is not a reslab run"):
+    with pytest.raises(ReslabError, match="holds other files and is not reslab's output"):
         claim_run_dir(mine, resume=False, overwrite=True)
     assert sorted(p.name for p in mine.iterdir()) == ["config.json.bak"]
     (tmp_path / "f").write_text("x")
@@ -144,7 +146,8 @@ def test_claim_refuses_a_finished_run_a_foreign_folder_and_a_file(tmp_path):
 
 
 def test_overwrite_clears_only_the_runs_files(tmp_path):
-    from reslab.train.rundir import claim_run_dir, release_lock
+    from reslab.outputs import release_lock
+    from reslab.train.rundir import claim_run_dir
 
     run = _finished_run(tmp_path / "run")
     (run / "checkpoints").mkdir()
@@ -160,7 +163,7 @@ def test_a_live_lock_stops_a_second_writer_and_a_dead_one_is_taken_over(tmp_path
     import sys
 
     from reslab.errors import ReslabError
-    from reslab.train.rundir import LOCK_FILE, acquire_lock, release_lock
+    from reslab.outputs import LOCK_FILE, acquire_lock, release_lock
 
     run = tmp_path / "run"
     run.mkdir()
@@ -192,7 +195,7 @@ def _train_argv(data: Path, out: Path, *flags: str) -> list[str]:
 
 
 def test_train_out_on_a_finished_run_refuses_unless_resume_or_overwrite(small_data, tmp_path, capsys):
-    from reslab.train.rundir import LOCK_FILE
+    from reslab.outputs import LOCK_FILE
 
     run = tmp_path / "run"
     assert main(_train_argv(small_data, run)) == 0
@@ -221,7 +224,7 @@ def test_train_out_on_a_foreign_folder_refuses(small_data, tmp_path, capsys):
     (mine / "config.json.txt").write_text("my notes\n")
     (mine / "metrics.csv").write_text("my,own,data\n")
     before = snapshot(mine)
-    one_line_error(capsys, _train_argv(small_data, mine), "holds other files and is not a reslab run")
+    one_line_error(capsys, _train_argv(small_data, mine), "holds other files and is not reslab's output")
     assert snapshot(mine) == before
 
 

@@ -17,10 +17,17 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120, tight: bool = True) -> Path:
+    """Write `fig` to `path` atomically (fileio.atomic_write: a full disk is one line, no half PNG) and close it;
+    the format is the path's suffix (PNG by default)."""
+    from reslab.fileio import atomic_write
+
     plt = pyplot()
     path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        if tight:
+            fig.tight_layout()
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower() or "png", dpi=dpi))
+    finally:
+        plt.close(fig)
     return path

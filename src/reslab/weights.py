@@ -19,14 +19,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from reslab.data.classnames import IMAGENET_CLASSES, check_class_count, imagenet_classes
 from reslab.errors import ReslabError, option
-from reslab.fileio import atomic_write, atomic_write_text, refuse_overwrite
+from reslab.fileio import atomic_write_group
 from reslab.metadata import MAX_IMAGE_SIDE, MAX_META_BYTES, Preprocess, WeightsMeta, parse_metadata, validate_metadata
 from reslab.models import create_model, model_entry
+from reslab.outputs import output_folder
 
 FORMAT, VERSION = "reslab-weights", 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
@@ -64,7 +66,6 @@ def save_weights(
     replaced atomically, so a reader never sees half a file.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta_pre = dict(preprocess)
     mean_image = meta_pre.pop("mean_image", None)
@@ -76,8 +77,11 @@ def save_weights(
         text = json.dumps(meta, indent=2)
     except TypeError as e:
         raise ReslabError(f"model_kwargs and preprocess must be JSON values: {e}") from e
-    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    atomic_write_text(out / META_FILE, text + "\n")
+    # Serialised in memory and written as a pair: a full disk keeps both old files (never new weights beside
+    # an old model.json), and is an OSError that atomic_write_group can name.
+    data = safetensors_bytes(tensors, metadata={"format": FORMAT})
+    atomic_write_group([(out / WEIGHTS_FILE, lambda f: f.write(data)),
+                        (out / META_FILE, lambda f: f.write((text + "\n").encode()))])
     return out
 
 
@@ -392,7 +396,28 @@ def convert(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReslabError(f"{option('out', out)} is a file; give a directory for {WEIGHTS_FILE} and {META_FILE}")
-    refuse_overwrite([out / WEIGHTS_FILE, out / META_FILE], overwrite=overwrite)
+    with output_folder(out, WEIGHTS_KIND, overwrite=overwrite, legacy=legacy_weights_files):
+        return _convert(ckpt_path, model=model, out=out, num_classes=num_classes, finetune=finetune, classes=classes)
+
+
+WEIGHTS_KIND = "weights"
+
+
+def legacy_weights_files(folder: Path) -> list[str] | None:
+    """The weights a reslab from before the output marker wrote into `folder` (`convert --out`): a model.json
+    of reslab's format beside its model.safetensors, and nothing else; None otherwise."""
+    names = {p.name for p in folder.iterdir()} - {".reslab.lock"}
+    if names != {WEIGHTS_FILE, META_FILE}:
+        return None
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return [WEIGHTS_FILE, META_FILE] if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def _convert(ckpt_path: str | Path, *, model: str | None, out: Path, num_classes: int | None, finetune: bool,
+             classes: list[str] | None) -> Path:
     from reslab import pretrained
 
     if pretrained.is_named(ckpt_path):
@@ -428,7 +453,7 @@ def convert(
         **IMAGENET_PREPROCESS, "image_size": size, "resize": None, "crop": size}
     preprocess["in_chans"] = getattr(net, "in_chans", 3)
     names = classes if classes is not None else default_class_names(num_classes, ckpt_classes, finetune)
-    return save_weights(net.eval(), out_dir, model_name=model, model_kwargs={"num_classes": num_classes},
+    return save_weights(net.eval(), out, model_name=model, model_kwargs={"num_classes": num_classes},
                         classes=list(names), preprocess=preprocess)
 
 

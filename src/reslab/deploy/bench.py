@@ -54,6 +54,7 @@ from reslab.hardware import (
 )
 from reslab.models import create_model, model_entry
 from reslab.models.analysis import count_macs
+from reslab.outputs import save_file_output
 from reslab.weights import load_into
 
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
@@ -290,5 +291,7 @@ def report_path(path: str | Path | None, model: str) -> Path:
     return out
 
 
-def save_report(report: dict, path: str | Path | None) -> Path:
-    return atomic_write_text(report_path(path, report["model"]), json.dumps(report, indent=2) + "\n")
+def save_report(report: dict, path: str | Path | None, *, overwrite: bool = False) -> Path:
+    """The JSON report at `path` (default bench-infer-MODEL.json); an existing file only with `overwrite`."""
+    return save_file_output(report_path(path, report["model"]), overwrite=overwrite,
+                            write=lambda p: atomic_write_text(p, json.dumps(report, indent=2) + "\n"))

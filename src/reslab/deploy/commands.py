@@ -57,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--paths", help="comma-separated reslab paths (default: all)")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
     p.add_argument("--out", help="where to save the report (default: bench-infer-MODEL.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report file when it exists")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=_cmd_bench_infer)
 
@@ -137,8 +138,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_bench_infer(args: argparse.Namespace) -> int:
     from reslab.deploy.bench import BENCH_PATHS, bench_infer, print_report, report_path, save_report
+    from reslab.outputs import check_file_out
 
-    report_path(args.out, args.model)  # a bad --out fails now, not after the benchmark
+    check_file_out(report_path(args.out, args.model), overwrite=args.overwrite)  # fails now, not after the benchmark
     paths = tuple(p.strip() for p in args.paths.split(",")) if args.paths else BENCH_PATHS
     side = None
     if args.image_size is not None:
@@ -156,6 +158,6 @@ def _cmd_bench_infer(args: argparse.Namespace) -> int:
         print(json_text(report))
     else:
         print_report(report)
-    out = save_report(report, args.out)
+    out = save_report(report, args.out, overwrite=args.overwrite)
     _stderr(f"reslab bench infer: saved {out}")
     return 0

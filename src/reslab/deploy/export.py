@@ -37,8 +37,9 @@ from reslab.deploy.images import image_mode, mean_image_at, normalize_view, view
 from reslab.deploy.paths import FORMATS
 from reslab.deploy.predict import calibration_batch, expand_inputs
 from reslab.errors import ReslabError
-from reslab.fileio import atomic_write, atomic_write_bytes, refuse_overwrite
+from reslab.fileio import atomic_write_bytes, atomic_write_serialized
 from reslab.metadata import Preprocess, WeightsMeta
+from reslab.outputs import claim_file
 from reslab.weights import load_weights, resolve_weights
 
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
@@ -109,7 +110,7 @@ def load_calibration(images: str | Path | Sequence[str | Path], preprocess: Prep
     return calibration_batch(files, preprocess, raw=True)
 
 
-def _out_path(weights: str | Path, out: str | Path | None, format: str, int8: bool, overwrite: bool) -> Path:
+def _out_path(weights: str | Path, out: str | Path | None, format: str, int8: bool) -> Path:
     if out is None:
         st, _ = resolve_weights(weights)
         out = st.with_name(f"model{'.int8' if int8 else ''}{_SUFFIX[format]}")
@@ -117,7 +118,6 @@ def _out_path(weights: str | Path, out: str | Path | None, format: str, int8: bo
     if out.is_dir():
         raise ReslabError(f"--out {out} is a directory; give the path of the file to write, e.g. "
                           f"{out / ('model' + _SUFFIX[format])}")
-    refuse_overwrite([out], overwrite=overwrite)
     return out
 
 
@@ -146,8 +146,14 @@ def export(
     if int8 and calib_images is None:
         raise ReslabError("--int8 needs --calib DIR: a few dozen representative images to calibrate the ranges")
     model, meta = load_weights(weights)
+    out = _out_path(weights, out, format, int8)
+    with claim_file(out, overwrite=overwrite):  # a second export to the same path at once is refused
+        return _export(model, meta, out, format=format, int8=int8, calib_images=calib_images)
+
+
+def _export(model: nn.Module, meta: WeightsMeta, out: Path, *, format: str, int8: bool,
+            calib_images: str | Path | Sequence[str | Path] | None) -> ExportResult:
     pre = meta["preprocess"]
-    out = _out_path(weights, out, format, int8, overwrite)
     calib = load_calibration(calib_images, pre) if calib_images is not None else None
     if calib is not None and int8 and len(calib) >= HOLD_OUT_EVERY:
         held = torch.zeros(len(calib), dtype=torch.bool)
@@ -203,7 +209,7 @@ def _export_torchscript(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")
         traced = torch.jit.trace(net, x)
-        atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
+        atomic_write_serialized(out, lambda f: torch.jit.save(traced, f))
         loaded = torch.jit.load(str(out))
     with torch.inference_mode():
         return loaded(x)
@@ -213,7 +219,7 @@ def _export_program(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     batch = torch.export.Dim("batch", min=1, max=65536)
     xs = x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous()  # batch 1 would be specialised
     program = torch.export.export(net, (xs,), dynamic_shapes=({0: batch},))
-    atomic_write(out, lambda tmp: torch.export.save(program, tmp))
+    atomic_write_serialized(out, lambda f: torch.export.save(program, f))
     loaded = torch.export.load(str(out)).module()
     with torch.inference_mode():
         return loaded(x)

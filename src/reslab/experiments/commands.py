@@ -68,6 +68,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR", help="trained run directories")
     p.add_argument("--image-size", type=positive_side, help="square input side for every net")
     p.add_argument("--out", help="folder for compare.md, compare.csv, compare.png (default experiments/compare-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace reslab's earlier compare output in --out (never files reslab did not write)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -111,7 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     rows = compare_models(args.models, args.runs, input_size=args.image_size)
     console().print(compare_table(rows))
-    folder = write_compare(rows, args.out)
+    folder = write_compare(rows, args.out, overwrite=args.overwrite)
     print(f"plot: {folder / 'compare.png'}")
     return 0
 

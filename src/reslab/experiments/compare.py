@@ -23,6 +23,7 @@ from reslab.experiments.tables import markdown_table
 from reslab.fileio import atomic_write_text
 from reslab.models.analysis import count_params, layer_stats
 from reslab.models.registry import create_model, model_entry
+from reslab.outputs import output_folder
 from reslab.plotting import pyplot, save_figure
 from reslab.train.rundir import RunDir, test_error
 from reslab.weights import read_metadata
@@ -121,10 +122,16 @@ def compare_table(rows: Sequence[CompareRow]) -> Table:
     return t
 
 
-def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> Path:
-    """compare.md, compare.csv (raw numbers) and compare.png in `out` (default experiments/compare-<time>)."""
+def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """compare.md, compare.csv (raw numbers) and compare.png in `out` (default experiments/compare-<time>): a new
+    or empty folder, or reslab's earlier compare output with `overwrite` (reslab.outputs)."""
     folder = Path(out) if out else Path("experiments") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    with output_folder(folder, "compare", overwrite=overwrite):
+        _write_compare(rows, folder)
+    return folder
+
+
+def _write_compare(rows: Sequence[CompareRow], folder: Path) -> None:
     atomic_write_text(folder / "compare.md", markdown_table(_headers(), [_cells(r) for r in rows]) + "\n")
     buf = io.StringIO()
     fieldnames = [*CompareRow.__dataclass_fields__]
@@ -136,7 +143,6 @@ def write_compare(rows: Sequence[CompareRow], out: str | Path | None = None) -> 
         w.writerow(d)
     atomic_write_text(folder / "compare.csv", buf.getvalue())
     plot_compare(rows, folder / "compare.png")
-    return folder
 
 
 def plot_compare(rows: Sequence[CompareRow], path: Path) -> Path:

@@ -34,7 +34,7 @@ from reslab.experiments.tables import write_table
 from reslab.experiments.trained import Ticker, dataset_tensors, error_and_loss, fast_eval, from_degradation
 from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
-from reslab.plotting import pyplot
+from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights
 
 MINIMUM_DEPTH = 0.01  # a local minimum counts when it is deeper than this share of the slice's loss range
@@ -333,9 +333,7 @@ def plot_slices(surfaces: dict[str, Surface], path: Path) -> Path:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     fig.suptitle("1-D loss along random directions (Li et al. 2018 analogue); dotted: the trained weights")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)  # constrained layout already
 
 
 def contour_levels(values: Sequence[float]) -> list[float]:
@@ -376,9 +374,7 @@ def plot_contours(surfaces: dict[str, Surface], path: Path) -> Path:
     bar.set_ticks(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]).tick_values(levels[0], levels[-1]))
     bar.ax.set_ylim(levels[0], levels[-1])
     fig.suptitle("2-D loss surface, filter-normalised directions (Li et al. 2018, Fig. 5 analogue)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)  # constrained layout already
 
 
 def plot_roughness(surfaces: dict[str, Surface], path: Path) -> Path:
@@ -419,6 +415,4 @@ def plot_roughness(surfaces: dict[str, Surface], path: Path) -> Path:
     axes[0].set_ylim(0, most + 1)  # room above the bars for the legend
     axes[0].legend(fontsize=8, loc="upper center", ncols=len(surfaces), frameon=False)
     fig.suptitle("Roughness of the loss surface (0: locally convex; grey hatched: flat, left out)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)  # constrained layout already

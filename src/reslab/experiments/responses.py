@@ -39,7 +39,7 @@ from reslab.fileio import atomic_write_text
 from reslab.metadata import WeightsMeta
 from reslab.models.resnet import ResNet
 from reslab.modes import eval_mode
-from reslab.plotting import pyplot
+from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights
 
 
@@ -247,6 +247,4 @@ def plot_responses(curves: dict[str, list[float]], path: Path) -> Path:
     axes[0].legend(fontsize=8, loc="upper right")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Fig. 7 analogue: std of 3x3 layer responses (after BN, before addition/ReLU)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)  # constrained layout already

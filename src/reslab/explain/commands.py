@@ -27,6 +27,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
                         "max (any class looks hot)")
     p.add_argument("--topk", type=positive_int, default=3, help="classes explained per image (default 3)")
     p.add_argument("--out", help="folder for the PNGs (default explain/<method>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace reslab's earlier explain output in --out (never files reslab did not write)")
     p.add_argument("--skip-bad", action="store_true", help="report unreadable files at the end instead of stopping")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -39,7 +41,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from reslab.explain.files import ExplainConfig, explain_images
 
     cfg = ExplainConfig(weights=args.weights, inputs=tuple(args.inputs), method=args.method, layer=args.layer,
-                        topk=args.topk, out=args.out, skip_bad=args.skip_bad, batch_size=args.batch_size,
+                        topk=args.topk, out=args.out, overwrite=args.overwrite, skip_bad=args.skip_bad,
+                        batch_size=args.batch_size,
                         device=args.device, label=args.label, scale=args.scale)
     result = explain_images(cfg)
     bad = [r for r in result.results if "error" in r]

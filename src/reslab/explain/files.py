@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import expand_inputs
@@ -27,6 +27,7 @@ from reslab.fileio import atomic_write_text
 from reslab.hardware import check_device
 from reslab.metadata import Preprocess, WeightsMeta
 from reslab.modes import eval_mode
+from reslab.outputs import output_folder
 from reslab.weights import load_weights
 
 GRID_MAX_ROWS = 24  # a taller grid is unreadable; every image still gets its own PNGs
@@ -45,6 +46,7 @@ class ExplainConfig:
     device: str = "auto"
     label: str = ""  # said in the grid's title, e.g. which data the weights were trained on
     scale: str = "prob"  # reslab.explain.cam.SCALES: how a map's values become colours
+    overwrite: bool = False  # replace reslab's earlier explain output in `out` (docs/files.md)
 
 
 @dataclass
@@ -113,7 +115,12 @@ def explain_images(cfg: ExplainConfig) -> ExplainResult:
     model, meta = load_weights(cfg.weights, device=check_device(cfg.device))
     files = expand_inputs(cfg.inputs)
     folder = Path(cfg.out) if cfg.out else Path("explain") / f"{_slug(cfg.method)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    with output_folder(folder, "explain", overwrite=cfg.overwrite):
+        return _explain_into(model, meta, files, folder, cfg)
+
+
+def _explain_into(model: nn.Module, meta: WeightsMeta, files: list[Path], folder: Path,
+                  cfg: ExplainConfig) -> ExplainResult:
     by_file: dict[Path, dict] = {}
     rows: list[GridRow] = []
     for chunk, bad in _images(files, meta["preprocess"], cfg):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from reslab.deploy.images import preprocess_image
 from reslab.metadata import Preprocess
-from reslab.plotting import pyplot
+from reslab.plotting import pyplot, save_figure
 
 DISPLAY_SIDE = 224  # small inputs (28 px Fashion-MNIST) are enlarged to this shorter side to be legible
 ALPHA = 0.5  # share of the heat map's colour in an overlay
@@ -78,9 +78,7 @@ def overlay_figure(view: Image.Image, heat: np.ndarray, *, title: str, scale: st
 
 def write_overlay(view: Image.Image, heat: np.ndarray, path: str | Path, *, title: str, scale: str) -> Path:
     fig = overlay_figure(view, heat, title=title, scale=scale)
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100, tight=False)  # constrained layout already
 
 
 def short_name(name: str, chars: int = CAPTION_CHARS) -> str:
@@ -125,8 +123,5 @@ def grid_figure(rows: Sequence[GridRow], *, title: str, scale: str) -> Any:
 
 
 def write_grid(rows: Sequence[GridRow], path: str | Path, *, title: str, scale: str = "prob") -> Path:
-    plt = pyplot()
     fig = grid_figure(rows, title=title, scale=scale)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, tight=False)  # constrained layout already

@@ -46,7 +46,9 @@ from reslab.deploy.fast import time_call
 from reslab.deploy.images import image_mode, load_image, preprocess_image
 from reslab.deploy.predict import predict
 from reslab.errors import ReslabError
+from reslab.fileio import atomic_write_text
 from reslab.models import create_model
+from reslab.outputs import save_file_output
 from reslab.serve.app import ServeConfig, build_server_engine
 from reslab.weights import convert, load_weights, read_metadata
 
@@ -370,8 +372,7 @@ def print_report(report: dict) -> None:
             console.print(f"{r['name']} answers by kind: {kinds}")
 
 
-def save_report(report: dict, path: str | Path | None) -> Path:
-    out = Path(path or f"bench-serve-{report['model']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return out
+def save_report(report: dict, path: str | Path | None, *, overwrite: bool = False) -> Path:
+    """The JSON report at `path` (default bench-serve-MODEL.json); an existing file only with `overwrite`."""
+    return save_file_output(path or f"bench-serve-{report['model']}.json", overwrite=overwrite,
+                            write=lambda p: atomic_write_text(p, json.dumps(report, indent=2) + "\n"))

@@ -39,6 +39,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--time-limit", type=float_in(0, 86_400, above=True), default=600.0,
                    help="seconds each load run may take at most")
     p.add_argument("--out", help="where to save the JSON report (none: bench-serve-MODEL.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report file when it exists")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=_cmd_bench_serve)
 
@@ -90,10 +91,14 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
         from reslab.serve.bench import BenchConfig, bench_serve, print_report, save_report
     except ModuleNotFoundError as e:
         raise ReslabError(f"{_EXTRA} ({e.name} is missing)") from e
+    from reslab.outputs import check_file_out
+
+    if args.out:  # fails now, not after the benchmark (the default name waits for the model's name)
+        check_file_out(args.out, overwrite=args.overwrite)
     bench = BenchConfig(server=config, model=args.model, concurrency=args.concurrency, requests=args.requests,
                         hostile=args.hostile, time_limit_s=args.time_limit)
     report = bench_serve(bench)
-    out = save_report(report, args.out)
+    out = save_report(report, args.out, overwrite=args.overwrite)
     if args.json:
         from reslab.console import json_text
 

@@ -50,9 +50,11 @@ from reslab.console import console
 from reslab.data.augment import BatchAugment
 from reslab.data.datasets import InMemoryDataset, dataset_spec, find_data_dir
 from reslab.errors import ReslabError
+from reslab.fileio import atomic_write_text
 from reslab.hardware import describe, describe_line, matmul_gflops, native_bf16, pick_device, probe_size
 from reslab.models.analysis import count_macs
 from reslab.models.registry import create_model
+from reslab.outputs import claim_file
 from reslab.plotting import pyplot, save_figure
 from reslab.train.batches import InMemoryBatches
 from reslab.train.config import resolve_config
@@ -493,11 +495,20 @@ def print_report(report: dict[str, Any]) -> None:
           f"{a['noise_b']:.3f} reslab); final smoothed loss {a['final_a']:.3f} reference, {a['final_b']:.3f} reslab")
 
 
-def save_report(report: dict[str, Any], path: str | Path | None) -> Path:
-    """The JSON report, and beside it a PNG of the two smoothed loss curves."""
-    out = Path(path or f"bench-train-{report['config']['model']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+def report_path(path: str | Path | None, model: str) -> Path:
+    return Path(path or f"bench-train-{model}.json")
+
+
+def save_report(report: dict[str, Any], path: str | Path | None, *, overwrite: bool = False) -> Path:
+    """The JSON report, and beside it a PNG of the two smoothed loss curves; existing files only with `overwrite`."""
+    out = report_path(path, report["config"]["model"])
+    with claim_file(out, overwrite=overwrite), claim_file(out.with_suffix(".png"), overwrite=overwrite):
+        atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+        _plot_curves(report, out.with_suffix(".png"))
+    return out
+
+
+def _plot_curves(report: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     cv = report["curves"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -513,5 +524,4 @@ def save_report(report: dict[str, Any], path: str | Path | None) -> Path:
     ax.set_title(f"{report['config']['model']} on {report['config']['data']}: same initial weights")
     ax.grid(alpha=0.3)
     ax.legend()
-    save_figure(fig, out.with_suffix(".png"))
-    return out
+    save_figure(fig, path)

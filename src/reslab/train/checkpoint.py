@@ -1,7 +1,8 @@
 """Atomic training checkpoints: a crash or a kill never leaves a half-written file.
 
-Written to a temporary file in the same folder, flushed and fsync'ed, then moved into
-place with os.replace (atomic on POSIX) and the folder fsync'ed. Read back with
+Serialised in memory, written to a temporary file in the same folder, flushed and fsync'ed,
+then moved into place with os.replace (atomic on POSIX) and the folder fsync'ed
+(fileio.atomic_write_serialized: a full disk is one line, the previous checkpoint intact). Read back with
 torch.load(weights_only=True): a checkpoint never runs code.
 """
 
@@ -17,13 +18,13 @@ import torch
 from torch import nn
 
 from reslab.errors import ReslabError
-from reslab.fileio import atomic_write
+from reslab.fileio import atomic_write_serialized
 from reslab.train.ema import Ema
 from reslab.train.schedule import Schedule
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write_serialized(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

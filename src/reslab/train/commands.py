@@ -228,10 +228,13 @@ def _add_lr_find(sub: argparse._SubParsersAction) -> None:
     _add_finetune_flags(p.add_argument_group("fine-tuning (docs/finetuning.md)"))
     add_run_flags(g := p.add_argument_group("run"))
     g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace reslab's earlier lr-find output in --out (never files reslab did not write)")
     p.set_defaults(func=cmd_lr_find)
 
 
-LR_FIND_ONLY = ("run", "min_lr", "max_lr", "iterations", "out", "json")  # lr-find's flags that are no train flag
+# lr-find's flags that are no train flag
+LR_FIND_ONLY = ("run", "min_lr", "max_lr", "iterations", "out", "json", "overwrite")
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
@@ -247,7 +250,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
             raise ReslabError(f"{args.run} is not a run directory (no config.json); pass the folder that "
                               "`reslab train` created")
     cfg = LRFindConfig(config_from_args(args, skip=LR_FIND_ONLY), min_lr=args.min_lr, max_lr=args.max_lr,
-                       iterations=args.iterations, out=args.out, train_args=train_flags(args))
+                       iterations=args.iterations, out=args.out, overwrite=args.overwrite,
+                       train_args=train_flags(args))
     result = lr_find(cfg, log=notice)
     if args.json:
         print((result.out / "lr-find.json").read_text(), end="")
@@ -379,15 +383,20 @@ def _add_bench_train(bench_sub: argparse._SubParsersAction) -> None:
                    metavar="ITERS", help="also time a `reslab train` run of the model's schedule at ITERS "
                                          "iterations (bare: the paper's 64000)")
     p.add_argument("--out", help="where to save the report (default: bench-train-MODEL.json; PNG beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report and its PNG when they exist")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=_cmd_bench_train)
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> int:
     from reslab.hardware import check_device
-    from reslab.train.bench import TrainBenchConfig, bench_train, print_report, save_report
+    from reslab.outputs import check_file_out
+    from reslab.train.bench import TrainBenchConfig, bench_train, print_report, report_path, save_report
 
     check_device(args.device)
+    json_out = report_path(args.out, args.model)  # a bad --out fails now, not after the benchmark
+    check_file_out(json_out, overwrite=args.overwrite)
+    check_file_out(json_out.with_suffix(".png"), overwrite=args.overwrite)
     cfg = TrainBenchConfig(model=args.model, data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
                            iterations=args.iterations, rounds=args.rounds, warmup=args.untimed,
                            curve_iters=args.curve_iters, workers=args.ref_workers, device=args.device,
@@ -402,7 +411,7 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
         print(json_text(report))
     else:
         print_report(report)
-    out = save_report(report, args.out)
+    out = save_report(report, args.out, overwrite=args.overwrite)
     print(f"reslab bench train: saved {out} and {out.with_suffix('.png')}", file=sys.stderr)
     return 0
 

@@ -18,6 +18,7 @@ from torch import nn
 from reslab.console import notice
 from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
+from reslab.fileio import WriteFailed, atomic_write_bytes
 from reslab.hardware import native_bf16, pick_device
 from reslab.train.checkpoint import (
     TrainingDiverged,
@@ -42,7 +43,7 @@ from reslab.train.ema import Ema, pick, verdict
 from reslab.train.finetune import FineTune
 from reslab.train.progress import Progress
 from reslab.train.report import reported_split, write_report
-from reslab.train.rundir import RunDir, claim_run_dir, plot_curves, release_run_dir
+from reslab.train.rundir import RunDir, claim_run_dir, plot_curves
 from reslab.train.schedule import Schedule
 from reslab.train.step import (
     Window,
@@ -89,21 +90,54 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, c
         raise ReslabError("train needs a config, e.g. reslab.resolve_config('cifar-paper', model='resnet20'), or "
                           "resume=RUN_DIR to continue a run")
     dist = init_distributed(cfg.device)
-    run, created = None, False
+    run, output, before = None, None, None
     try:
         run, resume = _run_dir(cfg, dist, resume)
         if dist.main:
-            created = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
-                                    restarted=restart_count() > 0)
+            output = claim_run_dir(run.path, resume=resume is not None, overwrite=overwrite,
+                                   restarted=restart_count() > 0)
+            before = _resume_point(run) if resume is not None else None
         device = pick_device(cfg.device, dist.local_rank if dist.enabled else None)
         # `run` closes its TensorBoard writer; `kernel_choice` restores the process's kernel settings.
         with run, kernel_choice(device, cfg.deterministic):
             return _train(cfg, dist, run, resume, device, command or " ".join(["reslab", *sys.argv[1:]]),
                           on_iteration_end or (lambda done: None))
+    except WriteFailed as e:
+        if output is not None and run is not None and resume is None and not run.last_ckpt.exists():
+            # A new run that could not write its first checkpoint: nothing of it is worth keeping.
+            output.discard()
+            output = None
+            raise WriteFailed(f"{e}; the run could not write its first checkpoint, so its files in {run.path} "
+                              f"were removed") from e
+        if before is not None and run is not None and _resume_point(run)[0] == before[0]:
+            # A resumed run that wrote no new checkpoint: its config.json and metrics.csv go back to what they
+            # were, so the run is byte for byte the one before this attempt.
+            _restore(run, before[1])
+        raise
     finally:
-        if run is not None and dist.main:
-            release_run_dir(run.path, created=created)
+        if output is not None:
+            output.close()
         shutdown(dist)
+
+
+def _resume_point(run: RunDir) -> tuple[tuple[int, int] | None, dict[Path, bytes]]:
+    """The last checkpoint's identity (inode, mtime) and the bytes of the run's small text files."""
+    try:
+        st = run.last_ckpt.stat()
+        ckpt: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+    except OSError:
+        ckpt = None
+    files = {p: p.read_bytes() for p in (run.config_path, run.metrics_path) if p.is_file()}
+    return ckpt, files
+
+
+def _restore(run: RunDir, files: dict[Path, bytes]) -> None:
+    for path, data in files.items():
+        try:
+            if path.read_bytes() != data:
+                atomic_write_bytes(path, data)
+        except (OSError, WriteFailed):
+            pass  # the disk is still full: the error already names it, and --resume truncates metrics.csv
 
 
 def _resumed_config(cfg: TrainConfig | None, run: str | Path) -> TrainConfig:

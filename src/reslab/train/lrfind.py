@@ -19,6 +19,7 @@ import math
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from torch import nn
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.hardware import native_bf16, pick_device
+from reslab.outputs import output_folder
 from reslab.plotting import pyplot, save_figure
 from reslab.train.config import TrainConfig
 from reslab.train.data import TrainData, prepare_data
@@ -54,6 +56,7 @@ class LRFindConfig:
     max_lr: float = 10.0
     iterations: int = 200
     out: str | None = None  # default: lr-find/<model>-<data>-<time>
+    overwrite: bool = False  # replace reslab's earlier lr-find output in `out` (docs/files.md)
     train_args: list[str] = field(default_factory=list)  # `reslab train` flags of the same config, for the command
 
 
@@ -156,6 +159,13 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print, inside_run
     gets the progress lines, the expected duration (after the first timed iterations) and the warnings."""
     check_config(cfg)
     out = output_dir(cfg, inside_run=inside_run)
+    # A sweep of its own claims its folder now (a bad --out fails before the sweep); one inside a new run
+    # writes into the run, which `train` holds.
+    with nullcontext() if inside_run else output_folder(out, "lr-find", overwrite=cfg.overwrite):
+        return _lr_find(cfg, out, log)
+
+
+def _lr_find(cfg: LRFindConfig, out: Path, log: Callable[[str], None]) -> LRFindResult:
     tc = cfg.train
     device = pick_device(tc.device)
     amp, channels_last = tc.amp == "bf16" or (tc.amp == "auto" and native_bf16(device)), tc.channels_last != "off"
@@ -222,7 +232,6 @@ def _duration(seconds: float) -> str:
 
 def _write(result: LRFindResult, cfg: LRFindConfig) -> None:
     out = result.out
-    out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(("iteration", "lr", "loss", "smoothed_loss"))

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
-from reslab.fileio import atomic_write_text
+from reslab.fileio import atomic_write_text, note_files
+from reslab.outputs import Output, claim_output, read_marker
 from reslab.plotting import pyplot, save_figure
 
 # One row per log window ("iter"), validation pass ("eval", "eval_ema") and the final test ("test"). Runs
@@ -70,12 +70,14 @@ class RunDir:
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self._tensorboard(row)
-        new = not self.metrics_path.exists()
-        with open(self.metrics_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+        # The whole file rewritten atomically (it is small): a full disk never leaves half a row.
+        old = self.metrics_path.read_text(encoding="utf-8") if self.metrics_path.exists() else ""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        if not old:
+            w.writeheader()
+        w.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+        atomic_write_text(self.metrics_path, old + buf.getvalue())
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
         """Mirror a metrics row into TensorBoard events in the run directory, when tensorboard is installed."""
@@ -87,6 +89,8 @@ class RunDir:
                 writer = None
             else:
                 writer = SummaryWriter(str(self.path / "tensorboard"))
+                # its event file is this run's: listed in the marker, so --overwrite removes it
+                note_files((self.path / "tensorboard").glob(f"events.out.tfevents.*.{os.getpid()}.*"))
             self._tb = writer
         if writer is None:
             return
@@ -149,103 +153,63 @@ def plot_curves(rows: list[dict[str, str]], path: Path, *, title: str, split: st
 
 
 # ---------------------------------------------------------------------------- ownership
-LOCK_FILE = ".reslab.lock"
-# What a run writes; `--overwrite` removes these and nothing else.
-RUN_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
-             "model.json", "test-metrics.json", "top-losses.png", LOCK_FILE)
-RUN_FOLDERS = ("checkpoints", "tensorboard", "raw", "ema")  # raw/ and ema/: the weights of an --ema run
+# A run is reslab's output of kind "train" (reslab.outputs: the marker lists every file the run wrote,
+# `--overwrite` removes those and nothing else). Runs written before the marker existed are recognised by
+# LEGACY_FILES below (docs/files.md).
+RUN_KIND = "train"
+# What a run wrote before the marker existed: these names, in the run folder and in its own subfolders.
+LEGACY_FILES = ("config.json", "metrics.csv", "report.md", "curves.png", "confusion.png", "model.safetensors",
+                "model.json", "test-metrics.json", "top-losses.png", "lr-find.csv", "lr-find.png", "lr-find.json",
+                "checkpoints/last.pt", "checkpoints/best.pt", "raw/model.safetensors", "raw/model.json",
+                "ema/model.safetensors", "ema/model.json")
+
+
+def legacy_run_files(path: Path) -> list[str] | None:
+    """The files of a run written before the marker existed, None when `path` is not one: its config.json
+    is a JSON object naming a model and a data set, beside a checkpoint, weights or reslab's metrics.csv
+    (a user's own config.json alone is not a run)."""
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("model"), str) and isinstance(cfg.get("data"), str)
+            and "recipe" in cfg):
+        return None
+    try:
+        with open(path / "metrics.csv", encoding="utf-8") as f:
+            metrics = f.readline().strip().startswith("kind,iteration,")
+    except (OSError, ValueError):
+        metrics = False
+    if not (metrics or (path / "checkpoints" / "last.pt").is_file() or (path / "model.json").is_file()):
+        return None
+    files = [n for n in LEGACY_FILES if (path / n).is_file()]
+    files += [f"tensorboard/{p.name}" for p in sorted((path / "tensorboard").glob("events.out.tfevents.*"))]
+    return files
 
 
 def is_run(path: Path) -> bool:
-    """Whether `path` holds a reslab run (its config.json)."""
-    return (path / "config.json").is_file()
-
-
-def _pid_alive(pid: int) -> bool:
+    """Whether `path` holds a reslab run: its marker says so, or it is a run from before the marker."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        marker = read_marker(path)
+    except ReslabError:
         return False
-    except PermissionError:  # alive, owned by another account
-        return True
-    return True
+    if marker is not None:
+        return marker["kind"] == RUN_KIND and "config.json" in marker["files"] and (path / "config.json").is_file()
+    return legacy_run_files(path) is not None
 
 
-def acquire_lock(path: Path) -> Path:
-    """Create `path/LOCK_FILE` holding this process's pid and host; a lock of a live process is a
-    ReslabError, one of a dead process (a killed run) is taken over. Returns the lock file."""
-    lock = path / LOCK_FILE
-    me = f"{os.getpid()} {socket.gethostname()}\n"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None and owner != (os.getpid(), socket.gethostname()) and (
-                    owner[1] != socket.gethostname() or _pid_alive(owner[0])):
-                raise ReslabError(f"{path} is in use by process {owner[0]} on {owner[1]} (lock {lock}); wait for "
-                                  f"that run to end, or remove the lock if that process is gone") from None
-            lock.unlink(missing_ok=True)  # a dead owner's: take it over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return lock
-    raise ReslabError(f"{lock}: another process took the lock while this one was taking it over; try again")
-
-
-def _lock_owner(lock: Path) -> tuple[int, str] | None:
-    try:
-        pid, host = lock.read_text().split()[:2]
-        return int(pid), host
-    except (OSError, ValueError):
-        return None  # unreadable or half-written: nobody's
-
-
-def release_lock(path: Path) -> None:
-    """Remove `path/LOCK_FILE` if this process holds it."""
-    lock = path / LOCK_FILE
-    if _lock_owner(lock) == (os.getpid(), socket.gethostname()):
-        lock.unlink(missing_ok=True)
-
-
-def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> bool:
+def claim_run_dir(path: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> Output:
     """Make `path` this run's, before anything is written, or raise a one-line ReslabError.
 
-    A file, a non-empty folder that is not a run, a finished or started run (unless `resume`,
-    `overwrite`, or a torchrun restart of this very run), a folder we cannot write, and a run
-    another live process holds (its lock) are refused. With `overwrite`, the old run's files
-    (RUN_FILES, RUN_FOLDERS) are removed once the lock is ours; other files stay. Returns whether
-    the folder was made here (`release_run_dir` removes it again if the run wrote nothing).
+    A file, a non-empty folder that is not reslab's (reslab.outputs), a finished or started run (unless
+    `resume`, `overwrite`, or a torchrun restart of this very run), a folder we cannot write, and a run
+    another live process holds (its lock) are refused. With `overwrite`, the files the old run wrote (its
+    marker's list) are removed once the lock is ours; other files stay. `Output.close` gives the folder
+    up again (and removes it if it was made here and nothing was written).
     """
-    created = not path.exists()
-    if path.exists() and not path.is_dir():
-        raise ReslabError(f"--out {path} is a file; give a folder for the run (a new or an empty one)")
-    if path.is_dir() and not is_run(path) and any(path.iterdir()) and not resume:
-        raise ReslabError(f"--out {path} holds other files and is not a reslab run; choose a new or empty folder")
     if resume and not is_run(path):
         raise ReslabError(f"{path} is not a run directory (no config.json); pass the folder `reslab train` created")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        acquire_lock(path)
-    except PermissionError as e:
-        raise ReslabError(f"cannot write to --out {path} ({e.strerror}); choose a folder you can write") from None
-    except OSError as e:
-        raise ReslabError(f"cannot write to --out {path} ({e.strerror}); choose a writable folder") from None
-    if is_run(path) and not (resume or overwrite or restarted):
-        release_lock(path)
-        raise ReslabError(f"--out {path} is a run already; pass --resume {path} to continue it, --overwrite to "
-                          f"replace it, or choose a new folder")
-    if overwrite and not resume:
-        for name in RUN_FILES:
-            if name != LOCK_FILE:
-                (path / name).unlink(missing_ok=True)
-        for name in RUN_FOLDERS:
-            shutil.rmtree(path / name, ignore_errors=True)
-    return created
-
-
-def release_run_dir(path: Path, *, created: bool) -> None:
-    """Give up the lock; a folder this run made and left empty (it failed before writing) is removed."""
-    release_lock(path)
-    if created and path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
+    return claim_output(path, RUN_KIND, overwrite=overwrite and not resume, resume=resume or restarted,
+                        legacy=legacy_run_files,
+                        existing=f"--out {path} is a run already; pass --resume {path} to continue it, --overwrite "
+                                 f"to replace it, or choose a new folder")
