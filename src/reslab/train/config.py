@@ -248,8 +248,9 @@ def _check_value(name: str, value: Any, check: Callable[[str], Any]) -> None:
     try:
         check(repr(value))
     except (argparse.ArgumentTypeError, ValueError) as e:  # ValueError: an int of more than 4,300 digits
-        message = str(e) if isinstance(e, argparse.ArgumentTypeError) else "expected a smaller number"
-        raise ReslabError(f"{name}: {message.split('. Received:')[0]}. Received: {name}={shown(value)}") from None
+        want = str(e).split(". Received:")[0].removeprefix("expected ") \
+            if isinstance(e, argparse.ArgumentTypeError) else "a smaller number"
+        raise ReslabError(f"{name} must be {want}. Received: {name}={shown(value)}") from None
 
 
 def check_fields(cfg: TrainConfig) -> None:
