@@ -207,7 +207,7 @@ def test_resume_of_a_checkpoint_without_classes_compares_the_output_layer(folder
     torch.save(ckpt, path)
     for split in ("train", "val"):
         shutil.copytree(data / split / "cat", data / split / "emu")
-    _resume_refused(capsys, tmp_path, run, "fc.bias has shape (3,)", "(4,)", "did a class folder come or go")
+    _resume_refused(capsys, tmp_path, run, "fc.weight has shape (3, 64)", "(4, 64)", "did a class folder come or go")
 
 
 def test_resume_with_the_same_classes_continues(folder_run, capsys):
