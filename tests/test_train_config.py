@@ -62,7 +62,7 @@ def test_a_yaml_config(tmp_path):
     ("milestones: 3\n", "milestones must be a list of integers"),
     ("- lr\n", "expected a mapping"),
     ("lr: [0.1\n", "not valid YAML"),
-    ("lr: -1.0\n", "lr must be a positive number"),
+    ("lr: -1.0\n", "lr must be a number > 0"),
 ])
 def test_bad_config_files_are_one_line_errors_naming_key_and_file(tmp_path, text, needle, capsys):
     path = tmp_path / "bad.yaml"

@@ -64,11 +64,11 @@ def _show(value: Any) -> str:
 class _Checker:
     """Raises the first problem of one document as 'PATH: field F must be ... Received: V; fix'."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, fix: str = _FIX) -> None:
+        self.path, self.fix = path, fix
 
     def fail(self, field: str, want: str, value: Any) -> NoReturn:
-        raise ReslabError(f"{self.path}: field {field!r} must be {want}. Received: {_show(value)}; {_FIX}")
+        raise ReslabError(f"{self.path}: field {field!r} must be {want}. Received: {_show(value)}; {self.fix}")
 
     def integer(self, field: str, value: Any, lo: int, hi: int, *, null: bool = False) -> None:
         if null and value is None:
@@ -140,6 +140,12 @@ def validate_metadata(meta: Any, path: Path, *, format: str, version: int) -> We
         seen.add(name)
     validate_preprocess(c, meta.get("preprocess"))
     return cast(WeightsMeta, meta)
+
+
+def check_model_kwargs(kwargs: Any, where: str, fix: str) -> None:
+    """A network's options (model.json's, or a config's `model_kwargs`) within the limits above, before any
+    network is built: `where` names their source in the error, `fix` says what to do."""
+    _model_kwargs(_Checker(where, fix), kwargs)
 
 
 def _model_kwargs(c: _Checker, kwargs: Any) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torchvision.models import ResNet50_Weights
 
 from reslab.errors import ReslabError
+from reslab.safeparse import MAX_CLASS_FILE_BYTES, check_class_names, load_json, read_text
 
 IMAGENET_CLASSES = 1000
 
@@ -19,26 +19,21 @@ def imagenet_classes() -> list[str]:
 
 
 def read_class_names(path: str | Path) -> list[str]:
-    """The names in `path`: a JSON list of strings, or one name per line (blank lines skipped)."""
+    """The names in `path`: a JSON list of strings, or one name per line (blank lines skipped); read with
+    safeparse's limits (size, UTF-8, depth, count, name length: `check_class_names`)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # a BOM (Notepad's UTF-8) is not part of the first name
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReslabError(f"--classes {p}: cannot read class names ({getattr(e, 'strerror', None) or e}); "
-                          f"give a text file with one name per line, or a JSON list") from e
+    hint = "give a text file with one name per line, or a JSON list"
+    text = read_text(p, "--classes", limit=MAX_CLASS_FILE_BYTES, hint=hint)
     if text.lstrip().startswith("["):
-        try:
-            names = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ReslabError(f"--classes {p}: not a JSON list ({e.msg}, line {e.lineno}); give a JSON list of "
-                              f"names, or one name per line") from e
-        if not all(isinstance(n, str) and n.strip() for n in names):
+        names = load_json(text, f"--classes {p}")
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
             raise ReslabError(f"--classes {p}: the JSON list must hold non-empty strings only")
-        return [n.strip() for n in names]
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+        names = [n.strip() for n in names]
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise ReslabError(f"--classes {p}: no class names in the file; give one name per line")
-    return names
+    return check_class_names(names, f"--classes {p}")
 
 
 def check_class_count(names: list[str], outputs: int, what: str) -> list[str]:

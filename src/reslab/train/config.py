@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reslab import cli_types
 from reslab.errors import ReslabError, option
+from reslab.metadata import check_model_kwargs as _check_kwargs
+from reslab.safeparse import MAX_CONFIG_BYTES, check_class_names, load_json, read_text, shown
 from reslab.train.configfile import read_config_file, upgrade_saved
 from reslab.train.schedule import paper_warmup, rescale_milestones
 
@@ -114,11 +117,7 @@ class TrainConfig:
         if not path.is_file():
             raise ReslabError(f"{run_dir} is not a run directory (no config.json); pass the folder that "
                               "`reslab train` created")
-        try:
-            cfg = cls.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError) as e:
-            raise ReslabError(f"{path} is not a readable run config ({type(e).__name__}: {e}); the run cannot "
-                              "resume: start a new run with --out") from None
+        cfg = _read_run_config(cls, path)
         given = {k: v for k, v in flags.items() if v is not None}
         saved = cfg.to_dict()
         model_kwargs = given.pop("model_kwargs", None) or {}
@@ -139,6 +138,26 @@ class TrainConfig:
                 setattr(cfg, k, given[k])
         validate(cfg)
         return cfg
+
+
+def _read_run_config(cls: type[TrainConfig], path: Path) -> TrainConfig:
+    """The config a run saved in `path`, read with the limits of any config file (safeparse) and checked as
+    one: a truncated, edited or hostile config.json is one line, and the run's files stay as they are."""
+    cannot = "the run cannot resume: start a new run with --out"
+    try:
+        saved = load_json(read_text(path, "run config", limit=MAX_CONFIG_BYTES, hint=cannot), f"run config {path}")
+        if not isinstance(saved, dict):
+            raise ReslabError(f"run config {path}: expected a mapping of option: value, got a "
+                              f"{type(saved).__name__}")
+        cfg = cls.from_dict(saved)
+        validate(cfg)
+        check_model_size(cfg)
+    except ReslabError as e:
+        raise ReslabError(f"{e}{'' if cannot in str(e) else f' ({path}); ' + cannot}") from None
+    except (ValueError, TypeError) as e:
+        raise ReslabError(f"{path} is not a readable run config ({type(e).__name__}: {shown(str(e))}); "
+                          f"{cannot}") from None
+    return cfg
 
 
 def _saved_form(value: Any) -> Any:
@@ -191,6 +210,101 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "channels_last": ("auto", "on", "off"),
     "compile": ("off", "default", "max-autotune", "reduce-overhead"),
 }
+
+
+# Every numeric field and the check its value passes, wherever it comes from (a flag, a config file, Python, a
+# resumed run's config.json): the flag's own argparse type, so that a config file cannot give what the flag
+# refuses (the CLI parser uses these same functions; tests/test_config_limits.py holds the two equal). Fields
+# without a flag (gamma, plateau_patience) get the check their meaning asks. workers: a bound only, since
+# a config may come from a machine with more CPUs (train/data.py caps it at this machine's at use).
+FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
+    "batch_size": cli_types.positive_int, "val_size": cli_types.nonneg_int, "lr": cli_types.lr_value,
+    "momentum": cli_types.fraction, "weight_decay": cli_types.nonneg_float, "iterations": cli_types.positive_int,
+    "gamma": cli_types.float_in(0, 1, above=True), "warmup_iters": cli_types.nonneg_int,
+    "warmup_below": cli_types.fraction, "warmup_lr": cli_types.positive_float,
+    "plateau_patience": cli_types.nonneg_int, "epochs": cli_types.positive_float,
+    "image_size": cli_types.positive_side, "val_fraction": cli_types.share,
+    "label_smoothing": cli_types.fraction, "per_class": cli_types.positive_int, "mixup": cli_types.nonneg_float,
+    "cutmix": cli_types.nonneg_float, "ema": cli_types.fraction, "seed": cli_types.nonneg_int,
+    "workers": cli_types.nonneg_int, "eval_every": cli_types.nonneg_int, "log_every": cli_types.positive_int,
+    "ckpt_every": cli_types.nonneg_int, "head_epochs": cli_types.nonneg_int,
+    "lr_decay_per_stage": cli_types.positive_float,
+}
+# List fields: the check of each item (the flags parse lists of these: --milestones, --subset-classes).
+ITEM_CHECKS: dict[str, Callable[[str], Any]] = {"milestones": cli_types.nonneg_int,
+                                                "subset_classes": cli_types.nonneg_int}
+MAX_ITEMS = 1024  # items in a list field: milestones, subset_classes, class_fraction
+MAX_CONFIG_TEXT = 4096  # characters in a text field: a path at most (PATH_MAX)
+
+
+def _check_value(name: str, value: Any, check: Callable[[str], Any]) -> None:
+    """`value` passes `check` (a flag's argparse type), or a ReslabError naming the field and the value."""
+    import argparse
+
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if not (check is cli_types.lr_value and value == LR_FIND):
+            raise ReslabError(f"{name} must be a number. Received: {name}={shown(value)}")
+        return
+    try:
+        check(repr(value))
+    except (argparse.ArgumentTypeError, ValueError) as e:  # ValueError: an int of more than 4,300 digits
+        want = str(e).split(". Received:")[0].removeprefix("expected ") \
+            if isinstance(e, argparse.ArgumentTypeError) else "a smaller number"
+        raise ReslabError(f"{name} must be {want}. Received: {name}={shown(value)}") from None
+
+
+def check_fields(cfg: TrainConfig) -> None:
+    """Every numeric field within its flag's range (FIELD_CHECKS, ITEM_CHECKS), every list and text bounded."""
+    for name, check in FIELD_CHECKS.items():
+        value = getattr(cfg, name)
+        if value is not None:
+            _check_value(name, value, check)
+    for name in ("milestones", "subset_classes", "class_fraction"):
+        items = getattr(cfg, name)
+        if not isinstance(items, list | tuple) or len(items) > MAX_ITEMS:
+            raise ReslabError(f"{name} must be a list of at most {MAX_ITEMS:,} items. Received: {name}={shown(items)}")
+        for i, item in enumerate(items):
+            if name == "class_fraction":
+                if not isinstance(item, list | tuple) or len(item) != 2:
+                    raise ReslabError(f"class_fraction must be (class, fraction) pairs, e.g. [[5, 0.1]]. "
+                                      f"Received: class_fraction[{i}]={shown(item)}")
+                _check_value(f"class_fraction[{i}][0]", item[0], cli_types.nonneg_int)
+                _check_value(f"class_fraction[{i}][1]", item[1], cli_types.float_in(0, 1, above=True))
+            else:
+                _check_value(f"{name}[{i}]", item, ITEM_CHECKS[name])
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if isinstance(value, str) and len(value) > MAX_CONFIG_TEXT:
+            raise ReslabError(f"{f.name} must be at most {MAX_CONFIG_TEXT:,} characters. "
+                              f"Received: {f.name}={shown(value)}")
+    if cfg.classes is not None:
+        check_class_names(cfg.classes, "classes")
+    _check_kwargs(cfg.model_kwargs, "model_kwargs", "give the network's options within these limits")
+
+
+# The most parameters a network built from a config may have: 25 times ResNet-152's 60 M (16 GB of weights,
+# gradients and momentum in fp32). Checked on the meta device before anything is allocated.
+MAX_PARAMS = 1_500_000_000
+
+
+def check_model_size(cfg: TrainConfig) -> None:
+    """The network `cfg` builds has at most MAX_PARAMS parameters: counted on torch's meta device (shapes
+    only, no memory), so that widths of 100,000 are refused before a 360 GB allocation is tried."""
+    import torch
+
+    from reslab.models.registry import create_model
+
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in create_model(cfg.model, **cfg.model_kwargs).parameters())
+    except ReslabError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, RuntimeError) as e:
+        raise ReslabError(f"model_kwargs {shown(cfg.model_kwargs)} do not build {cfg.model} "
+                          f"({type(e).__name__}: {shown(str(e))}); check them against `reslab models`") from None
+    if n > MAX_PARAMS:
+        raise ReslabError(f"{cfg.model} with model_kwargs {shown(cfg.model_kwargs)} has {n:,} parameters, more than "
+                          f"the {MAX_PARAMS:,} reslab trains; use smaller widths or fewer layers")
 
 
 def resolve_config(recipe: str | None = None, *, file: str | Path | None = None, resume: str | Path | None = None,
@@ -260,6 +374,7 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         if "warmup_below" not in given:
             cfg.warmup_below = warmup[1]
     validate(cfg)
+    check_model_size(cfg)
     return cfg
 
 
@@ -289,7 +404,9 @@ def wants_lr_find(cfg: TrainConfig) -> bool:
 def validate(cfg: TrainConfig) -> None:
     """Refuse a config that cannot run, naming the value received."""
     def bad(name: str, why: str) -> ReslabError:
-        return ReslabError(f"{name} {why}. Received: {name}={getattr(cfg, name)!r}")
+        return ReslabError(f"{name} {why}. Received: {name}={shown(getattr(cfg, name))}")
+
+    check_fields(cfg)
 
     for name in ("batch_size", "iterations", "log_every"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:

@@ -9,13 +9,13 @@ are left out, so `reslab train --config runs/X/config.json` trains X's config ag
 from __future__ import annotations
 
 import difflib
-import json
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from reslab.errors import ReslabError
+from reslab.safeparse import MAX_CONFIG_BYTES, load_json, load_yaml, read_text, shown
 
 RUN_KEYS = ("resolved",)  # what a run wrote about itself, not a choice to repeat
 RUN_PATH_KEYS = ("out",)  # the old run's own folder: a re-created run gets a new one
@@ -38,22 +38,21 @@ def read_config_file(path: str | Path, fields: type) -> dict[str, Any]:
     checked key by key: an unknown key or a value of the wrong type is a ReslabError naming the key and
     the file."""
     p = Path(path)
-    if p.is_dir():
-        raise ReslabError(f"--config {p} is a folder; pass a YAML file or a run's config.json "
-                          f"(--config {p / 'config.json'})")
-    import yaml  # here, not at the top: `reslab train --help` reads this module's neighbours' choices
-
-    text = p.read_text()
+    label = f"--config {p}"
+    text = read_text(p, "--config", limit=MAX_CONFIG_BYTES, hint="pass a YAML file or a run's config.json" +
+                     (f" (--config {p / 'config.json'})" if p.is_dir() else ""))
     yaml_file = p.suffix.lower() in (".yaml", ".yml")
-    try:
-        values = yaml.safe_load(text) if yaml_file else json.loads(text)
-    except (yaml.YAMLError, ValueError) as e:
-        kind = "YAML" if yaml_file else "JSON (YAML files end in .yaml or .yml)"
-        raise ReslabError(f"--config {p}: not valid {kind}: {' '.join(str(e).split())}") from None
+    if yaml_file:
+        values = load_yaml(text, label)
+    else:
+        try:
+            values = load_json(text, label)
+        except ReslabError as e:
+            raise ReslabError(f"{e} (YAML files end in .yaml or .yml)") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ReslabError(f"--config {p}: expected a mapping of option: value, got a {type(values).__name__}")
+        raise ReslabError(f"{label}: expected a mapping of option: value, got a {type(values).__name__}")
     written_by_run = "resolved" in values
     values = upgrade_saved({k: v for k, v in values.items() if k not in RUN_KEYS})
     if written_by_run:
@@ -62,7 +61,7 @@ def read_config_file(path: str | Path, fields: type) -> dict[str, Any]:
     for key, value in list(values.items()):
         if key not in hints:
             close = difflib.get_close_matches(str(key), list(hints), n=1)
-            raise ReslabError(f"--config {p}: unknown option {key!r}{f' (did you mean {close[0]}?)' if close else ''}"
+            raise ReslabError(f"{label}: unknown option {shown(key)}{f' (did you mean {close[0]}?)' if close else ''}"
                               f"; the options are TrainConfig's fields (README, Training)")
         values[key] = _typed(value, hints[key], key, p, yaml_file)
     return values
@@ -72,7 +71,7 @@ def _typed(value: Any, hint: Any, key: str, path: Path, yaml_file: bool) -> Any:
     """`value` as the field's type (int for float, list for tuple), or a ReslabError naming the key."""
     ok, converted = _convert(value, hint, yaml_file)
     if not ok:
-        raise ReslabError(f"--config {path}: {key} must be {_describe(hint)}. Received: {key}={value!r}")
+        raise ReslabError(f"--config {path}: {key} must be {_describe(hint)}. Received: {key}={shown(value)}")
     return converted
 
 

@@ -23,6 +23,7 @@ from reslab.hardware import native_bf16, pick_device
 from reslab.train.checkpoint import (
     TrainingDiverged,
     TrainState,
+    check_resumed_classes,
     load_checkpoint,
     load_train_checkpoint,
     save_train_checkpoint,
@@ -168,13 +169,17 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     schedule = Schedule.from_config(cfg, steps_per_epoch)
     for line in advice(cfg, schedule.total) if dist.main and resume is None else ():
         notice(line)
+    ckpt = load_checkpoint(run.last_ckpt) if resume else None  # read once: its classes first, then its state
+    if ckpt is not None:
+        check_resumed_classes(ckpt, data.classes, run.last_ckpt)  # before the run's files are touched
+    data_classes = list(data.classes)  # the data's own names, which a resumed run must find again
     model = build_model(cfg, model_kwargs(cfg, len(data.classes), data.in_chans), device, channels_last)
     tuning = FineTune.setup(cfg, model, data, schedule, dist, fresh=resume is None)  # --init, --freeze, --head-epochs
     name_classes(data, cfg.classes, tuning.init_classes)
     opt = make_optimizer(model, cfg, device)
     ema = Ema(model, cfg.ema)  # off (a no-op) unless --ema
     # Resume, or start the run directory.
-    state = _resumed_state(run, model, opt, schedule, ema) if resume else TrainState()
+    state = _resumed_state(run, ckpt, model, opt, schedule, ema) if ckpt is not None else TrainState()
     if dist.main:
         _start_run(run, cfg, schedule, steps_per_epoch=steps_per_epoch, resumed_at=state.iteration if resume else None,
                    dist=dist, resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
@@ -183,7 +188,8 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     progress = Progress(total=schedule.total, start=state.iteration, steps_per_epoch=steps_per_epoch,
                         quiet=cfg.quiet or not dist.main, title=f"{cfg.model} on {cfg.data}")
     checkpoint = partial(save_train_checkpoint, model=model, opt=opt, schedule=schedule, state=state, ema=ema,
-                         config=cfg.to_dict(), steps_per_epoch=steps_per_epoch, last=run.last_ckpt, write=dist.main)
+                         config=cfg.to_dict(), steps_per_epoch=steps_per_epoch, last=run.last_ckpt, write=dist.main,
+                         classes=data_classes)
 
     # Iterate: step, log, evaluate, checkpoint.
     window = Window(cfg.log_every, device, state.iteration)
@@ -241,10 +247,10 @@ def _find_lr(cfg: TrainConfig, run: RunDir, dist: Dist) -> TrainConfig:
         "max_lr": sweep.max_lr, "iterations": len(result.lrs), "edge": result.edge, "out": str(result.out)})
 
 
-def _resumed_state(run: RunDir, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
+def _resumed_state(run: RunDir, ckpt: dict, model: nn.Module, opt: torch.optim.Optimizer, schedule: Schedule,
                    ema: Ema) -> TrainState:
     """The checkpoint's state; a run already past the asked-for length is an error, not a silent re-finish."""
-    state = load_train_checkpoint(run.last_ckpt, model=model, opt=opt, schedule=schedule, ema=ema)
+    state = load_train_checkpoint(ckpt, model=model, opt=opt, schedule=schedule, ema=ema)
     if state.iteration > schedule.total:
         raise ReslabError(f"{run.path} has done {state.iteration:,} iterations, more than the {schedule.total:,} "
                           f"asked for; resume with a larger --iterations (or --epochs) to train further, or "
