@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from reslab.errors import ReslabError
 from reslab.metadata import MAX_CLASSES, MAX_TEXT
 
