@@ -169,7 +169,7 @@ class Measure:
 def choice_line(record: dict[str, Any], *, batch_size: int, asked: str) -> str:
     """What the run chose under its budget, and why, in one line."""
     n = record["epochs"]
-    trains = (f"trains {n} whole epoch{"s" if n > 1 else ""} of the {asked} asked" if record["fewer"]
+    trains = (f"trains {n} whole epoch{'s' if n > 1 else ''} of the {asked} asked" if record["fewer"]
               else f"trains the {asked} asked")
     if record["expected_seconds"] > record["seconds"]:
         trains += ", over the budget: not even one epoch fits"
