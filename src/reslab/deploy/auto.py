@@ -4,9 +4,9 @@ Candidates: the fp32 path (onnxruntime where installed, else channels-last) and 
 ones the CPU has instructions for: bf16 (`bf16-compiled` for a server or a large job, plain `bf16` for a
 middling one; avx512_bf16 or amx_bf16 only: elsewhere bf16 is emulated, 100x slower) and, for a server
 or a large job with calibration images, int8 (`int8-torchao`, `int8-ort`; VNNI or AMX-int8, else AVX2's
-u8s8 multiply-add). Each is built and timed on the example batch (images/s, median of `repeats` after a
-warm-up call). A reduced-precision path is accepted only when its top-1 agrees with the fp32 model's
-(eager) on at least AGREE_MIN of the check images, a held-out sample: a few dozen of the images being
+u8s8 multiply-add). Each is built and timed on the example batch (images/s of its fastest of 5
+calls after a warm-up one). A reduced-precision path is accepted only when its top-1 agrees with the
+fp32 model's (eager) on at least AGREE_MIN of the check images, a held-out sample: a few dozen of the images being
 predicted, or for a server the calibration images int8 did not calibrate on. Without check images no
 reduced-precision path is considered. The fastest accepted path serves; one line per candidate says
 its speed and agreement, and one what was picked and why.
@@ -15,7 +15,6 @@ its speed and agreement, and one what was picked and why.
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,8 +52,10 @@ def say(line: str) -> None:
 
 
 def images_per_s(engine: InferenceEngine, example: Tensor, repeats: int) -> float:
-    """Images per second of `engine` on `example` (median of `repeats` calls after a warm-up one)."""
-    return len(example) / statistics.median(time_call(lambda: engine(example), repeats=repeats))
+    """Images per second of `engine` on `example`: its fastest of `repeats` calls after a warm-up one. The
+    fastest, not the median: on a shared machine the other calls measure the neighbours (docs/benchmarks.md,
+    "--path auto measured": one path's median moved 37x between two processes)."""
+    return len(example) / min(time_call(lambda: engine(example), repeats=repeats))
 
 
 def fp32_path() -> str:
@@ -85,7 +86,7 @@ def reduced_paths(candidates: Sequence[str], *, calib: Tensor | None, check: Ten
 
 
 def choose_auto(net: nn.Module, example: Tensor, *, candidates: Sequence[str], check: Tensor | None,
-                calib: Tensor | None = None, repeats: int = 3, threads: int | None = None,
+                calib: Tensor | None = None, repeats: int = 5, threads: int | None = None,
                 log: Callable[[str], None] = say) -> InferenceEngine:
     """The fastest of the fp32 path and the reduced-precision `candidates` whose top-1 agrees with `net`'s
     (fp32, eager) on >= AGREE_MIN of `check` (N, C, H, W); int8 paths calibrate on `calib`."""
