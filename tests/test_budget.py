@@ -123,3 +123,27 @@ def test_make_runs_choice_on_a_fast_and_a_slow_cpu(images_per_s, epochs):
     assert chosen == epochs and expected <= 675
     if chosen is not None:  # the most that fit: one epoch more would not
         assert expected + 468 * step > 675
+
+
+def test_a_run_resumed_after_its_choice_keeps_the_chosen_length(fmnist_dir, tmp_path, slow_step, capsys):
+    from reslab.train import resolve_config, train
+
+    cfg = resolve_config("cifar-paper", data_dir=str(fmnist_dir), batch_size=16, device="cpu", quiet=True,
+                         val_size=0, epochs=10, time_budget="1m", out=str(tmp_path / "whole"))
+    train(cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill(done):
+        if done == 31:  # after the choice (iteration 15) and the checkpoint of epoch 2 (iteration 30)
+            raise Killed
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Killed):
+        train(resolve_config("cifar-paper", data_dir=str(fmnist_dir), batch_size=16, device="cpu", quiet=True,
+                             val_size=0, epochs=10, time_budget="1m", out=str(cut)), on_iteration_end=kill)
+    slow_step[0] = 100.0  # however slow the machine is now: nothing is measured again
+    result = train(resume=cut)
+    assert result.iterations == 45 and result.config.epochs == 3
+    assert _weights(cut) == _weights(tmp_path / "whole")
