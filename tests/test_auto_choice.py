@@ -57,24 +57,95 @@ def test_bench_infer_leaves_out_bf16_without_it(monkeypatch):
     assert "simulated" not in report["hardware"]["cpu"]
 
 
+PRE32 = {"mode": "channel", "mean": [0.5] * 3, "std": [0.25] * 3, "size": 32, "crop": 32}
+
+
 @pytest.mark.parametrize(("flags", "allowed"), [(NO_BF16, {"onnxruntime"}), (BF16, {"onnxruntime", "bf16"})])
 def test_path_auto_times_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, flags, allowed):
     pytest.importorskip("onnxruntime")
+    from reslab.deploy import auto
     from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine
     from reslab.weights import load_weights
 
-    model, meta = load_weights(tiny_weights(tmp_path / "w", {"mode": "channel", "mean": [0.5] * 3,
-                                                            "std": [0.25] * 3, "size": 32, "crop": 32}))
+    model, meta = load_weights(tiny_weights(tmp_path / "w", PRE32))
+    files = _images(tmp_path / "imgs", 12)
     monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, flags)
-    calls = []
-    import reslab.deploy.predict as predict_mod
-    real = predict_mod.auto_engine
-    monkeypatch.setattr(predict_mod, "auto_engine", lambda *a, **k: calls.append(1) or real(*a, **k))
-    engine = build_predict_engine(model, meta, [], "auto", batch_size=8, n_images=AUTO_ORT_MIN)
+    built = []
+    real = auto.build_engine
+    monkeypatch.setattr(auto, "build_engine", lambda net, path, *a, **k: built.append(path) or real(net, path, *a, **k))
+    engine = build_predict_engine(model, meta, files, "auto", batch_size=8, n_images=AUTO_ORT_MIN)
     assert engine.name in allowed
-    assert bool(calls) == ("bf16" in allowed)  # no bf16 is even timed where it would be emulated
+    assert ("bf16" in built) == ("bf16" in allowed)  # no bf16 is even timed where it would be emulated
+    assert "bf16-compiled" not in built  # a middling job repays no compile
     small = build_predict_engine(model, meta, [], "auto", batch_size=8, n_images=2)
     assert small.name == "channels-last"  # a few images: nothing worth an export
+
+
+def _images(folder, n):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(1)
+    files = []
+    for i in range(n):
+        pixels = (torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        files.append(folder / f"{i}.png")
+    return files
+
+
+AMX = "avx512f avx512_bf16 amx_bf16 amx_tile"  # no VNNI, no avx2: int8 left out (a minute's build per test)
+
+
+@pytest.mark.parametrize("disagree", [False, True])
+def test_serve_auto_serves_reduced_precision_only_when_it_agrees(tmp_path, monkeypatch, capsys, disagree):
+    pytest.importorskip("onnxruntime")
+    from reslab.deploy import auto
+    from reslab.deploy.fast import InferenceEngine
+    from reslab.serve.app import ServeConfig, build_server_engine
+    from reslab.weights import load_weights
+
+    weights = tiny_weights(tmp_path / "w", PRE32)
+    model, meta = load_weights(weights)
+    _images(tmp_path / "calib", 16)
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, AMX)
+    real = auto.build_engine
+
+    def build(net, path, *args, **kwargs):
+        if path != "bf16-compiled":
+            return real(net, path, *args, **kwargs)
+        # bf16-compiled simulated by the fp32 eager model (no compile in a test); with `disagree` its top-1
+        # is moved to the next class on every image, as a broken reduced-precision path would answer
+        fp32 = real(net, "eager", *args[:1])
+        return InferenceEngine(path, (lambda x: fp32(x).roll(1, dims=1)) if disagree else fp32, build_s=1.0)
+
+    monkeypatch.setattr(auto, "build_engine", build)
+    monkeypatch.setattr(auto, "images_per_s", lambda engine, x, repeats: 200.0 if "bf16" in engine.name else 40.0)
+    engine = build_server_engine(model, meta, ServeConfig(weights=str(weights), max_batch=8,
+                                                          calib=str(tmp_path / "calib")))
+    err = capsys.readouterr().err
+    assert engine.name == ("onnxruntime" if disagree else "bf16-compiled")
+    assert "path auto: onnxruntime: 40.0 images/s, fp32, the reference" in err
+    agreement = "0.0%" if disagree else "100.0%"
+    assert f"bf16-compiled: 200.0 images/s, top-1 agreement {agreement} on 8 held-out images" in err
+    assert "int8-torchao: not considered: the CPU has no int8 multiply-add instructions" in err
+    if disagree:
+        assert "picked onnxruntime" in err and "faster but rejected on agreement: bf16-compiled" in err
+    else:
+        assert "picked bf16-compiled (200.0 images/s, 5.00x onnxruntime)" in err
+
+
+def test_serve_auto_without_images_to_check_stays_fp32(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from reslab.serve.app import ServeConfig, build_server_engine
+    from reslab.weights import load_weights
+
+    weights = tiny_weights(tmp_path / "w", PRE32)
+    model, meta = load_weights(weights)
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, AMX)
+    engine = build_server_engine(model, meta, ServeConfig(weights=str(weights), max_batch=8))
+    assert engine.name == "onnxruntime"
+    assert "bf16-compiled: not considered: no images to check its agreement" in capsys.readouterr().err
 
 
 def test_int8_paths_agree_with_fp32_and_int8_picks_one(monkeypatch):

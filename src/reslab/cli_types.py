@@ -92,6 +92,16 @@ def lr_value(text: str) -> float | str:
     return "find" if text.strip().lower() == "find" else positive_float(text)
 
 
+def duration(text: str) -> float:
+    """Seconds of a duration: 600, 600s, 10m, 1.5h (--time-budget)."""
+    from reslab.train.budget import duration_seconds
+
+    try:
+        return duration_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Comma-separated non-negative integers, e.g. '32000,48000'."""
     try:

@@ -3,14 +3,15 @@
 Inference path rule for `path="auto"`: folded BatchNorm + channels-last eager, which costs
 nothing to build (about a second for ResNet-50), for fewer than AUTO_ORT_MIN images; from
 AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s for
-ResNet-50) is repaid by its faster batches; and there, on a CPU with bf16 instructions
-(avx512_bf16, amx_bf16), the bf16 path too, timed beside onnxruntime on the example batch: the
-faster serves (`auto_engine`). bf16 is reduced precision but measured accurate: on the trained
-ResNet-20 of `make run` its test top-1 is within 0.05 points of fp32 (docs/benchmarks.md); it
-is faster for ResNet-50 on both CPU kinds measured, not for ResNet-20. torch.compile (about 10 s
-for ResNet-50, and a graph fixed at one batch size that pads smaller batches up to it) and int8
-are never chosen automatically; ask for them with `path="compiled"` / `"bf16-compiled"` /
-`"int8"`, or `path="fastest"` to time the fp32 paths and keep the fastest that agrees with eager.
+ResNet-50) is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
+instructions; from AUTO_BUILD_MIN images on, and always for a server, beside bf16-compiled and
+int8 too (deploy/auto.py): builds of 10 s to a minute for ResNet-50 that pay for themselves within
+a few thousand images (bf16-compiled 202 vs onnxruntime's 41 images/s at batch 16 on a Xeon with
+AMX, docs/benchmarks.md). Every reduced-precision candidate must agree with fp32 on the top-1 of
+at least 99% of a held-out sample (a few dozen of the images being predicted; for a server, the
+--calib images int8 did not calibrate on), and the fastest accepted path serves, said on stderr
+with one line per candidate. `path="fastest"` times the fp32 paths and keeps the fastest that
+agrees with eager.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from reslab import hardware
 from reslab.data.folder import hidden
-from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, faster_of, select_fastest
+from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
 from reslab.metadata import Preprocess, WeightsMeta
 from reslab.weights import load_weights
 
 AUTO_ORT_MIN = 64
+# From here on, and for a server, `auto` also builds bf16-compiled and int8: bf16-compiled saves about 20 ms an
+# image over onnxruntime fp32 on ResNet-50 (AMX, above) and builds in about 10 s (500 images); int8-torchao's build
+# takes about a minute.
+AUTO_BUILD_MIN = 2000
 INT8_CALIB_MAX = 64  # int8 calibrates on (up to) this many of the calibration images
 CALIB_MIN = 8  # fewer images than this do not show the activations' ranges
 
@@ -62,10 +66,29 @@ def auto_path(n_images: int) -> str:
     return "channels-last"
 
 
-def auto_engine(net: nn.Module, example: Tensor, repeats: int = 3) -> InferenceEngine:
-    """onnxruntime (fp32) and bf16 both built and timed on `example` (median of `repeats` after a warm-up
-    call); the faster is returned. For CPUs with bf16 instructions only: elsewhere bf16 is emulated."""
-    return faster_of([build_engine(net, p, example) for p in ("onnxruntime", "bf16")], example, repeats=repeats)
+def auto_engine(net: nn.Module, example: Tensor, *, n_images: int, check: Tensor | None,
+                calib: Tensor | None) -> InferenceEngine:
+    """`path="auto"` from AUTO_ORT_MIN images on: deploy/auto.py's measured choice, whose reduced-precision
+    candidates depend on how many images the build is to be repaid by."""
+    from reslab.deploy.auto import REDUCED_LONG, REDUCED_SHORT, choose_auto
+
+    return choose_auto(net, example, candidates=REDUCED_LONG if n_images >= AUTO_BUILD_MIN else REDUCED_SHORT,
+                       check=check, calib=calib)
+
+
+def _check_images(files: list[Path], preprocess: Preprocess) -> Tensor | None:
+    """Up to CHECK_MAX of the readable ones of `files` as one batch (None when none is readable)."""
+    from reslab.deploy.auto import CHECK_MAX
+
+    views: list[Tensor] = []
+    for f in files:
+        if len(views) == CHECK_MAX:
+            break
+        try:
+            views.append(load_view(f, preprocess))
+        except ReslabError:
+            continue
+    return torch.stack(views) if views else None
 
 
 class _Features(nn.Module):
@@ -137,8 +160,17 @@ def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path],
     net: nn.Module = _Features(model).eval() if features else model
     if path == "auto":
         path = auto_path(n_images)
-        if path == "onnxruntime" and hardware.native_bf16_cpu():
-            return auto_engine(net, example)
+        if path == "onnxruntime":
+            # held out: the images being predicted; a server has none, so half of its calibration images
+            check_files, calib_files = (files, calib) if files else ((calib or [])[1::2], (calib or [])[0::2])
+            int8_calib = None
+            if calib_files and n_images >= AUTO_BUILD_MIN:
+                try:
+                    int8_calib = calibration_batch(calib_files[:INT8_CALIB_MAX], pre)
+                except ReslabError as e:
+                    print(f"reslab: path auto: int8 not considered: {e}", file=sys.stderr)
+            return auto_engine(net, example, n_images=n_images, check=_check_images(check_files, pre),
+                               calib=int8_calib)
     if path == "fastest":
         return select_fastest(net, example)
     if path not in PATHS:

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from reslab.deploy.fast import InferenceEngine
 from reslab.deploy.images import image_mode, load_image, preprocess_image
-from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, expand_inputs
+from reslab.deploy.predict import AUTO_BUILD_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
 from reslab.hardware import tune_malloc
 from reslab.metadata import WeightsMeta
@@ -165,9 +165,10 @@ def _say_ready(engine: InferenceEngine) -> None:
 def build_server_engine(model: nn.Module, meta: WeightsMeta, config: ServeConfig) -> InferenceEngine:
     """The engine `reslab serve` runs: `config.path`, built for batches of `config.max_batch`."""
     calib = expand_inputs([config.calib]) if config.calib else []
-    # A server sees many images: `auto` resolves as predict does for a large folder.
+    # A server sees many images: `auto` resolves as predict does for a large job (deploy/auto.py's measured
+    # choice, bf16-compiled and int8 included, checked against fp32 on the --calib images).
     return build_predict_engine(model, meta, [], config.path, calib=calib, batch_size=config.max_batch,
-                                n_images=max(AUTO_ORT_MIN, config.max_batch))
+                                n_images=max(AUTO_BUILD_MIN, config.max_batch))
 
 
 # ---------------------------------------------------------------------------- predict

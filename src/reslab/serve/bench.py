@@ -274,6 +274,7 @@ def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: l
     proc = start_server(config, port, log)
     try:
         wait_ready(port, proc, log)
+        path = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json().get("path")  # what auto picked
         asyncio.run(drive(port, good_jobs(photo_bytes, 2 * bench.concurrency), bench.concurrency,
                           bench.time_limit_s))
         passes0, images0 = batch_stats(port)
@@ -288,7 +289,7 @@ def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: l
     finally:
         exit_code = stop_server(proc)
     passes = passes1 - passes0
-    return {"name": name, "max_batch": config.max_batch, "wall_s": wall, "records": records,
+    return {"name": name, "path": path, "max_batch": config.max_batch, "wall_s": wall, "records": records,
             "mean_batch": (images1 - images0) / passes if passes else 0.0, "server_cpu_s": cpu,
             "rss_mb_start": rss_start, "rss_mb_end": rss_end, "stayed_up": up, "exit_code": exit_code}
 
@@ -353,11 +354,11 @@ def print_report(report: dict) -> None:
     for col in ("run", "max batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "CPU ms/req",
                 "good: ok, correct", "malformed", "5xx", "RSS MB start -> end", "up, exit"):
         table.add_column(col, justify="left" if col == "run" else "right")
-    table.add_row("offline engine", str(off["batch_size"]), f"{off['images_per_s']:.1f}", "-", "-", "-",
-                  str(off["batch_size"]), "-", "-", "-", "-", "-", "-")
+    table.add_row(f"offline engine ({off['path']})", str(off["batch_size"]), f"{off['images_per_s']:.1f}", "-", "-",
+                  "-", str(off["batch_size"]), "-", "-", "-", "-", "-", "-")
     for r in report["runs"]:
-        table.add_row(r["name"], str(r["max_batch"]), f"{r['images_per_s']:.1f}", f"{r['p50_ms']:.0f}",
-                      f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['mean_batch']:.1f}",
+        table.add_row(f"{r['name']} ({r.get('path')})", str(r["max_batch"]), f"{r['images_per_s']:.1f}",
+                      f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['mean_batch']:.1f}",
                       f"{r['cpu_ms_per_request']:.0f}", f"{r['good_ok']}, {r['good_correct']} of {r['good']}",
                       str(r["requests"] - r["good"]),
                       str(r["server_5xx"]), f"{r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f}",

@@ -22,7 +22,6 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     _server_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     p.add_argument("--port", type=int_in(1, 65535), default=8000, help="TCP port")
-    p.add_argument("--calib", help="directory of calibration images (--path int8)")
     p.add_argument("--drain-timeout", type=float_in(0, 3600, above=True), default=30.0,
                    help="seconds SIGTERM waits for requests in flight before cancelling them")
     p.set_defaults(func=_cmd_serve)
@@ -48,6 +47,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     # Every bound is far above a sensible setting and far below what would exhaust memory or never answer.
     p.add_argument("--path", choices=PATH_CHOICES, default="auto", help="inference path, as for predict")
     p.add_argument("--max-batch", type=int_in(1, 4096), default=32, help="images per forward pass at most")
+    p.add_argument("--calib", help="directory of a few dozen typical images: int8 calibrates on them, and --path "
+                   "auto checks bf16 and int8 against fp32 on them (without them auto stays fp32)")
     p.add_argument("--max-wait-ms", type=float_in(0, 10_000), default=5.0,
                    help="how long a request waits for company")
     p.add_argument("--queue", type=int_in(1, 100_000), default=256, help="requests admitted at once; more get 503")
@@ -86,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
-    config = _server_config(args, args.weights or "")
+    config = _server_config(args, args.weights or "", calib=args.calib)
     try:
         from reslab.serve.bench import BenchConfig, bench_serve, print_report, save_report
     except ModuleNotFoundError as e:

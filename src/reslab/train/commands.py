@@ -104,6 +104,9 @@ def _add_schedule_run_flags(p: argparse.ArgumentParser) -> None:
                    "paper's: lr 0.01, cosine, 10 epochs, the head alone for the first; with --init)")
     g.add_argument("--epochs", type=cli_types.positive_float, help="rescale the recipe's schedule to N epochs")
     g.add_argument("--iterations", type=cli_types.positive_int, help="total iterations of the schedule (paper: 64000)")
+    g.add_argument("--time-budget", type=cli_types.duration, metavar="TIME", help="fit the run in TIME (600s, 10m, "
+                   "1.5h): the step rate measured on the first iterations fixes its whole epochs (at most --epochs "
+                   "or the recipe's length; recorded in config.json, so --config replays it)")
     g.add_argument("--milestones", type=cli_types.int_list, help="lr /10 at these iterations, e.g. 32000,48000")
     g.add_argument("--schedule", choices=CHOICES["schedule"])
     g = p.add_argument_group("optimiser")

@@ -21,6 +21,7 @@ from reslab import cli_types
 from reslab.errors import ReslabError, option
 from reslab.metadata import check_model_kwargs as _check_kwargs
 from reslab.safeparse import MAX_CONFIG_BYTES, check_class_names, load_json, read_text, shown
+from reslab.train.budget import budget_record
 from reslab.train.configfile import read_config_file, upgrade_saved
 from reslab.train.schedule import paper_warmup, rescale_milestones
 
@@ -51,6 +52,9 @@ class TrainConfig:
     warmup_shape: str = "constant"  # constant (the paper's) | linear: from warmup_lr up to lr (Goyal et al. 2017)
     plateau_patience: int = 3  # evaluations without improvement before lr /= 10 (plateau schedule)
     epochs: float | None = None  # rescale the schedule to this many epochs (train/schedule.py's rule)
+    # --time-budget: {"seconds": S}; the run measures its step rate and chooses its whole epochs (at most the
+    # length asked), then config.json holds the record of the choice, which a rerun replays (train/budget.py)
+    time_budget: dict[str, Any] | None = None
     # Data pipeline.
     normalize: str = "pixel-mean"  # pixel-mean (paper) | channel
     augment: bool = True
@@ -330,6 +334,9 @@ def resolve_config(recipe: str | None = None, *, file: str | Path | None = None,
             values["milestones"] = rescale_milestones(tuple(saved["milestones"]), saved["iterations"],
                                                       given["iterations"])
         values.pop("epochs", None)
+    if ("iterations" in given or "epochs" in given) and isinstance(saved.get("time_budget"), dict) \
+            and "time_budget" not in given:  # a new length: the file's budget chooses again, within it
+        values["time_budget"] = {"seconds": saved["time_budget"].get("seconds")}
     recipe = recipe or values.pop("recipe", None) or "cifar-paper"
     values.pop("recipe", None)
     values["model_kwargs"] = {**values.get("model_kwargs", {}), **(flags.get("model_kwargs") or {})} or None
@@ -346,6 +353,8 @@ def _layered(recipe: str, flags: dict[str, Any]) -> TrainConfig:
         raise ReslabError(f"unknown recipe {recipe!r}{f' (did you mean {close[0]}?)' if close else ''}; "
                           f"choose one of {', '.join(RECIPES)}")
     values = {**RECIPES[recipe], **{k: v for k, v in flags.items() if v is not None}, "recipe": recipe}
+    if values.get("time_budget") is not None:  # a duration (10m, seconds) or a run's record of its choice
+        values["time_budget"] = budget_record(values["time_budget"])
     if values.get("lr") == LR_FIND:  # the recipe's lr until the run's sweep replaces it (train/loop.py)
         values.update(lr=RECIPES[recipe].get("lr", TrainConfig.lr), lr_find={"requested": True})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -436,6 +445,8 @@ def validate(cfg: TrainConfig) -> None:
                           f"Received: warmup_below={cfg.warmup_below}")
     if cfg.epochs is not None and not (cfg.epochs > 0):
         raise bad("epochs", "must be positive")
+    if cfg.time_budget is not None:
+        budget_record(cfg.time_budget)  # a ReslabError naming the value unless it is a duration's record
     if any(m <= 0 or m >= cfg.iterations for m in cfg.milestones) or list(cfg.milestones) != sorted(cfg.milestones):
         raise bad("milestones", f"must be increasing iterations inside (0, {cfg.iterations})")
     if cfg.warmup_below is not None:

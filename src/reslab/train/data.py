@@ -43,6 +43,9 @@ class TrainData:
     preprocess: dict[str, Any]  # what model.json records so that predict prepares images the same way
     loss_weight: torch.Tensor | None = None  # (K,) cross-entropy class weights (--balance loss)
     test_pictures: Callable[[list[int]], list[Any]] | None = None  # test indices -> images to show (toplosses.py)
+    # images one validation pass and the final test (views counted: 10 per image with ten_crop) run through the
+    # model, for --time-budget's estimate (train/budget.py); a function, since folder data must scan its splits
+    eval_images: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
 
 def name_classes(data: TrainData, names: list[str] | None, imagenet: list[str] | None) -> None:
@@ -79,7 +82,8 @@ def prepare_data(cfg: TrainConfig, device: torch.device, dist: Dist, amp: bool) 
                   "dataset": cfg.data, "mean_image": mean_image.cpu(), **_subset_record(cfg)}
     return TrainData(mixed(batches, cfg, len(train.classes), device), _tensor_evaluator(val, aug, device, amp, False),
                      _tensor_evaluator(test, aug, device, amp, cfg.ten_crop), train.classes, spec.in_chans, preprocess,
-                     class_weight(cfg.balance, train.labels, len(train.classes), device), tensor_pictures(test.images))
+                     class_weight(cfg.balance, train.labels, len(train.classes), device), tensor_pictures(test.images),
+                     lambda: (len(val), len(test) * (10 if cfg.ten_crop else 1)))
 
 
 def data_subset(cfg: TrainConfig) -> Subset:
@@ -168,7 +172,9 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
     batches = mixed(LoaderBatches(make_loader, steps), cfg, len(classes), device)
     return TrainData(batches, val, test, classes, 3, preprocess, weight,
                      lambda indices: file_pictures([f for f, _ in _folder_split(root, cfg, geo, "test").samples])(
-                         indices))
+                         indices),
+                     lambda: (len(_folder_split(root, cfg, geo, "val")),
+                              len(_folder_split(root, cfg, geo, "test")) * (10 if cfg.ten_crop else 1)))
 
 
 def _folder_evaluator(root: Path, cfg: TrainConfig, geo: FolderGeometry, device: torch.device, amp: bool,

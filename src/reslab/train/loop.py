@@ -20,6 +20,7 @@ from reslab.errors import ReslabError
 from reslab.evaluate import EvalResult, save_confusion_png
 from reslab.fileio import WriteFailed, atomic_write_bytes
 from reslab.hardware import native_bf16, pick_device
+from reslab.train import budget
 from reslab.train.checkpoint import (
     TrainingDiverged,
     TrainState,
@@ -90,6 +91,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, c
     elif cfg is None:
         raise ReslabError("train needs a config, e.g. reslab.resolve_config('cifar-paper', model='resnet20'), or "
                           "resume=RUN_DIR to continue a run")
+    started = budget.clock()  # --time-budget counts from here
     dist = init_distributed(cfg.device)
     run, output, before = None, None, None
     try:
@@ -102,7 +104,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, c
         # `run` closes its TensorBoard writer; `kernel_choice` restores the process's kernel settings.
         with run, kernel_choice(device, cfg.deterministic):
             return _train(cfg, dist, run, resume, device, command or " ".join(["reslab", *sys.argv[1:]]),
-                          on_iteration_end or (lambda done: None))
+                          on_iteration_end or (lambda done: None), started)
     except WriteFailed as e:
         if output is not None and run is not None and resume is None and not run.last_ckpt.exists():
             # A new run that could not write its first checkpoint: nothing of it is worth keeping.
@@ -157,7 +159,7 @@ def _resumed_config(cfg: TrainConfig | None, run: str | Path) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, device: torch.device, command: str,
-           on_iteration_end: Callable[[int], None]) -> TrainResult:
+           on_iteration_end: Callable[[int], None], started: float) -> TrainResult:
     # Build: data, schedule, model, optimiser.
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
     channels_last = cfg.channels_last in ("on", "auto")  # measured faster on CUDA and on oneDNN CPUs
@@ -166,7 +168,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, device, dist, amp)
     steps_per_epoch = data.batches.steps_per_epoch
-    schedule = Schedule.from_config(cfg, steps_per_epoch)
+    schedule = Schedule.from_config(budget.opening_config(cfg), steps_per_epoch)  # --time-budget: the asked length
     for line in advice(cfg, schedule.total) if dist.main and resume is None else ():
         notice(line)
     ckpt = load_checkpoint(run.last_ckpt) if resume else None  # read once: its classes first, then its state
@@ -180,9 +182,18 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     ema = Ema(model, cfg.ema)  # off (a no-op) unless --ema
     # Resume, or start the run directory.
     state = _resumed_state(run, ckpt, model, opt, schedule, ema) if ckpt is not None else TrainState()
+    resolved = {"device": str(device), "amp": amp, "channels_last": channels_last}
+    measure, switch_at = None, None  # --time-budget: iterations timed; the iteration where the chosen length starts
+    if budget.chosen(cfg):
+        assert cfg.time_budget is not None
+        switch_at = cfg.time_budget["measured_iters"]
+        if state.iteration >= switch_at:  # resumed after the choice
+            schedule = _rescheduled(schedule, cfg, steps_per_epoch)
+    elif cfg.time_budget is not None:
+        measure = budget.Measure.at(state.iteration, steps_per_epoch, schedule.total, started)
     if dist.main:
         _start_run(run, cfg, schedule, steps_per_epoch=steps_per_epoch, resumed_at=state.iteration if resume else None,
-                   dist=dist, resolved={"device": str(device), "amp": amp, "channels_last": channels_last})
+                   dist=dist, resolved=resolved)
     stepper = step_model(model, cfg, dist, device)
     eval_every, ckpt_every = cfg.eval_every or steps_per_epoch, cfg.ckpt_every or cfg.eval_every or steps_per_epoch
     progress = Progress(total=schedule.total, start=state.iteration, steps_per_epoch=steps_per_epoch,
@@ -195,7 +206,7 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
     window = Window(cfg.log_every, device, state.iteration)
     state.t0 = window.t0
     model.train()
-    for it in range(state.iteration, schedule.total):
+    while (it := state.iteration) < schedule.total:
         lr = schedule.lr(it)
         set_lr(opt, lr)
         tuning.phase(it)  # the stages fine-tuning holds at this iteration
@@ -210,6 +221,14 @@ def _train(cfg: TrainConfig, dist: Dist, run: RunDir, resume: Path | None, devic
             progress.note(_warmup_ended(schedule, cfg))
         state.iteration = done = it + 1
         on_iteration_end(done)
+        if (measure is not None and measure.tick(done)) or done == switch_at:  # --time-budget: the length, now
+            cfg = _budget_choice(cfg, measure, data=data, model=model, x=x, device=device, amp=amp, dist=dist,
+                                 steps_per_epoch=steps_per_epoch, asked_total=schedule.total, done=done,
+                                 progress=progress)
+            schedule = _rescheduled(schedule, cfg, steps_per_epoch)
+            progress.total, checkpoint = schedule.total, partial(checkpoint, schedule=schedule, config=cfg.to_dict())
+            if dist.main:
+                run.write_config(_config_record(cfg, schedule, steps_per_epoch, dist, resolved))
         if window.n == cfg.log_every or done % eval_every == 0 or done % ckpt_every == 0 or done == schedule.total:
             _log(window, dist, run, progress, state=state, lr=lr, batch_size=cfg.batch_size, epoch_len=steps_per_epoch)
         if done % eval_every == 0 or done == schedule.total:
@@ -268,9 +287,55 @@ def _start_run(run: RunDir, cfg: TrainConfig, schedule: Schedule, *, steps_per_e
         run.path.mkdir(parents=True, exist_ok=True)
         if restart_count() and run.metrics_path.exists():  # restarted before the first checkpoint: start clean
             run.truncate_metrics(0)
-    run.write_config({**cfg.to_dict(), "resolved": {
+    run.write_config(_config_record(cfg, schedule, steps_per_epoch, dist, resolved))
+
+
+def _config_record(cfg: TrainConfig, schedule: Schedule, steps_per_epoch: int, dist: Dist, resolved: dict) -> dict:
+    """config.json: the config, and what it resolved to on this machine."""
+    return {**cfg.to_dict(), "resolved": {
         "iterations": schedule.total, "milestones": list(schedule.milestones), "warmup_iters": schedule.warmup_iters,
-        "steps_per_epoch": steps_per_epoch, "world_size": dist.world, **resolved}})
+        "steps_per_epoch": steps_per_epoch, "world_size": dist.world, **resolved}}
+
+
+def _rescheduled(schedule: Schedule, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
+    """`cfg`'s schedule (the length its budget chose), carrying on `schedule`'s warm-up and plateau state."""
+    new = Schedule.from_config(cfg, steps_per_epoch)
+    new.load_state_dict(schedule.state_dict())
+    return new
+
+
+def _budget_choice(cfg: TrainConfig, measure: budget.Measure | None, *, data: TrainData, model: nn.Module,
+                   x: torch.Tensor, device: torch.device, amp: bool, dist: Dist, steps_per_epoch: int,
+                   asked_total: int, done: int, progress: Progress) -> TrainConfig:
+    """--time-budget at the end of the measured iterations: the config of the length chosen (rank 0's choice,
+    on every rank), with the record of the choice; a replayed run (`measure` None) keeps its recorded one."""
+    assert cfg.time_budget is not None
+    if measure is None:
+        if dist.main:
+            length = "the asked length" if cfg.epochs is None else f"{cfg.epochs:g} epochs"
+            progress.note(f"time budget: {length}, as this run chose when it first ran (recorded in its config), "
+                          f"from iteration {done:,} on; nothing measured")
+        return cfg
+    step = measure.step_seconds()
+    per_image = budget.forward_seconds_per_image(model, x.to(device), device=device, amp=amp)
+    val_images, test_images = data.eval_images()
+    costs = budget.Costs(step=step, evaluation=val_images * per_image, test=test_images * per_image,
+                         spent=budget.clock() - measure.started)
+    seconds = cfg.time_budget["seconds"]
+    eval_every = cfg.eval_every or steps_per_epoch
+    epochs, expected = budget.choose_epochs(seconds, costs, steps_per_epoch=steps_per_epoch, asked_total=asked_total,
+                                            done=done, eval_every=eval_every)
+    epochs = None if epochs is None else round(broadcast_float(dist, float(epochs)))
+    asked = (f"{cfg.epochs:g} epochs" if cfg.epochs is not None else
+             f"{asked_total:,} iterations ({asked_total / steps_per_epoch:.1f} epochs)")
+    record = {"seconds": seconds, "asked_epochs": cfg.epochs, "asked_iterations": asked_total,
+              "measured_from": measure.warm, "measured_iters": done, "step_seconds": step,
+              "eval_seconds": costs.evaluation, "test_seconds": costs.test, "spent_seconds": costs.spent,
+              "fewer": epochs is not None, "epochs": cfg.epochs if epochs is None else epochs,
+              "expected_seconds": expected}
+    if dist.main:
+        progress.note(budget.choice_line(record, batch_size=cfg.batch_size, asked=asked))
+    return dataclasses.replace(cfg, epochs=cfg.epochs if epochs is None else float(epochs), time_budget=record)
 
 
 def _warmup_ended(schedule: Schedule, cfg: TrainConfig) -> str:
