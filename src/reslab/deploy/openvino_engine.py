@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from reslab import hardware
+from reslab.deploy.fast import InferenceEngine, onnx_bytes
 from reslab.errors import ReslabError
 
 PRECISIONS = ("default", "f32")
@@ -47,8 +48,9 @@ def _import_openvino() -> Any:
     return openvino
 
 
-class OpenVINOEngine:
-    """An ONNX model run by OpenVINO's CPU plugin: (N, C, H, W) float32 -> (N, K) float32 logits.
+class OpenVINOEngine(InferenceEngine):
+    """An ONNX model run by OpenVINO's CPU plugin: (N, C, H, W) float32 -> (N, K) float32 logits; an
+    InferenceEngine, so `faster_of` / `select_fastest`'s callers can time it beside the others.
 
     `precision`: the arithmetic the compiled model reports ("bf16" or "fp32"; "fp16" where the plugin
     chose it); `build_s`: seconds to read the model and compile it for the first shape."""
@@ -70,8 +72,8 @@ class OpenVINOEngine:
         first = self._request(tuple(example_input.shape))
         hint = str(first.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")).lower()  # <Type: 'bfloat16'>
         self.precision = "bf16" if "bf" in hint else "fp16" if "16" in hint else "fp32"
-        self.name = f"openvino {precision}" + (f"-{self.precision}" if precision == "default" else "")
-        self.build_s = time.perf_counter() - start
+        name = f"openvino {precision}" + (f"-{self.precision}" if precision == "default" else "")
+        super().__init__(name, self._infer, build_s=time.perf_counter() - start)
 
     def _request(self, shape: tuple[int, ...]) -> Any:
         if shape in self._requests:
@@ -85,11 +87,9 @@ class OpenVINOEngine:
             self._requests.popitem(last=False)
         return request
 
-    def __call__(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch (N, C, H, W). Received shape {tuple(x.shape)}")
+    def _infer(self, x: Tensor) -> Tensor:
         request = self._request(tuple(x.shape))
-        request.infer({0: x.float().contiguous().numpy()}, share_inputs=True)
+        request.infer({0: x.contiguous().numpy()}, share_inputs=True)
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
 
@@ -98,7 +98,5 @@ def build_openvino_engine(model: nn.Module, example_input: Tensor, *, threads: i
     """`model` (eval mode) exported to ONNX as the onnxruntime path exports it, run by OpenVINO, compiled
     for `example_input`'s shape (N, C, H, W); other shapes compile on their first call."""
     _import_openvino()  # the one-line error before an export of seconds
-    from reslab.deploy.fast import onnx_bytes
-
     return OpenVINOEngine(onnx_bytes(model.eval(), example_input), example_input, threads=threads,
                           precision=precision)
