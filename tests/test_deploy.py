@@ -439,7 +439,7 @@ def test_cli_export(tmp_path, weights, capsys):
 def test_bench_infer_small(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "infer", "--model", "resnet20", "--image-size", "16", "--batch-size", "2", "--repeats", "1",
-                 "--paths", "eager,folded", "--out", str(out), "--no-malloc-tuning"]) == 0
+                 "--paths", "eager,folded", "--out", str(out), "--no-malloc-tuning", "--no-openvino"]) == 0
     report = json.loads(out.read_text())
     assert [r["name"] for r in report["rows"]] == ["reslab eager", "reslab folded"]
     assert report["reference"] == "reslab eager" and report["eager_baseline"] == "reslab eager"

@@ -2,11 +2,13 @@
 
 Rows: torchvision's own model in eager NCHW fp32 and onnxruntime on torchvision's ONNX
 export (the baselines), then reslab's paths (eager, folded, channels-last, compiled,
-onnxruntime, int8; see fast.py). The reslab model is loaded with the torchvision model's
-weights, so every row computes the same function and its logits are compared with
-torchvision eager. Timing: one shared input, the same thread count everywhere, inference
-mode; rounds that run every path in turn (so background load hits all rows alike), each
-timed call right after an untimed one of the same path; medians. Raw times (wall and
+onnxruntime, int8; see fast.py), and OpenVINO on reslab's ONNX export at its default
+precision and at f32 (deploy/openvino_engine.py; optional: without OpenVINO the report says
+how to get it). The reslab model is loaded with the torchvision model's weights, so every
+row computes the same function and its logits are compared with torchvision eager. Timing:
+one shared input, the same thread count everywhere, inference mode; rounds that run every
+path in turn (so background load hits all rows alike), each timed call right after an
+untimed one of the same path; medians. Raw times (wall and
 process CPU), hardware and load averages go to JSON.
 
 Roofline: each round also times a 2048x2048 matrix product in fp32 (and bf16 where the CPU
@@ -40,6 +42,8 @@ from reslab.deploy.fast import (
     ort_runner,
     ort_session,
 )
+from reslab.deploy.openvino_engine import PRECISIONS as OPENVINO_PRECISIONS
+from reslab.deploy.openvino_engine import OpenVINOEngine, build_openvino_engine, openvino_version
 from reslab.deploy.paths import FIXED_SHAPE_PATHS, INT8_PATHS, PATHS
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
@@ -94,6 +98,7 @@ def hardware_info(threads: int) -> dict:
     return {"cpu": cpu_model() or "unknown", "logical_cpus": os.cpu_count(),
             "physical_cores": physical_cores(), "threads": threads,
             "flags": list(cpu_flags()), "torch": torch.__version__, "onnxruntime": ort_version,
+            "openvino": openvino_version(),
             "python": platform.python_version(), "loadavg": list(os.getloadavg())}
 
 
@@ -121,9 +126,13 @@ def bench_infer(
     threads: int | None = None,
     paths: Sequence[str] = BENCH_PATHS,
     malloc: bool = True,
+    openvino: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Measure images/s at `batch_size` and batch-1 latency for every path; returns the report dict."""
+    """Measure images/s at `batch_size` and batch-1 latency for every path, and with `openvino` for OpenVINO
+    at its default precision and at f32; returns the report dict. A row that cannot be built here (a
+    library not installed, a CPU without the instructions) is left out and named, with the reason, in
+    the report's "skipped"."""
     for p in paths:
         if p not in PATHS:
             raise ReslabError(f"unknown path {p!r}; choose from {', '.join(PATHS)}")
@@ -149,26 +158,29 @@ def bench_infer(
     chans = getattr(net, "in_chans", 3)
     x = torch.randn(batch_size, chans, size, size, generator=torch.Generator().manual_seed(1))
     calib = torch.randn(32, chans, size, size, generator=torch.Generator().manual_seed(2))
-    runners, rows = _build_rows(net, tv, paths, x, calib, threads, log)
+    runners, rows, skipped = _build_rows(net, tv, paths, x, calib, threads, openvino, log)
     peaks = _time_rows(runners, rows, x, repeats, log)
     hw["loadavg_end"] = list(os.getloadavg())
     macs = count_macs(net, (chans, size, size))
     report = _report_rows(rows, peaks, macs, batch_size)
     return {"benchmark": "infer", "model": model, "batch_size": batch_size, "image_size": size,
             "repeats": repeats, "malloc_tuned": tuned, "reference": TV_EAGER if tv is not None else "reslab eager",
-            **report, "macs_per_image": macs, "hardware": hw}
+            **report, "skipped": skipped, "macs_per_image": macs, "hardware": hw}
 
 
 _Runners = dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]]
 
 
 def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: Tensor, calib: Tensor,
-                threads: int, log: Callable[[str], None]) -> tuple[_Runners, dict[str, Row]]:
-    """Build every path's batch and batch-1 runners; a path that cannot be built here is skipped."""
+                threads: int, openvino: bool, log: Callable[[str], None]
+                ) -> tuple[_Runners, dict[str, Row], dict[str, str]]:
+    """Build every path's batch and batch-1 runners; a path that cannot be built here is skipped, and
+    named in the third dict with the reason (how to get what it lacks)."""
     x1 = x[:1].clone()
     ref = _torch_fn(tv if tv is not None else net)(x)
     runners: _Runners = {}
     rows: dict[str, Row] = {}
+    skipped: dict[str, str] = {}
 
     def add(name: str, build: Callable[[], tuple[Callable, Callable]]) -> None:
         log(f"building {name} ...")
@@ -176,9 +188,12 @@ def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: T
         try:
             fb, f1 = build()
         except (ReslabError, RuntimeError, ImportError) as e:
-            log(f"  skipped {name}: {str(e).splitlines()[0][:200]}")
+            skipped[name] = str(e).splitlines()[0][:200]
+            log(f"  skipped {name}: {skipped[name]}")
             return
         build_s = time.perf_counter() - t
+        if isinstance(fb, OpenVINOEngine):  # named by the precision OpenVINO chose: "openvino default-bf16"
+            name = fb.name
         diff, top1 = agreement(ref, fb(x))
         runners[name], rows[name] = (fb, f1), Row(name, build_s, diff, top1)
 
@@ -190,7 +205,21 @@ def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: T
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib), build_engine(net, p, x1, calib)))
         else:
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib, threads=threads),) * 2)
-    return runners, rows
+    if openvino:
+        for precision in OPENVINO_PRECISIONS:
+            _add_openvino(add, net, x, x1, threads, precision)
+    return runners, rows, skipped
+
+
+def _add_openvino(add: Callable[[str, Callable[[], tuple[Callable, Callable]]], None], net: nn.Module, x: Tensor,
+                  x1: Tensor, threads: int, precision: str) -> None:
+    """OpenVINO at `precision` on reslab's ONNX export: one engine, compiled for both batch shapes."""
+    def build() -> tuple[Callable, Callable]:
+        engine = build_openvino_engine(net, x, threads=threads, precision=precision)
+        engine(x1)  # compiles the batch-1 shape now, not in the first timed call
+        return engine, engine
+
+    add(f"openvino {precision}", build)
 
 
 def _time_rows(runners: _Runners, rows: dict[str, Row], x: Tensor, repeats: int,
@@ -257,7 +286,8 @@ def print_report(report: dict) -> None:
     console.print(f"[bold]{report['model']}[/] {report['image_size']}x{report['image_size']}, batch "
                   f"{report['batch_size']}, {report['repeats']} rounds; {hw['cpu']}, {hw['physical_cores']} cores, "
                   f"{hw['threads']} threads, flags {' '.join(hw['flags'])}; torch {hw['torch']}, onnxruntime "
-                  f"{hw['onnxruntime']}; load {hw['loadavg'][0]:.1f} -> {hw['loadavg_end'][0]:.1f}")
+                  f"{hw['onnxruntime']}, openvino {hw.get('openvino')}; "
+                  f"load {hw['loadavg'][0]:.1f} -> {hw['loadavg_end'][0]:.1f}")
     table = Table(title=f"Inference ({report['reference']} is the parity reference; medians)")
     ort_col = "x ORT" if report["onnxruntime_baseline"] in (TV_ORT, None) else "x reslab ORT"
     eager_col = "x tv eager" if report["eager_baseline"] in (TV_EAGER, None) else "x reslab eager"
@@ -273,6 +303,8 @@ def print_report(report: dict) -> None:
                       ratio(r["vs_torchvision_eager"]), f"{r['gflops']:.0f}", of_peak, f"{r['build_s']:.1f}",
                       f"{r['max_abs_diff']:.1e}", f"{r['top1_agreement']:.0%}")
     console.print(table)
+    for name, why in report.get("skipped", {}).items():
+        console.print(f"{name}: not run here: {why}", markup=False, highlight=False)
     m = report["matmul_gflops"]
     rates = ", ".join(f"{m[k]:.0f} {'GOP' if k == 'int8' else 'GFLOP'}/s {k}" for k in ("fp32", "bf16", "int8")
                       if k in m)

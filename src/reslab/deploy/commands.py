@@ -57,6 +57,8 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--threads", type=cli_types.positive_int, help="default: physical cores")
     p.add_argument("--paths", help="comma-separated reslab paths (default: all)")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds alone")
+    p.add_argument("--no-openvino", action="store_true",
+                   help="leave out the OpenVINO rows (default precision and f32; they need reslab[openvino])")
     p.add_argument("--out", help="where to save the report (default: bench-infer-MODEL.json)")
     p.add_argument("--overwrite", action="store_true", help="replace the report file when it exists")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
@@ -151,6 +153,7 @@ def _cmd_bench_infer(args: argparse.Namespace) -> int:
                               f"pass one side, e.g. --image-size {side}")
     report = bench_infer(args.model, batch_size=args.batch_size, repeats=args.repeats, image_size=side,
                          threads=args.threads, paths=paths, malloc=not args.no_malloc_tuning,
+                         openvino=not args.no_openvino,
                          log=lambda s: _stderr(f"reslab bench infer: {s}"))
     report["args"] = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
