@@ -214,7 +214,7 @@ def test_readiness_full_queue_disconnect_and_sigterm_drain(weights, images, tmp_
         assert httpx.get(f"{url}/readyz").status_code == 503
         early = httpx.post(f"{url}/v1/predict", content=photo)
         assert early.status_code == 503 and "Retry-After" in early.headers
-        wait_ready(port, proc, log, timeout_s=60)
+        wait_ready(port, proc, log, timeout_s=120)
         answers = asyncio.run(_post_all(url, [photo] * 6))
         codes = sorted(a.status_code for a in answers)
         assert codes.count(200) >= 3 and 503 in codes, codes
@@ -236,7 +236,7 @@ def test_sigterm_cancels_what_outlasts_the_drain_timeout(weights, images, tmp_pa
     proc, port, log = _serve(weights, tmp_path, env={"RESLAB_TEST_SERVE_BATCH_S": "20"}, max_batch=1, drain_s=1.0)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(port, proc, log, timeout_s=60)
+        wait_ready(port, proc, log, timeout_s=120)
         asyncio.run(_post_then_terminate(url, proc, images[0].read_bytes()))
         start = time.monotonic()
         proc.wait(30)
