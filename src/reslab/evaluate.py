@@ -30,13 +30,13 @@ from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.deploy.images import image_mode, normalize_view, preprocess_image, raw_view, to_mode, view_size
 from reslab.errors import ReslabError
 from reslab.hardware import check_device
-from reslab.metadata import Preprocess
+from reslab.metadata import EVAL_SPLITS, Preprocess
 from reslab.modes import eval_mode
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights, resolve_weights, run_config
 
 Split = Literal["test", "val"]
-SPLITS = ("test", "val")  # image folders have no public test labels: both mean root/val there (Section 3.4)
+SPLITS = EVAL_SPLITS  # the same names as Split, torch-free for the CLI (metadata.py)
 
 
 @dataclass

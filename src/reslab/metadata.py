@@ -25,6 +25,9 @@ MAX_TEXT = 256  # characters in a class name or an option's text value
 MAX_LIST = 16  # entries in a list-valued model option (stage depths, widths)
 MAX_OPTION_INT = 100_000
 NORM_MODES = ("channel", "pixel-mean")
+# evaluate's splits (`reslab evaluate --split`): image folders have no public test labels, both mean root/val
+# there (Section 3.4)
+EVAL_SPLITS = ("test", "val")
 
 
 class Preprocess(TypedDict, total=False):

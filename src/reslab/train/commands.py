@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from reslab import cli_types
 from reslab.errors import ReslabError
+from reslab.metadata import EVAL_SPLITS
 from reslab.models.choices import SHORTCUTS, VARIANTS
 from reslab.train.config import CHOICES
 
@@ -290,7 +291,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("weights", help="a run directory, a weights directory or a model.safetensors")
     p.add_argument("--data", help="dataset (default: the one the model was trained on)")
     p.add_argument("--data-dir")
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--split", choices=EVAL_SPLITS, default="test")
     p.add_argument("--ten-crop", action="store_true")
     p.add_argument("--subset-classes", type=cli_types.class_list, metavar="LIST",
                    help="only these classes, relabelled 0..k-1 (default: those the model was trained on)")
