@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from reslab.cli import main
+from reslab.cli_types import duration_seconds
 from reslab.train import budget, loop
-from reslab.train.budget import Costs, choose_epochs, duration_seconds
+from reslab.train.budget import Costs, choose_epochs
 
 from fakedata import read_csv
 

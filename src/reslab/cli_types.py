@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -92,10 +93,27 @@ def lr_value(text: str) -> float | str:
     return "find" if text.strip().lower() == "find" else positive_float(text)
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION_S = 30 * 24 * 3600.0
+
+
+def duration_seconds(text: str | float) -> float:
+    """Seconds of a duration: `600`, `600s`, `10m`, `1.5h` (a bare number is seconds). ValueError names
+    the value received and the forms taken."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([smh]?)\s*", str(text), re.IGNORECASE)
+        if m is None:
+            raise ValueError(f"expected a duration such as 600s, 10m or 1.5h. Received: {str(text)[:60]!r}")
+        value = float(m.group(1)) * DURATION_UNITS[(m.group(2) or "s").lower()]
+    if not (math.isfinite(value) and 0 < value <= MAX_DURATION_S):
+        raise ValueError(f"expected a duration above 0 and at most 30 days, such as 10m. Received: {text!r}")
+    return value
+
+
 def duration(text: str) -> float:
     """Seconds of a duration: 600, 600s, 10m, 1.5h (--time-budget)."""
-    from reslab.train.budget import duration_seconds
-
     try:
         return duration_seconds(text)
     except ValueError as e:

@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from reslab.errors import ReslabError
 
 if TYPE_CHECKING:
     import torch
@@ -41,37 +38,6 @@ clock: Callable[[], float] = time.perf_counter  # the budget's clock (tests repl
 WARM = 5  # first iterations not timed: one-time costs (allocation, oneDNN primitives, torch.compile)
 MEASURE = 20  # iterations timed after them
 FINISH_SHARE = 0.03  # of the budget kept for what follows the test: weights, curves, report
-UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-MAX_SECONDS = 30 * 24 * 3600.0
-
-
-def duration_seconds(text: str | float) -> float:
-    """Seconds of a duration: `600`, `600s`, `10m`, `1.5h` (a bare number is seconds). ValueError names
-    the value received and the forms taken."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([smh]?)\s*", str(text), re.IGNORECASE)
-        if m is None:
-            raise ValueError(f"expected a duration such as 600s, 10m or 1.5h. Received: {str(text)[:60]!r}")
-        value = float(m.group(1)) * UNITS[(m.group(2) or "s").lower()]
-    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
-        raise ValueError(f"expected a duration above 0 and at most 30 days, such as 10m. Received: {text!r}")
-    return value
-
-
-def budget_record(value: Any) -> dict[str, Any]:
-    """The `time_budget` field from what a flag or a config file gives: a duration (`10m`, seconds), or a
-    run's saved record (a dict with `seconds`, and `measured_iters` once the run chose its length)."""
-    if isinstance(value, dict):
-        if "seconds" not in value:
-            raise ReslabError(f"time_budget must be a duration such as 10m, or a run's record with 'seconds'. "
-                              f"Received: time_budget={value!r}")
-        return {**value, "seconds": duration_seconds(value["seconds"])}
-    try:
-        return {"seconds": duration_seconds(value)}
-    except ValueError as e:
-        raise ReslabError(f"time_budget: {e}") from None
 
 
 def chosen(cfg: TrainConfig) -> bool:

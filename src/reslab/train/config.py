@@ -21,7 +21,6 @@ from reslab import cli_types
 from reslab.errors import ReslabError, option
 from reslab.metadata import check_model_kwargs as _check_kwargs
 from reslab.safeparse import MAX_CONFIG_BYTES, check_class_names, load_json, read_text, shown
-from reslab.train.budget import budget_record
 from reslab.train.configfile import read_config_file, upgrade_saved
 from reslab.train.schedule import paper_warmup, rescale_milestones
 
@@ -142,6 +141,21 @@ class TrainConfig:
                 setattr(cfg, k, given[k])
         validate(cfg)
         return cfg
+
+
+
+def budget_record(value: Any) -> dict[str, Any]:
+    """The `time_budget` field from what a flag or a config file gives: a duration (`10m`, seconds), or a
+    run's saved record (a dict with `seconds`, and `measured_iters` once the run chose its length)."""
+    if isinstance(value, dict):
+        if "seconds" not in value:
+            raise ReslabError(f"time_budget must be a duration such as 10m, or a run's record with 'seconds'. "
+                              f"Received: time_budget={shown(value)}")
+        return {**value, "seconds": cli_types.duration_seconds(value["seconds"])}
+    try:
+        return {"seconds": cli_types.duration_seconds(value)}
+    except ValueError as e:
+        raise ReslabError(f"time_budget: {e}") from None
 
 
 def _read_run_config(cls: type[TrainConfig], path: Path) -> TrainConfig:
