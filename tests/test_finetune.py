@@ -171,7 +171,7 @@ def test_the_finetune_recipe():
     (["--init", "r18.pth"], "conv1.weight: checkpoint (64, 3, 7, 7) vs model (16, 1, 3, 3) ... the first "
                             "convolution differs in output channels and input channels and kernel: another stem ... "
                             "--model must name the network"),
-    (["--init", "missing"], "--init missing: no such file or directory; pass a run or weights directory"),
+    (["--init", "missing"], "--init ... /missing: no such file or directory; pass a run or weights directory"),
 ], ids=["freeze-unknown", "freeze-all", "head-epochs", "classes", "init-architecture", "init-missing"])
 def test_bad_input_is_one_line_naming_the_value(fmnist_dir, tmp_path, monkeypatch, capsys, flags, needle):
     monkeypatch.chdir(tmp_path)
