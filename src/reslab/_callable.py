@@ -9,6 +9,7 @@ replaced by the module. Instead those two modules get a class whose instances ca
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from collections.abc import Callable
@@ -29,3 +30,19 @@ def make_callable(module_name: str, func: Callable[..., Any]) -> None:
     module = sys.modules[module_name]
     module.__class__ = CallableModule
     module._reslab_call = func  # type: ignore[attr-defined]
+
+
+def lazy_names(package: str, homes: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's `__getattr__` and `__dir__` (PEP 562) that load each name of `homes` (name -> submodule)
+    from `package.submodule` on first use, so that importing the package imports no torch."""
+    namespace = sys.modules[package].__dict__
+
+    def getattr_(name: str) -> Any:
+        if name not in homes:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{homes[name]}"), name)
+
+    def dir_() -> list[str]:
+        return sorted([*namespace, *homes])
+
+    return getattr_, dir_

@@ -7,8 +7,9 @@ and `summary.md` whose verdicts are computed from the measurements.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from reslab._callable import lazy_names
 from reslab.errors import ReslabError
 
 if TYPE_CHECKING:
@@ -23,14 +24,7 @@ __all__ = ["EXPERIMENTS", "Claim", "ExperimentConfig", "ExperimentResult", "run_
 _HOMES = {"Claim": "claims", "ExperimentConfig": "config", "ExperimentResult": "runs"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
 
 
 def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
