@@ -1,5 +1,6 @@
 """The Python API: reslab.train, evaluate, predict (with embeddings) and export on a tiny run."""
 
+import importlib
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ def run(tmp_path_factory):
 def test_the_api_is_named_and_cheap_to_import():
     assert {"train", "evaluate", "predict", "export", "TrainConfig", "create_model"} <= set(dir(reslab))
     assert reslab.__version__ and callable(reslab.train) and callable(reslab.evaluate)
+    importlib.import_module("reslab.train.loop")  # bound on the package once imported, whatever ran before
     assert reslab.train.loop.train is reslab.train.train  # still the package as well
     lazy = subprocess.run([sys.executable, "-c", "import sys, reslab; print('reslab.train.loop' in sys.modules)"],
                           capture_output=True, text=True, check=True).stdout.strip()
