@@ -127,3 +127,14 @@ def test_confusion_title_fits_a_small_matrix(tmp_path):
         title="resnet20 on folder, validation: 33.33% top-1 (a title longer than the figure)"),
         lambda fig: (fig.axes[0].title.get_window_extent(), fig.bbox))
     assert figure.x0 <= title.x0 and title.x1 <= figure.x1  # was cut at "top-" (issue 29)
+
+
+def test_what_ran_says_one_epoch_and_that_the_time_budget_chose_it():
+    from reslab.train.config import TrainConfig
+    from reslab.train.report import _what_ran
+
+    ran = {"iterations": 468, "milestones": [], "normalize": "pixel-mean"}
+    budget = {"seconds": 556.0, "asked_epochs": 11.0, "epochs": 1}
+    text = _what_ran(TrainConfig(epochs=1.0, schedule="cosine", time_budget=budget), ran, 468)
+    assert "(1 epoch of 468 iterations, of the 11 asked, to fit --time-budget 556s:" in text
+    assert "1 epochs" not in _what_ran(TrainConfig(epochs=1.0, schedule="cosine"), ran, 468)

@@ -106,7 +106,11 @@ def _what_ran(cfg: TrainConfig, ran: dict, steps_per_epoch: int | None) -> str:
     length = plural(total, "iteration")
     if cfg.epochs is not None:
         steps = f" of {plural(steps_per_epoch, 'iteration')}" if steps_per_epoch else ""
-        length += (f" ({cfg.epochs:g} epochs{steps}: the recipe's {cfg.iterations:,}-iteration schedule rescaled"
+        epochs = f"{cfg.epochs:g} {'epoch' if cfg.epochs == 1 else 'epochs'}{steps}"
+        budget = cfg.time_budget or {}
+        if "asked_epochs" in budget:
+            epochs += f", of the {budget['asked_epochs']:g} asked, to fit --time-budget {budget['seconds']:g}s"
+        length += (f" ({epochs}: the recipe's {cfg.iterations:,}-iteration schedule rescaled"
                    + (f", milestones {', '.join(f'{m:,}' for m in cfg.milestones)}" if cfg.milestones else "") + ")")
     if cfg.schedule == "cosine":
         lr = f"cosine decay of the lr from {_g(cfg.lr)}"
