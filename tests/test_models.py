@@ -68,6 +68,18 @@ def test_shortcut_options():
     assert all(blk.downsample is not None for st in c.stages() for blk in st)
 
 
+@pytest.mark.parametrize("name, in_chans, expected", [
+    ("resnet34", 3, (21_623_848, 21_797_672, 22_716_840)),
+    ("resnet20", 3, (269_722, 272_474, 283_962)),  # CIFAR-10
+    ("resnet20", 1, (269_434, 272_186, 283_674)),  # Fashion-MNIST: what `experiment shortcuts` trains
+])
+def test_shortcut_option_param_counts(name, in_chans, expected):
+    # docs/reproduction.md states these counts (Section 3.3: A is parameter-free, B projects where the
+    # dimensions change, C everywhere); the plain net has option A's count.
+    assert tuple(count_params(create_model(name, shortcut=s, in_chans=in_chans)) for s in "ABC") == expected
+    assert count_params(create_model(name.replace("resnet", "plain"), in_chans=in_chans)) == expected[0]
+
+
 def test_option_a_zero_pads_and_subsamples():
     x = torch.arange(2 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4, 4)
     y = PadShortcut(4, 8, 2)(x)
