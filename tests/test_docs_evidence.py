@@ -17,6 +17,12 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 
 
+def _targets(text: str) -> list[str]:
+    """The local files `text` links to (anchors cut; web addresses left out)."""
+    targets = (t.split("#")[0] for t in LINK.findall(text))
+    return [t for t in targets if t and "://" not in t and not t.startswith("mailto:")]
+
+
 def _sections(text: str) -> list[str]:
     return re.split(r"\n(?=#{2,3} )", text)
 
@@ -30,8 +36,8 @@ def _measured_rows(section: str) -> list[str]:
 def _files_cited(section: str, base: Path) -> str:
     """The text of the results files (md, csv, json) `section` links to."""
     texts = []
-    for target in LINK.findall(section):
-        path = base / target.split("#")[0]
+    for target in _targets(section):
+        path = base / target
         if path.suffix in (".md", ".csv", ".json") and path.is_file():
             texts.append(path.read_text())
     return "\n".join(texts)
@@ -63,11 +69,5 @@ def test_the_row_check_can_fail() -> None:
 
 @pytest.mark.parametrize("doc", WRITTEN, ids=lambda p: p.name)
 def test_links_in_the_written_docs_resolve(doc: Path) -> None:
-    missing = []
-    for target in LINK.findall(doc.read_text()):
-        target = target.split("#")[0]
-        if not target or "://" in target or target.startswith("mailto:"):
-            continue
-        if not os.path.exists(os.path.normpath(doc.parent / target)):
-            missing.append(target)
+    missing = [t for t in _targets(doc.read_text()) if not os.path.exists(os.path.normpath(doc.parent / t))]
     assert not missing, f"{doc.relative_to(ROOT)} links to files that are not there: {missing}"
