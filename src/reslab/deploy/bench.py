@@ -62,8 +62,9 @@ from reslab.outputs import save_file_output
 from reslab.weights import load_into
 
 TV_EAGER, TV_ORT = "torchvision eager", "torchvision onnxruntime"
-# Every path as its own row; "int8" is not a row of its own: it serves the faster of the two int8 rows.
-BENCH_PATHS: tuple[str, ...] = tuple(p for p in PATHS if p != "int8")
+# Every path as its own row; "int8" is not a row of its own: it serves the faster of the two int8 rows, and
+# "openvino" is the "openvino default" row (OpenVINO at its default precision), timed with the f32 row.
+BENCH_PATHS: tuple[str, ...] = tuple(p for p in PATHS if p not in ("int8", "openvino"))
 
 
 @dataclass
@@ -201,6 +202,8 @@ def _build_rows(net: nn.Module, tv: nn.Module | None, paths: Sequence[str], x: T
         add(TV_EAGER, lambda: (_torch_fn(tv),) * 2)
         add(TV_ORT, lambda: (ort_runner(ort_session(onnx_bytes(tv, x), threads=threads)),) * 2)
     for p in paths:
+        if p == "openvino" and openvino:
+            continue  # the "openvino default" row below is this path
         if p in FIXED_SHAPE_PATHS:  # one graph per batch size
             add(f"reslab {p}", lambda p=p: (build_engine(net, p, x, calib), build_engine(net, p, x1, calib)))
         else:

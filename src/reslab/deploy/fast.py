@@ -15,6 +15,13 @@ Paths, cheapest to build first:
                  for ResNet-50 at batch 16 on the EPYC 1.17x the bf16 path's images/s and
                  0.64x its batch-1 latency (docs/benchmarks.md). The same CPUs as bf16.
   onnxruntime    ONNX export (dynamic batch) run by onnxruntime, all graph optimisations on.
+  openvino       the same ONNX export run by OpenVINO's CPU plugin at its default precision:
+                 bf16 on CPUs with bf16 instructions (AMX, avx512_bf16), fp32 elsewhere; the
+                 engine's `precision` and name ("openvino (bf16)") say which. One graph per
+                 batch size (powers of two up to the example's, about a second each for
+                 ResNet-50). On a Xeon with AMX, under load, 4.1x reslab's best path for
+                 ResNet-20 and 0.74x bf16-compiled for ResNet-50 (docs/benchmarks.md).
+                 Optional: `pip install reslab[openvino]` (deploy/openvino_engine.py).
   int8-ort       onnxruntime static quantisation: QDQ, per-channel int8 weights, uint8
                  activations calibrated on sample images (U8S8, the VNNI-friendly pair).
   int8-torchao   PyTorch's own int8: torchao's pt2e flow with X86InductorQuantizer (per-channel
@@ -286,13 +293,17 @@ def _compiled_runner(module: nn.Module, example_input: Tensor, *, channels_last:
 
 
 def build_engine(
-    model: nn.Module, path: str, example_input: Tensor, calib: Tensor | None = None, *, threads: int | None = None
+    model: nn.Module, path: str, example_input: Tensor, calib: Tensor | None = None, *, threads: int | None = None,
+    onnx: bytes | None = None,
 ) -> InferenceEngine:
     """Build inference path `path` (one of PATHS) for `model` and inputs shaped like `example_input`.
 
     `calib` (N, C, H, W) are preprocessed sample images for the int8 paths; `threads` sets
-    onnxruntime's intra-op threads (torch uses `torch.get_num_threads()`). "compiled" falls
-    back to channels-last eager with a warning if torch.compile fails.
+    onnxruntime's and OpenVINO's threads (torch uses `torch.get_num_threads()`). "compiled" falls
+    back to channels-last eager with a warning if torch.compile fails. `onnx`: `onnx_bytes(model,
+    example_input)` made already, which the onnxruntime and openvino paths then run instead of
+    exporting again (the export is most of their build). "openvino" without OpenVINO installed is a
+    ReslabError that says how to install it.
     """
     if path not in PATHS:
         raise ReslabError(f"unknown inference path {path!r}; choose one of auto, fastest, {', '.join(PATHS)}")
@@ -319,7 +330,13 @@ def build_engine(
                                    _torch_runner(prepared, channels_last=True, dtype=dtype),
                                    build_s=time.perf_counter() - start)
     elif path == "onnxruntime":
-        run = ort_runner(ort_session(onnx_bytes(model, example_input), threads=threads))
+        run = ort_runner(ort_session(onnx or onnx_bytes(model, example_input), threads=threads))
+    elif path == "openvino":
+        from reslab.deploy.openvino_engine import build_openvino_path  # imports openvino only when asked
+
+        engine = build_openvino_path(model, example_input, threads=threads, onnx=onnx)
+        engine.build_s = time.perf_counter() - start  # the export too, not only OpenVINO's compile
+        return engine
     elif path == "int8":
         return fastest_int8(model, example_input, calib, threads=threads)
     else:  # int8-ort, int8-torchao

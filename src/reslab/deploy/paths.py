@@ -7,7 +7,7 @@ What each path does is deploy/fast.py's docstring (its table lists them in this 
 from __future__ import annotations
 
 PATHS: tuple[str, ...] = ("eager", "folded", "channels-last", "bf16", "compiled", "bf16-compiled", "onnxruntime",
-                          "int8-ort", "int8-torchao", "int8")
+                          "openvino", "int8-ort", "int8-torchao", "int8")
 FIXED_SHAPE_PATHS: tuple[str, ...] = ("compiled", "bf16-compiled", "int8-torchao")  # one graph per batch size
 INT8_PATHS: tuple[str, ...] = ("int8-ort", "int8-torchao")  # what "int8" chooses between
 # select_fastest's default field: the fp32 paths that must agree with eager.

@@ -4,7 +4,8 @@ Inference path rule for `path="auto"`: folded BatchNorm + channels-last eager, w
 nothing to build (about a second for ResNet-50), for fewer than AUTO_ORT_MIN images; from
 AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s for
 ResNet-50) is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
-instructions; from AUTO_BUILD_MIN images on, and always for a server, beside bf16-compiled and
+instructions and beside OpenVINO where it is installed (on the same export: its compile adds a
+second); from AUTO_BUILD_MIN images on, and always for a server, beside bf16-compiled and
 int8 too (deploy/auto.py): builds of 10 s to a minute for ResNet-50 that pay for themselves within
 a few thousand images (bf16-compiled 202 vs onnxruntime's 41 images/s at batch 16 on a Xeon with
 AMX, docs/benchmarks.md). Every reduced-precision candidate must agree with fp32 on the top-1 of
@@ -60,9 +61,10 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def auto_path(n_images: int) -> str:
-    """The cheap default of `path="auto"` (see the module docstring)."""
-    if n_images >= AUTO_ORT_MIN and importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
+    """What `path="auto"` does for `n_images`: "measured" (deploy/auto.py's choice) from AUTO_ORT_MIN on
+    where onnxruntime or OpenVINO is installed, else the cheap "channels-last" (see the module docstring)."""
+    if n_images >= AUTO_ORT_MIN and any(importlib.util.find_spec(p) is not None for p in ("onnxruntime", "openvino")):
+        return "measured"
     return "channels-last"
 
 
@@ -160,7 +162,7 @@ def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path],
     net: nn.Module = _Features(model).eval() if features else model
     if path == "auto":
         path = auto_path(n_images)
-        if path == "onnxruntime":
+        if path == "measured":
             # held out: the images being predicted; a server has none, so half of its calibration images
             check_files, calib_files = (files, calib) if files else ((calib or [])[1::2], (calib or [])[0::2])
             int8_calib = None
