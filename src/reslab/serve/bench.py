@@ -11,14 +11,22 @@ alike, and nothing else of this process computes while a server is measured):
             the good ones: truncated files, wrong content types, random bytes, empty bodies,
             decompression bombs, broken multipart, huge headers, bodies over the limit.
 Each server is a subprocess (`python -m reslab serve`); it is stopped with SIGTERM and must
-exit 0. Every good answer's top-1 is checked against `reslab predict` on the same image.
+exit 0.
+
+`--path auto` (and `fastest`) is resolved once, by the offline step, and the servers are started
+with the path it picked, so that the four rows measure one path: the measured choice depends on
+timings, and servers that each chose again could serve a different path from the offline row's
+(docs/benchmarks.md, "--path auto measured"). `server_auto` lets each server choose for itself.
+
+Correctness is judged against the fp32 eager model (the reference --path auto checks agreement
+against), not against the offline engine: a good answer is correct when its top-1 class is the fp32
+model's on the same image; how far its probability moved is reported apart, as the largest |dp|.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import random
 import signal
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -41,10 +50,12 @@ from rich.table import Table
 from safetensors.torch import save_file
 
 from reslab.console import console as make_console
+from reslab.console import json_text
 from reslab.deploy.bench import hardware_info
 from reslab.deploy.fast import time_call
 from reslab.deploy.images import image_mode, load_image, preprocess_image
-from reslab.deploy.predict import predict
+from reslab.deploy.paths import PATHS
+from reslab.deploy.predict import expand_inputs, predict
 from reslab.errors import ReslabError
 from reslab.fileio import atomic_write_text
 from reslab.models import create_model
@@ -55,6 +66,8 @@ from reslab.weights import convert, load_weights, read_metadata
 PHOTO_SIZE = (320, 240)
 N_PHOTOS = 8
 HOSTILE_MAX_BODY_MB = 1.0  # the hostile run's body limit, so that "over the limit" bodies stay cheap to send
+RESOLVED_OFFLINE = ("auto", "fastest")  # --path rules whose choice is measured: the offline step makes it once
+REFERENCE = "fp32 eager"  # what every answer is checked against
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,10 @@ class BenchConfig:
     concurrency: int = 32
     requests: int = 640
     hostile: int = 0
-    time_limit_s: float = 600.0
+    # Per load run: a ResNet-50 run of 640 requests takes about 30 s on 2 idle cores (docs/benchmarks.md), so
+    # 120 s cuts only a machine 4x slower, and the whole command stays within a few minutes.
+    time_limit_s: float = 120.0
+    server_auto: bool = False  # servers resolve --path auto themselves instead of running the offline choice
 
 
 @dataclass
@@ -249,22 +265,76 @@ def _random_weights(model: str, folder: Path) -> Path:
     return convert(ckpt, model=model, out_dir=folder / "weights")
 
 
+def agreement(answers: list[tuple[str, float]], reference: list[tuple[str, float]]) -> tuple[int, float | None]:
+    """(how many of `answers` have the top-1 class of their `reference`, the largest |prob - reference prob|
+    among those); each is (class, prob). The largest difference is None when no answer agrees: the
+    probabilities of two different classes are not compared."""
+    diffs = [abs(p - ref_p) for (c, p), (ref_c, ref_p) in zip(answers, reference, strict=True) if c == ref_c]
+    return len(diffs), max(diffs, default=None)
+
+
+def _top1(results: list[dict]) -> list[tuple[str, float]]:
+    return [(r["topk"][0]["class"], r["topk"][0]["prob"]) for r in results]
+
+
 def _offline(config: ServeConfig, photo_bytes: list[bytes], folder: Path) -> dict:
-    """The server's engine called directly on batches of max_batch preprocessed photos; and predict's answers."""
+    """The server's engine called directly on batches of max_batch preprocessed photos; the fp32 eager model's
+    answers (the reference), and the engine's."""
     model, meta = load_weights(config.weights)
+    files = []
+    for i, b in enumerate(photo_bytes):
+        files.append(folder / f"photo{i}.jpg")
+        files[-1].write_bytes(b)
+    reference = _top1(predict((model, meta), files, topk=1, batch_size=config.max_batch, path="eager"))
     engine = build_server_engine(model, meta, config)
     pre = meta["preprocess"]
     x = torch.stack([preprocess_image(load_image(io.BytesIO(b), mode=image_mode(pre)), pre) for b in photo_bytes])
     batch = x.repeat(-(-config.max_batch // len(x)), 1, 1, 1)[: config.max_batch].contiguous()
     times = time_call(lambda: engine(batch), repeats=5, warmup=2)
-    files = []
-    for i, b in enumerate(photo_bytes):
-        files.append(folder / f"photo{i}.jpg")
-        files[-1].write_bytes(b)
-    expected = [r["topk"][0] for r in predict((model, meta), files, topk=1, batch_size=config.max_batch,
-                                               engine=engine)]
+    answers = _top1(predict((model, meta), files, topk=1, batch_size=config.max_batch, engine=engine))
+    agree, max_dprob = agreement(answers, reference)
     return {"path": engine.name, "batch_size": config.max_batch, "images_per_s": config.max_batch /
-            statistics.median(times), "batch_s": times, "expected": expected}
+            statistics.median(times), "batch_s": times, "reference": [{"class": c, "prob": p} for c, p in reference],
+            "answers": [{"class": c, "prob": p} for c, p in answers], "photos": len(files), "top1_agree": agree,
+            "max_dprob": max_dprob}
+
+
+def served_path(engine_name: str) -> str | None:
+    """The --path that builds the engine named `engine_name` again: its own name, or when its compile failed here
+    the eager path that ran instead ("bf16 (compile failed)" -> bf16); None for a name that is no --path."""
+    name = engine_name.removesuffix(" (compile failed)")
+    return name if name in PATHS else None
+
+
+def server_calib(calib: str | None, path: str, folder: Path) -> str | None:
+    """The --calib for servers that run `path` as auto's choice. Auto calibrates int8 on every other --calib
+    image and checks agreement on the rest (deploy/predict.py, build_predict_engine), while `--path int8-*`
+    calibrates on all of them: the servers get a folder of auto's half, so that they build the engine the
+    offline step measured, not one with other activation ranges."""
+    if not calib or not path.startswith("int8"):
+        return calib
+    half = folder / "calib-int8"
+    half.mkdir()
+    for i, f in enumerate(expand_inputs([calib])[0::2]):  # numbered names keep expand_inputs' sorted order
+        (half / f"{i:05d}{f.suffix}").write_bytes(f.read_bytes())
+    return str(half)
+
+
+def resolve_servers(config: ServeConfig, offline_path: str, folder: Path, *, server_auto: bool,
+                    log: Callable[[str], None] = print) -> ServeConfig:
+    """The servers' config: `config` with a measured --path rule (auto, fastest) replaced by the offline step's
+    choice `offline_path`, unless `server_auto` (or the choice is no --path name); one line says which."""
+    if config.path not in RESOLVED_OFFLINE:
+        return config
+    path = served_path(offline_path)
+    if server_auto or path is None:
+        why = "--server-auto" if server_auto else f"{offline_path!r} is not a --path name"
+        log(f"path {config.path} resolved to {offline_path} (offline choice); servers resolve {config.path} "
+            f"themselves ({why}), and may pick another path")
+        return config
+    log(f"path {config.path} resolved to {path} (offline choice); servers run {path}")
+    calib = server_calib(config.calib, path, folder) if config.path == "auto" else config.calib
+    return replace(config, path=path, calib=calib)
 
 
 def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: list[bytes], hostile: int,
@@ -281,6 +351,7 @@ def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: l
         rss_start, cpu_start = resident_mb(proc.pid), cpu_seconds(proc.pid)
         jobs = good_jobs(photo_bytes, bench.requests)
         jobs += hostile_jobs(hostile, photo_bytes[0], int(config.max_body_mb * 2**20))
+        planned = len(jobs)
         random.Random(0).shuffle(jobs)
         records, wall = asyncio.run(drive(port, jobs, bench.concurrency, bench.time_limit_s))
         passes1, images1 = batch_stats(port)
@@ -290,24 +361,28 @@ def _load_run(name: str, config: ServeConfig, bench: BenchConfig, photo_bytes: l
         exit_code = stop_server(proc)
     passes = passes1 - passes0
     return {"name": name, "path": path, "max_batch": config.max_batch, "wall_s": wall, "records": records,
+            "planned": planned,
             "mean_batch": (images1 - images0) / passes if passes else 0.0, "server_cpu_s": cpu,
             "rss_mb_start": rss_start, "rss_mb_end": rss_end, "stayed_up": up, "exit_code": exit_code}
 
 
-def _summarise(run: dict, expected: list[dict]) -> dict:
-    """Throughput and latency of the good requests, correctness, and every status seen, by kind."""
+def _summarise(run: dict, reference: list[dict]) -> dict:
+    """Throughput and latency of the good requests, their agreement with the fp32 `reference` (one {"class",
+    "prob"} per photo): top-1 agreement as "good_correct", the largest |dp| of an agreeing answer as
+    "max_dprob"; and every status seen, by kind."""
     records = run.pop("records")
     good = [r for r in records if r["kind"] == "good"]
     ok = [r for r in good if r["status"] == 200]
-    correct = [r for r in ok if r["top1"] == expected[r["photo"]]["class"]
-               and abs(r["prob"] - expected[r["photo"]]["prob"]) < 1e-3]
+    correct, max_dprob = agreement([(r["top1"], r["prob"]) for r in ok],
+                                   [(reference[r["photo"]]["class"], reference[r["photo"]]["prob"]) for r in ok])
     ms = np.array([1000 * r["latency_s"] for r in ok]) if ok else np.array([float("nan")])
     statuses: dict[str, dict[str, int]] = {}
     for r in records:
         key = str(r["status"] if r["status"] is not None else r.get("error", "no answer"))
         statuses.setdefault(r["kind"], {}).setdefault(key, 0)
         statuses[r["kind"]][key] += 1
-    return {**run, "requests": len(records), "good": len(good), "good_ok": len(ok), "good_correct": len(correct),
+    return {**run, "requests": len(records), "good": len(good), "good_ok": len(ok), "good_correct": correct,
+            "max_dprob": max_dprob, "cut_by_time_limit": len(records) < run.get("planned", len(records)),
             "server_5xx": sum(1 for r in records if r["status"] is not None and r["status"] >= 500),
             "no_answer": sum(1 for r in records if r["status"] is None),
             "images_per_s": len(ok) / run["wall_s"],
@@ -315,7 +390,11 @@ def _summarise(run: dict, expected: list[dict]) -> dict:
             **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}, "statuses": statuses}
 
 
-def bench_serve(bench: BenchConfig, log=lambda s: print(f"reslab bench serve: {s}", file=sys.stderr)) -> dict:
+def _say(line: str) -> None:
+    print(f"reslab bench serve: {line}", file=sys.stderr, flush=True)
+
+
+def bench_serve(bench: BenchConfig, log: Callable[[str], None] = _say) -> dict:
     """Offline engine, batched server, one-image server (and the hostile mix): the report as a dict."""
     hardware = hardware_info(torch.get_num_threads())
     photo_bytes = photos()
@@ -326,41 +405,58 @@ def bench_serve(bench: BenchConfig, log=lambda s: print(f"reslab bench serve: {s
             config = replace(config, weights=str(_random_weights(bench.model, folder)))
         log(f"offline: building the {config.path} engine at batch {config.max_batch}")
         offline = _offline(config, photo_bytes, folder)
-        plan = [("batched", config, 0), ("single", replace(config, max_batch=1), 0)]
+        served = resolve_servers(config, offline["path"], folder, server_auto=bench.server_auto, log=log)
+        plan = [("batched", served, 0), ("single", replace(served, max_batch=1), 0)]
         if bench.hostile:
-            plan.append(("hostile", replace(config, max_body_mb=HOSTILE_MAX_BODY_MB), bench.hostile))
+            plan.append(("hostile", replace(served, max_body_mb=HOSTILE_MAX_BODY_MB), bench.hostile))
         runs = []
         for name, cfg, hostile in plan:
-            log(f"{name}: max batch {cfg.max_batch}, {bench.concurrency} clients, {bench.requests} good requests"
-                + (f" and {hostile} malformed" if hostile else ""))
-            runs.append(_summarise(_load_run(name, cfg, bench, photo_bytes, hostile, folder), offline["expected"]))
+            log(f"{name}: --path {cfg.path}, max batch {cfg.max_batch}, {bench.concurrency} clients, "
+                f"{bench.requests} good requests" + (f" and {hostile} malformed" if hostile else ""))
+            runs.append(_summarise(_load_run(name, cfg, bench, photo_bytes, hostile, folder), offline["reference"]))
+            if runs[-1]["cut_by_time_limit"]:
+                log(f"{name}: stopped by the time limit ({bench.time_limit_s:g} s) after {runs[-1]['requests']} of "
+                    f"{runs[-1]['planned']} requests")
         model = read_metadata(config.weights)["model"]
     by_name = {r["name"]: r for r in runs}
     return {"model": model, "weights": bench.server.weights or None, "config": asdict(bench), "hardware":
-            hardware, "loadavg_end": list(os.getloadavg()), "offline": offline, "runs": runs,
+            hardware, "loadavg_end": list(os.getloadavg()), "reference": REFERENCE,
+            "servers_path": served.path, "offline": offline, "runs": runs,
             "server_vs_offline": by_name["batched"]["images_per_s"] / offline["images_per_s"],
             "batched_vs_single": by_name["batched"]["images_per_s"] / max(1e-9, by_name["single"]["images_per_s"])}
 
 
 # ---------------------------------------------------------------------------- report
+def _dp(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def print_report(report: dict) -> None:
-    """One table: the offline engine, then each server run; hardware and load above it."""
+    """One table: the offline engine, then each server run; hardware, load and the paths above it, what
+    "correct" means in its caption."""
     hw, off, cfg = report["hardware"], report["offline"], report["config"]
+    reference = report.get("reference", REFERENCE)
     console = make_console()
-    console.print(f"[bold]{report['model']}[/], path {off['path']}, {cfg['concurrency']} clients, {hw['cpu']}, "
+    console.print(f"[bold]{report['model']}[/], --path {cfg['server']['path']}: offline {off['path']}, servers "
+                  f"{report.get('servers_path', off['path'])}; {cfg['concurrency']} clients, {hw['cpu']}, "
                   f"{hw['physical_cores']} cores, torch {hw['torch']}; load {hw['loadavg'][0]:.1f} -> "
                   f"{report['loadavg_end'][0]:.1f}")
-    table = Table(title="reslab bench serve (latency of good requests; images/s = good answers per second)")
-    for col in ("run", "max batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "CPU ms/req",
-                "good: ok, correct", "malformed", "5xx", "RSS MB start -> end", "up, exit"):
-        table.add_column(col, justify="left" if col == "run" else "right")
+    table = Table(title="reslab bench serve (latency of good requests; images/s = good answers per second)",
+                  caption=f"correct: the top-1 class is the {reference} model's on the same image (the reference "
+                          f"--path auto checks agreement against); max |dp|: the largest difference from it in that "
+                          f"class's probability, over the answers that agree")
+    for col in ("run (path)", "max batch", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "CPU ms/req",
+                "good: ok, correct", f"max |dp| vs {reference.split()[0]}", "malformed", "5xx",
+                "RSS MB start -> end", "up, exit"):
+        table.add_column(col, justify="left" if col.startswith("run") else "right")
     table.add_row(f"offline engine ({off['path']})", str(off["batch_size"]), f"{off['images_per_s']:.1f}", "-", "-",
-                  "-", str(off["batch_size"]), "-", "-", "-", "-", "-", "-")
+                  "-", str(off["batch_size"]), "-", f"{off['top1_agree']} of {off['photos']} photos",
+                  _dp(off["max_dprob"]), "-", "-", "-", "-")
     for r in report["runs"]:
         table.add_row(f"{r['name']} ({r.get('path')})", str(r["max_batch"]), f"{r['images_per_s']:.1f}",
                       f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['mean_batch']:.1f}",
                       f"{r['cpu_ms_per_request']:.0f}", f"{r['good_ok']}, {r['good_correct']} of {r['good']}",
-                      str(r["requests"] - r["good"]),
+                      _dp(r["max_dprob"]), str(r["requests"] - r["good"]),
                       str(r["server_5xx"]), f"{r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f}",
                       f"{'yes' if r['stayed_up'] else 'NO'}, {r['exit_code']}")
     console.print(table)
@@ -371,9 +467,12 @@ def print_report(report: dict) -> None:
             kinds = "; ".join(f"{k} " + ", ".join(f"{n}x {code}" for code, n in v.items())
                               for k, v in r["statuses"].items() if k != "good")
             console.print(f"{r['name']} answers by kind: {kinds}")
+        if r.get("cut_by_time_limit"):
+            console.print(f"{r['name']}: stopped by the time limit after {r['requests']} of {r['planned']} requests "
+                          f"(--time-limit {cfg['time_limit_s']:g})")
 
 
 def save_report(report: dict, path: str | Path | None, *, overwrite: bool = False) -> Path:
     """The JSON report at `path` (default bench-serve-MODEL.json); an existing file only with `overwrite`."""
     return save_file_output(path or f"bench-serve-{report['model']}.json", overwrite=overwrite,
-                            write=lambda p: atomic_write_text(p, json.dumps(report, indent=2) + "\n"))
+                            write=lambda p: atomic_write_text(p, json_text(report) + "\n"))

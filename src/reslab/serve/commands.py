@@ -27,6 +27,11 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.set_defaults(func=_cmd_serve)
 
     p = bench_sub.add_parser("serve", help="load-test `reslab serve` on loopback against the offline engine",
+                             description="Load-test `reslab serve` on loopback: the offline engine, a batched "
+                             "server, a one-image server (and --hostile). --path auto is resolved once, by the "
+                             "offline step, and the servers run its choice. Every good answer is checked against "
+                             "the fp32 eager model: 'correct' counts top-1 agreement, 'max |dp| vs fp32' the "
+                             "largest probability difference.",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--weights", help="weights to serve (default: --model with random weights)")
     p.add_argument("--model", default="resnet50", help="registered model, when no --weights")
@@ -35,8 +40,11 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--requests", type=int_in(1, 10**7), default=640, help="good requests per load run")
     p.add_argument("--hostile", type=int_in(0, 10**6), default=0,
                    help="malformed requests mixed into an extra load run")
-    p.add_argument("--time-limit", type=float_in(0, 86_400, above=True), default=600.0,
-                   help="seconds each load run may take at most")
+    p.add_argument("--time-limit", type=float_in(0, 86_400, above=True), default=120.0,
+                   help="seconds each load run may take at most (the report says when a run was cut)")
+    p.add_argument("--server-auto", action="store_true",
+                   help="with --path auto or fastest, let each server resolve it itself (a timed choice that can "
+                        "differ between processes) instead of starting the servers with the offline step's choice")
     p.add_argument("--out", help="where to save the JSON report (none: bench-serve-MODEL.json)")
     p.add_argument("--overwrite", action="store_true", help="replace the report file when it exists")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -87,6 +95,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    if args.server_auto and args.path not in ("auto", "fastest"):
+        raise ReslabError(f"--server-auto lets the servers resolve --path auto or fastest themselves; with --path "
+                          f"{args.path} there is nothing to resolve. Received: --path {args.path} --server-auto; "
+                          f"drop --server-auto, or pass --path auto")
     config = _server_config(args, args.weights or "", calib=args.calib)
     try:
         from reslab.serve.bench import BenchConfig, bench_serve, print_report, save_report
@@ -97,7 +109,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     if args.out:  # fails now, not after the benchmark (the default name waits for the model's name)
         check_file_out(args.out, overwrite=args.overwrite)
     bench = BenchConfig(server=config, model=args.model, concurrency=args.concurrency, requests=args.requests,
-                        hostile=args.hostile, time_limit_s=args.time_limit)
+                        hostile=args.hostile, time_limit_s=args.time_limit, server_auto=args.server_auto)
     report = bench_serve(bench)
     out = save_report(report, args.out, overwrite=args.overwrite)
     if args.json:
