@@ -13,12 +13,12 @@ import torch
 pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'reslab[serve]')")
 
-import reslab.serve.bench as bench_mod  # noqa: E402
-from reslab.cli import build_parser  # noqa: E402
-from reslab.deploy.images import image_mode, load_image, preprocess_image  # noqa: E402
-from reslab.deploy.predict import expand_inputs, predict  # noqa: E402
-from reslab.serve.app import ServeConfig  # noqa: E402
-from reslab.serve.bench import (  # noqa: E402
+import reslab.serve.bench as bench_mod
+from reslab.cli import build_parser
+from reslab.deploy.images import image_mode, load_image, preprocess_image
+from reslab.deploy.predict import expand_inputs, predict
+from reslab.serve.app import ServeConfig
+from reslab.serve.bench import (
     BenchConfig,
     _summarise,
     agreement,
@@ -28,10 +28,10 @@ from reslab.serve.bench import (  # noqa: E402
     resolve_servers,
     served_path,
 )
-from reslab.weights import load_weights, read_metadata  # noqa: E402
+from reslab.weights import load_weights, read_metadata
 
-from fakedata import tiny_weights  # noqa: E402
-from robust_util import one_line_error  # noqa: E402
+from fakedata import tiny_weights
+from robust_util import one_line_error
 
 PRE = {"image_size": 32, "in_chans": 3, "mode": "channel", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25],
        "resize": None, "crop": 32}
