@@ -153,7 +153,7 @@ def test_bench_serve_measures_one_path_and_checks_every_answer_against_fp32_eage
     assert report["runs"][0]["max_dprob"] == pytest.approx(0.01)
     print_report(report)
     out = capsys.readouterr().out
-    assert "12, 12 of 12" in out and "0.0100" in out and "max |dp|" in out and f"servers {off['path']}" in out
+    assert "12, 12 of 12" in out and " 0.01 " in out and "max |dp|" in out and f"servers {off['path']}" in out
     assert "top-1 class is the fp32 eager model's" in " ".join(out.split())
 
 
