@@ -5,6 +5,7 @@ subprocesses) are tests/test_serve.py's; here they are replaced where the test i
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,21 @@ def test_resnet50_random_weights_see_the_benchmark_photos_at_224(tmp_path):
     assert meta["model"] == "resnet50" and len(meta["classes"]) == 1000
     x = preprocess_image(load_image(io.BytesIO(photos(1)[0]), mode=image_mode(pre)), pre)
     assert x.shape == (3, 224, 224) and torch.isfinite(x).all()
+
+
+@pytest.mark.slow
+def test_bench_serve_resnet50_end_to_end(tmp_path, capsys):
+    """The whole command on ResNet-50 with random weights, small: the offline engine and two real servers
+    (3-4 min on 2 shared cores, so marked slow); every answer agrees with fp32 and every server exits 0."""
+    from reslab.cli import main
+
+    out = tmp_path / "r50.json"
+    assert main(["bench", "serve", "--model", "resnet50", "--path", "auto", "--max-batch", "8", "--requests", "8",
+                 "--concurrency", "4", "--time-limit", "120", "--out", str(out), "--json"]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "resnet50" and report["servers_path"] == report["offline"]["path"] != "auto"
+    assert report["offline"]["top1_agree"] == report["offline"]["photos"] == 8
+    for run in report["runs"]:
+        assert run["path"] == report["servers_path"] and (run["good_ok"], run["good_correct"]) == (8, 8)
+        assert run["stayed_up"] and run["exit_code"] == 0 and run["server_5xx"] == 0
+    assert f"path auto resolved to {report['servers_path']}" in capsys.readouterr().err
