@@ -200,3 +200,18 @@ def test_class_names_from_a_file_in_train_and_predict(fmnist_dir, tmp_path, pret
                  str(tmp_path / "two.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--classes gives 2 names" in err and "10 outputs" in err and len(err.splitlines()) == 1
+
+
+def test_the_init_notice_is_printed_once_by_train_lr_find_and_by_lr_find(fmnist_dir, tmp_path, pretrained, capsys):
+    # 5 of the weights' 10 classes: --init replaces the classifier and says so. `train --lr find` loads the
+    # weights twice (its sweep, then the run): the notice is the run's, once.
+    replaced = "classifier fc (10 outputs for other classes) replaced by a new one for the data's 5 classes"
+    assert main(_train_args(fmnist_dir, tmp_path / "run", "--init", str(pretrained), "--iterations", "2",
+                            "--subset-classes", "0-4", "--lr", "find")) == 0
+    err = capsys.readouterr().err
+    assert err.count(replaced) == 1 and "reslab train: lr-find suggests" in err, err
+    assert err.index("lr-find suggests") < err.index(replaced)  # the run's set-up, after its sweep
+    assert main(["lr-find", "--data-dir", str(fmnist_dir), "--init", str(pretrained), "--subset-classes", "0-4",
+                 "--iterations", "12", "--batch-size", "16", "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "lf")]) == 0
+    assert capsys.readouterr().err.count(replaced) == 1  # a sweep of its own still says it

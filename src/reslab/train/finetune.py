@@ -156,9 +156,10 @@ class FineTune:
 
     @classmethod
     def setup(cls, cfg: TrainConfig, model: nn.Module, data: TrainData, schedule: Schedule, dist: Dist, *,
-              fresh: bool) -> FineTune:
+              fresh: bool, announce: bool = True) -> FineTune:
         """Check the flags against the model and the run, load `--init` into a new run's model and hold the
-        frozen stages (before DDP, which trains what requires a gradient when it starts)."""
+        frozen stages (before DDP, which trains what requires a gradient when it starts). `announce=False`:
+        print no notice of the set-up (the lr sweep of `train --lr find`, whose run prints the same one)."""
         frozen = frozen_stages(cfg.freeze, model, cfg.model)
         head_iters = cfg.head_epochs * data.batches.steps_per_epoch
         if head_iters >= schedule.total:
@@ -174,7 +175,8 @@ class FineTune:
         if head_iters:
             notice = "; ".join(filter(None, [notice, f"the head ({head}) trains alone for the first "
                                                      f"{head_iters:,} iterations, then every stage"]))
-        tune.note(notice)
+        if announce:
+            tune.note(notice)
         hold(model, set(frozen))
         return tune
 

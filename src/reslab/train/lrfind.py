@@ -162,19 +162,20 @@ def lr_find(cfg: LRFindConfig, *, log: Callable[[str], None] = print, inside_run
     # A sweep of its own claims its folder now (a bad --out fails before the sweep); one inside a new run
     # writes into the run, which `train` holds.
     with nullcontext() if inside_run else output_folder(out, "lr-find", overwrite=cfg.overwrite):
-        return _lr_find(cfg, out, log)
+        return _lr_find(cfg, out, log, announce=not inside_run)
 
 
-def _lr_find(cfg: LRFindConfig, out: Path, log: Callable[[str], None]) -> LRFindResult:
+def _lr_find(cfg: LRFindConfig, out: Path, log: Callable[[str], None], *, announce: bool) -> LRFindResult:
     tc = cfg.train
     device = pick_device(tc.device)
     amp, channels_last = tc.amp == "bf16" or (tc.amp == "auto" and native_bf16(device)), tc.channels_last != "off"
     torch.manual_seed(tc.seed)
     data = prepare_data(tc, device, Dist(), amp)
     model = build_model(tc, model_kwargs(tc, len(data.classes), data.in_chans), device, channels_last)
-    # --init (weights, only read), --freeze, --head-epochs and --lr-decay-per-stage as `reslab train` applies them
+    # --init (weights, only read), --freeze, --head-epochs and --lr-decay-per-stage as `reslab train` applies them;
+    # inside `train --lr find` the run's own set-up says what --init changed, once
     tuning = FineTune.setup(tc, model, data, Schedule.from_config(tc, data.batches.steps_per_epoch), Dist(),
-                            fresh=True)
+                            fresh=True, announce=announce)
     lrs, losses = _sweep(cfg, model, data, tuning, device, amp, channels_last, log)
     smoothed = smooth(losses)
     steepest, min_over_10 = suggest(lrs, smoothed)
