@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from reslab.data.folder import check_folder, folder_dataset, folder_loader
+from reslab.data.folder import _scan, check_folder, folder_dataset, folder_loader
+from reslab.data.formats import read_idx_pair
 from reslab.errors import ReslabError
 
+from fakedata import write_idx
 from robust_util import image_folder, one_line_error, png_bytes, tiny_weights, write_bad_images
 
 KINDS = ("corrupt", "truncated", "bomb")
@@ -53,6 +56,21 @@ def test_evaluation_folder_with_a_bad_image_is_one_line(tmp_path):
         folder_loader(root, "val", batch_size=2, workers=0, train=False)
     msg = str(err.value)
     assert "\n" not in msg and "broken.png" in msg and "1 of 9 images" in msg
+
+
+def test_a_count_of_one_says_one_image(tmp_path, weights, capsys):
+    """The counts in these lines take console.plural: "1 image", never "1 images"."""
+    bad = write_bad_images(tmp_path / "bad")["corrupt"]
+    one = r"; 1 of 1 image in .* is unreadable: fix or remove it, or pass --skip-bad to leave it out"
+    with pytest.raises(ReslabError, match=one):
+        _scan(bad.parent, [str(bad)], skip_bad=False)
+    assert _scan(bad.parent, [str(bad)], skip_bad=True) == {str(bad)}
+    assert f"skipping 1 unreadable of 1 image in {bad.parent} (first:" in capsys.readouterr().err
+    one_line_error(capsys, ["predict", weights, bad, "--skip-bad"], "the image could not be read (first:")
+    images = write_idx(tmp_path / "idx" / "images", np.zeros((1, 28, 28), np.uint8))
+    labels = write_idx(tmp_path / "idx" / "labels", np.zeros(2, np.uint8))
+    with pytest.raises(ReslabError, match=r"has 1 image but .* has 2 labels"):
+        read_idx_pair(images, labels)
 
 
 def test_a_class_left_without_images_is_an_error(tmp_path):

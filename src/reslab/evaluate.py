@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from reslab._callable import make_callable
+from reslab.console import plural
 from reslab.data.augment import normalize, ten_crop
 from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import VisibleImageFolder, folder_dataset, load_rgb, multiscale_views, split_samples
@@ -242,8 +243,8 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         probs, labels = predict_probs(model, batches, device=dev)
     if not bool(torch.isfinite(probs).all()):  # NaN would pass silently as an error rate, and is not JSON
         bad = int((~torch.isfinite(probs).all(dim=1)).sum())
-        raise ReslabError(f"{weights}: the network's output holds NaN or infinite values on {bad} of {len(probs)} "
-                          f"{name} {split} images; the weights overflow on these inputs")
+        raise ReslabError(f"{weights}: the network's output holds NaN or infinite values on {bad} of "
+                          f"{plural(len(probs), f'{name} {split} image')}; the weights overflow on these inputs")
     res = metrics_from_probs(probs, labels, len(classes))
     folder = Path(out) if out else resolve_weights(weights)[0].parent
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from reslab.console import plural
 from reslab.data.augment import pca_lighting
 from reslab.data.images import load_image
 from reslab.errors import ReslabError, option
@@ -184,10 +185,13 @@ def _scan(folder: Path, files: list[str], skip_bad: bool) -> set[str]:
     """The bad files of one split folder: an error naming the first, or (`skip_bad`) counted on stderr."""
     bad = bad_images(files)
     if bad and not skip_bad:
-        raise ReslabError(f"{bad[0][1]}; {len(bad)} of {len(files)} images in {folder} are unreadable: fix or "
-                          f"remove them, or pass --skip-bad to leave them out")
+        one = len(bad) == 1
+        raise ReslabError(f"{bad[0][1]}; {len(bad)} of {plural(len(files), 'image')} in {folder} "
+                          f"{'is' if one else 'are'} unreadable: fix or remove {'it' if one else 'them'}, or pass "
+                          f"--skip-bad to leave {'it' if one else 'them'} out")
     if bad:
-        print(f"reslab: skipping {len(bad)} unreadable of {len(files)} images in {folder} (first: {bad[0][1]})",
+        print(f"reslab: skipping {len(bad)} unreadable of {plural(len(files), 'image')} in {folder} "
+              f"(first: {bad[0][1]})",
               file=sys.stderr, flush=True)
     return {f for f, _ in bad}
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reslab.console import plural
 from reslab.errors import ReslabError
 
 MNIST_CLASSES = [str(d) for d in range(10)]
@@ -115,8 +116,8 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path, *, num_class
         raise ReslabError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels, this dataset's are "
                           f"{side}x{side}; {_REFETCH}")
     if len(images) != len(labels):
-        raise ReslabError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} "
-                          f"labels; {_REFETCH}")
+        raise ReslabError(f"{images_path} has {plural(len(images), 'image')} but {labels_path} has "
+                          f"{plural(len(labels), 'label')}; {_REFETCH}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 

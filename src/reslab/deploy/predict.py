@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from reslab.console import plural
 from reslab.data.folder import hidden
 from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fastest
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
@@ -138,8 +139,8 @@ def calibration_batch(files: list[Path], preprocess: Preprocess, *, raw: bool = 
         raise ReslabError(f"only {len(tensors)} of {len(files)} calibration images are readable, int8 needs at "
                           f"least {need}{first}; add readable, representative images")
     if bad:
-        print(f"reslab: int8 calibration on {len(tensors)} of {len(files)} images; {len(bad)} unreadable skipped "
-              f"(first: {bad[0]})", file=sys.stderr)
+        print(f"reslab: int8 calibration on {len(tensors)} of {plural(len(files), 'image')}; {len(bad)} unreadable "
+              f"skipped (first: {bad[0]})", file=sys.stderr)
     return torch.stack(tensors)
 
 
@@ -183,7 +184,7 @@ def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path],
             raise ReslabError(f"--path {path} needs calibration images: pass --calib DIR with a few dozen typical "
                               f"images (the images being predicted would fit the int8 ranges to themselves)")
         batch = calibration_batch(calib[:INT8_CALIB_MAX], pre)
-        print(f"reslab: int8 calibrated on {len(batch)} images from --calib", file=sys.stderr)
+        print(f"reslab: int8 calibrated on {plural(len(batch), 'image')} from --calib", file=sys.stderr)
     return build_engine(net, path, example, batch)
 
 
@@ -230,7 +231,7 @@ def predict(
         if not bool(finite.all()):
             first = good[int((~finite).nonzero()[0, 0])]
             raise ReslabError(f"{first}: the network's output holds NaN or infinite values ({int((~finite).sum())} of "
-                              f"{len(good)} images in this batch); the weights overflow on these inputs")
+                              f"{plural(len(good), 'image')} in this batch); the weights overflow on these inputs")
         if features:
             for f, row in zip(good, out, strict=True):
                 results[f] = {"file": str(f), "features": row.tolist()}
@@ -241,6 +242,7 @@ def predict(
             results[f] = {"file": str(f), "topk": [{"class": classes[i], "prob": v}
                                                   for v, i in zip(pr, ix, strict=True)]}
     if files and all("error" in r for r in results.values()):
-        raise ReslabError(f"none of the {len(files)} images could be read (first: {results[files[0]]['error']}); "
+        raise ReslabError(f"{'the image' if len(files) == 1 else f'none of the {len(files):,} images'} could "
+                          f"{'not ' if len(files) == 1 else ''}be read (first: {results[files[0]]['error']}); "
                           f"check the files")
     return [results[f] for f in files]

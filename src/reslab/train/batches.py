@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from reslab.console import plural
 from reslab.data.augment import BatchAugment, CropFlip, crop_flip
 from reslab.data.datasets import InMemoryDataset
 from reslab.errors import ReslabError
@@ -47,7 +48,8 @@ class InMemoryBatches:
         self.order = order or (lambda g: torch.randperm(len(data), generator=g))
         self.steps_per_epoch = len(data) // batch_size
         if self.steps_per_epoch < 1:
-            raise ReslabError(f"the training set has {len(data)} images, fewer than one batch; lower --batch-size. "
+            raise ReslabError(f"the training set has {plural(len(data), 'image')}, fewer than one batch; lower "
+                              f"--batch-size. "
                               f"Received: --batch-size {batch_size}")
         self.device = data.labels.device
         self.images = aug.normalize(data.images)  # (N, C, H, W) float32 on the data's device

@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 
 from reslab import pretrained
 from reslab.cli_types import cores  # worker processes past the CPUs only fork (a config may ask for 100,000)
-from reslab.console import notice
+from reslab.console import notice, plural
 from reslab.data.augment import BatchAugment, NormMode
 from reslab.data.classnames import check_class_count
 from reslab.data.datasets import InMemoryDataset, Split, dataset_spec, find_data_dir, load_dataset, per_pixel_mean
@@ -156,11 +156,12 @@ def _prepare_folder(cfg: TrainConfig, device: torch.device, dist: Dist, amp: boo
 
     steps = len(train) // cfg.batch_size
     if steps < 1:
-        raise ReslabError(f"{root} has {len(train)} training images, fewer than one batch; lower "
+        raise ReslabError(f"{root} has {plural(len(train), 'training image')}, fewer than one batch; lower "
                           f"{option('batch_size')}. Received: {option('batch_size', cfg.batch_size)}")
     if (dropped := len(train) - steps * cfg.batch_size) and dist.main:
-        notice(f"{dropped} of the {len(train)} training images are left out of each epoch ({steps} full batches "
-               f"of {cfg.batch_size}; the last partial batch is dropped, other images each epoch); a batch size "
+        notice(f"{dropped} of the {len(train):,} training images {'is' if dropped == 1 else 'are'} left out of each "
+               f"epoch ({plural(steps, 'full batch', 'full batches')} of {cfg.batch_size}; the last partial batch is "
+               f"dropped, other images each epoch); a batch size "
                f"that divides {len(train)} uses them all")
     classes = list(train.classes)
     preprocess = {**geo.record(), "dataset": "folder", **_subset_record(cfg),
