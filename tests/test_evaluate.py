@@ -1,5 +1,7 @@
 """evaluate_weights: the split, multi-scale and device arguments mean what they say."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,15 @@ def test_absent_cuda_is_a_one_line_error(mnist_weights, monkeypatch, capsys):
         evaluate_weights(w, data_dir=str(folder), device="cuda")
     assert main(["evaluate", str(w), "--data-dir", str(folder), "--device", "tpu"]) == 2
     assert "Received: --device tpu" in capsys.readouterr().err
+
+
+def test_evaluate_json_has_top5_err_only_with_more_than_five_classes(mnist_weights, folder_weights, tmp_path, capsys):
+    w, folder = mnist_weights  # 10 classes
+    assert main(["evaluate", str(w), "--data-dir", str(folder), "--json", "--out", str(tmp_path / "a")]) == 0
+    ten = json.loads(capsys.readouterr().out)
+    assert 0 <= ten["top5_err"] <= ten["top1_err"]
+    w, data = folder_weights  # 2 classes: top-5 error would be 0 whatever the net does
+    assert main(["evaluate", str(w), "--data-dir", str(data), "--split", "val", "--json",
+                 "--out", str(tmp_path / "b")]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert "top5_err" not in two and {"top1_err", "loss", "n", "macro_f1"} <= set(two)

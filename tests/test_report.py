@@ -79,6 +79,10 @@ def test_top5_only_with_more_than_five_classes(folder_run):
         return EvalResult(0.5, 0.0, 1.0, 4, [0.5] * k, torch.zeros(k, k, dtype=torch.long))
 
     assert [result(k).has_top5 for k in (2, 5, 6, 1000)] == [False, False, True, True]
+    # the JSON writers leave the key out likewise: test-metrics.json here, evaluate --json (EvalResult.as_dict)
+    metrics = json.loads((run / "test-metrics.json").read_text())
+    assert "top5_err" not in metrics and metrics["top1_err"] is not None and metrics["n"] > 0
+    assert ["top5_err" in result(k).as_dict() for k in (2, 5, 6)] == [False, False, True]
 
 
 def _legend(fig) -> list[str]:

@@ -61,13 +61,16 @@ class EvalResult:
         return self.confusion.shape[0] > 5
 
     def as_dict(self, classes: list[str] | None = None) -> dict:
+        """The metrics as JSON writes them (`evaluate --json`, a run's test-metrics.json): `top5_err` only with
+        more than 5 classes, where it says something (`has_top5`)."""
         names = classes or [str(i) for i in range(len(self.per_class_acc))]
         s = self.scores
 
         def per_class(values: Sequence[float]) -> dict[str, float]:
             return dict(zip(names, values, strict=True))
 
-        return {"top1_err": self.top1_err, "top5_err": self.top5_err, "loss": self.loss, "n": self.n,
+        top5 = {"top5_err": self.top5_err} if self.has_top5 else {}
+        return {"top1_err": self.top1_err, **top5, "loss": self.loss, "n": self.n,
                 "macro_f1": s.macro_f1, "balanced_acc": s.balanced_acc,
                 "per_class_acc": per_class(self.per_class_acc), "precision": per_class(s.precision),
                 "recall": per_class(s.recall), "f1": per_class(s.f1), "support": per_class(s.support)}
