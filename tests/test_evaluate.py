@@ -80,3 +80,33 @@ def test_evaluate_json_has_top5_err_only_with_more_than_five_classes(mnist_weigh
                  "--out", str(tmp_path / "b")]) == 0
     two = json.loads(capsys.readouterr().out)
     assert "top5_err" not in two and {"top1_err", "loss", "n", "macro_f1"} <= set(two)
+
+
+def test_evaluate_out_follows_the_file_rule(mnist_weights, tmp_path, capsys, monkeypatch):
+    """--out DIR: a confusion-<split>.png there is replaced only with --overwrite, refused before the evaluation
+    runs; the write is atomic (fileio.atomic_write) and a file as --out is one line."""
+    w, folder = mnist_weights
+    out = tmp_path / "eval"
+    args = ["evaluate", str(w), "--data-dir", str(folder), "--out", str(out)]
+    assert main(args) == 0
+    png = out / "confusion-test.png"
+    before = png.read_bytes()
+    assert before.startswith(b"\x89PNG") and f"confusion matrix: {png}" in capsys.readouterr().out
+    mine = out / "confusion-val.png"
+    mine.write_bytes(b"my own picture")
+    ran = []
+    monkeypatch.setattr(evaluate_mod, "predict_probs", lambda *a, **k: ran.append(1))
+    for split, path in (("test", png), ("val", mine)):
+        assert main([*args, "--split", split]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{path} exists; pass --overwrite to replace it" in err, err
+    assert not ran and png.read_bytes() == before and mine.read_bytes() == b"my own picture"
+    monkeypatch.undo()
+    assert main([*args, "--split", "val", "--overwrite"]) == 0
+    assert mine.read_bytes().startswith(b"\x89PNG") and not list(out.glob(".*"))  # no lock or temporary left
+    (tmp_path / "a-file").write_text("x")
+    assert main(["evaluate", str(w), "--data-dir", str(folder), "--out", str(tmp_path / "a-file")]) == 2
+    assert "a-file is a file; give a folder for confusion-test.png" in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "x"
+    assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0  # beside the weights: replaced each time
+    assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0

@@ -29,10 +29,11 @@ from reslab.data.datasets import find_data_dir, load_dataset
 from reslab.data.folder import VisibleImageFolder, folder_dataset, load_rgb, multiscale_views, split_samples
 from reslab.data.subset import Subset, subset_folder, subset_tensor
 from reslab.deploy.images import image_mode, normalize_view, preprocess_image, raw_view, to_mode, view_size
-from reslab.errors import ReslabError
+from reslab.errors import ReslabError, option
 from reslab.hardware import check_device
 from reslab.metadata import EVAL_SPLITS, Preprocess
 from reslab.modes import eval_mode
+from reslab.outputs import check_file_out, save_file_output
 from reslab.plotting import pyplot, save_figure
 from reslab.weights import load_weights, resolve_weights, run_config
 
@@ -207,7 +208,7 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str | Path, 
 
 def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: str | None = None,
                      split: Split = "test", ten_crop: bool = False, device: str = "auto", batch_size: int = 500,
-                     out: str | Path | None = None,
+                     out: str | Path | None = None, overwrite: bool = False,
                      multiscale: tuple[int, ...] | None = None,
                      subset_classes: tuple[int, ...] | None = None) -> tuple[EvalResult, list[str], Path]:
     """Evaluate saved reslab weights on a dataset split (test or val); writes confusion-<split>.png.
@@ -215,10 +216,14 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
     Refuses when the dataset's classes differ from the model's. `multiscale` (folder datasets): the
     fully-convolutional test averaged over these shorter-side scales (the paper's 224..640).
     `subset_classes`: only these of the dataset's classes, relabelled 0..k-1 (default: the subset the
-    model was trained on, from model.json). Returns (result, classes, png path).
+    model was trained on, from model.json). `out`: the folder for the PNG, where an existing one is
+    replaced only with `overwrite` (checked before the evaluation; docs/files.md); without `out` it goes
+    beside the weights, replacing the previous evaluation's. Returns (result, classes, png path).
     """
     if split not in SPLITS:
         raise ReslabError(f"unknown split. Received: split={split!r}; expected test or val")
+    if out is not None and (png := _out_png(out, split)).parent.is_dir():
+        check_file_out(png, overwrite=overwrite)  # refused now, not after the evaluation
     dev = check_device(device)
     model, meta = load_weights(weights, device=dev)
     pre = meta["preprocess"]
@@ -249,11 +254,23 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         raise ReslabError(f"{weights}: the network's output holds NaN or infinite values on {bad} of "
                           f"{plural(len(probs), f'{name} {split} image')}; the weights overflow on these inputs")
     res = metrics_from_probs(probs, labels, len(classes))
-    folder = Path(out) if out else resolve_weights(weights)[0].parent
-    folder.mkdir(parents=True, exist_ok=True)
-    png = save_confusion_png(res.confusion, list(classes), folder / f"confusion-{split}.png",
-                             title=f"{meta['model']} on {name} {split}: {100 * (1 - res.top1_err):.2f}% top-1")
+    title = f"{meta['model']} on {name} {split}: {100 * (1 - res.top1_err):.2f}% top-1"
+
+    def draw(path: Path) -> Path:
+        return save_confusion_png(res.confusion, list(classes), path, title=title)
+
+    if out is None:
+        png = draw(resolve_weights(weights)[0].parent / f"confusion-{split}.png")
+    else:
+        png = save_file_output(_out_png(out, split), overwrite=overwrite, write=draw)
     return res, list(classes), png
+
+
+def _out_png(out: str | Path, split: str) -> Path:
+    """confusion-<split>.png in the folder `out` (made when it does not exist)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ReslabError(f"{option('out', out)} is a file; give a folder for confusion-{split}.png")
+    return Path(out) / f"confusion-{split}.png"
 
 
 class ModelView:

@@ -301,7 +301,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                         "paper's 224,256,384,480,640)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=cli_types.positive_int, default=500)
-    p.add_argument("--out", help="where to write confusion-<split>.png and metrics JSON (default: beside weights)")
+    p.add_argument("--out", help="folder for confusion-<split>.png (default: beside the weights, replacing the last "
+                                 "evaluation's); an existing one in --out needs --overwrite. The metrics: --json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace confusion-<split>.png in --out when it exists")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -318,7 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     res, classes, out = evaluate_weights(args.weights, data=args.data, data_dir=args.data_dir, split=args.split,
                                          ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
-                                         out=args.out, multiscale=args.multiscale,
+                                         out=args.out, overwrite=args.overwrite, multiscale=args.multiscale,
                                          subset_classes=args.subset_classes)
     if args.json:
         from reslab.console import json_text
