@@ -166,6 +166,33 @@ def test_rerun_with_same_out_reuses_finished_runs(degradation_dir, fmnist_dir):
     assert weights.stat().st_mtime_ns == before
 
 
+def test_the_experiment_folder_follows_the_ownership_rule(degradation_dir, fmnist_dir, tmp_path, capsys):
+    """--out: a new folder, or this experiment's own (continued: test above); never a folder of a user's
+    files, another experiment's folder or a train run. The marker lists what the experiment wrote."""
+    from reslab.outputs import LOCK_FILE, MARKER
+
+    marker = json.loads((degradation_dir / MARKER).read_text())
+    assert marker["kind"] == "experiment degradation" and "summary.md" in marker["files"]
+    assert not (degradation_dir / LOCK_FILE).exists()  # released when the experiment ended
+    args = ["experiment", "shortcuts", "--data-dir", str(fmnist_dir), *TINY, "--out"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    for folder, needle in ((mine, "holds other files and is not reslab's output"),
+                           (degradation_dir, "holds reslab's experiment degradation output, not experiment "
+                                             "shortcuts output"),
+                           (degradation_dir / "runs" / "resnet20-s0", "holds reslab's train output")):
+        assert main([*args, str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert (mine / "summary.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["summary.md"]
+    old = tmp_path / "old"  # an experiment folder from before the marker: experiment.json names the experiment
+    old.mkdir()
+    (old / "experiment.json").write_text(json.dumps({"experiment": "degradation", "config": {}, "runs": []}))
+    assert main([*args, str(old)]) == 2
+    assert "holds reslab's degradation experiment, not shortcuts" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------- --jobs
 TIMING = ("images_per_s", "elapsed_s")
 

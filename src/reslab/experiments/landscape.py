@@ -226,18 +226,18 @@ def run_landscape(cfg: LandscapeConfig) -> ExperimentResult:
             raise ReslabError(f"{key} must be an integer >= {least}. Received: {key}={getattr(cfg, key)!r}")
     if not cfg.span > 0:
         raise ReslabError(f"span must be > 0. Received: span={cfg.span!r}")
-    folder, records = from_degradation(cfg)
-    cfg.depth = _pair_depth(records, cfg.depth)
-    surfaces = {}
-    for kind in ("plain", "resnet"):
-        r = next(r for r in records if r.label == f"{kind}{cfg.depth}")
-        model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
-        x, y = dataset_tensors(meta, "train", cfg.images, data_dir=cfg.data_dir, seed=r.seed)
-        surfaces[r.label] = measure_surface(model, x, y, cfg, label=r.label)
-    minima = {lab: minima_per_slice(s) for lab, s in surfaces.items()}
-    nonconvex = {lab: mean_nonconvexity(s) for lab, s in surfaces.items()}
-    claims = landscape_claims(minima, nonconvex, cfg.depth)
-    return finish(folder, cfg, records, lambda f, c, _r: landscape_report(f, c, surfaces, claims))
+    with from_degradation(cfg) as (folder, records):
+        cfg.depth = _pair_depth(records, cfg.depth)
+        surfaces = {}
+        for kind in ("plain", "resnet"):
+            r = next(r for r in records if r.label == f"{kind}{cfg.depth}")
+            model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
+            x, y = dataset_tensors(meta, "train", cfg.images, data_dir=cfg.data_dir, seed=r.seed)
+            surfaces[r.label] = measure_surface(model, x, y, cfg, label=r.label)
+        minima = {lab: minima_per_slice(s) for lab, s in surfaces.items()}
+        nonconvex = {lab: mean_nonconvexity(s) for lab, s in surfaces.items()}
+        claims = landscape_claims(minima, nonconvex, cfg.depth)
+        return finish(folder, cfg, records, lambda f, c, _r: landscape_report(f, c, surfaces, claims))
 
 
 def landscape_report(folder: Path, cfg: LandscapeConfig, surfaces: dict[str, Surface], claims: list[Claim]) -> Report:

@@ -182,18 +182,18 @@ def run_lesion(cfg: LesionConfig) -> ExperimentResult:
 
     if cfg.draws < 1:
         raise ReslabError(f"draws must be a positive integer. Received: draws={cfg.draws!r}")
-    folder, records = from_degradation(cfg)
-    lesions: dict[str, Lesion] = {}
-    classes = 10
-    for r in sorted(records, key=lambda r: (r.label.startswith("resnet"), int(re.sub(r"\D", "", r.label) or 0))):
-        if r.label in lesions:
-            continue  # one seed per net: a lesion curve is not averaged over differently trained nets
-        model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
-        x, y = dataset_tensors(meta, "test", cfg.images, data_dir=cfg.data_dir)
-        classes = len(meta["classes"])
-        lesions[r.label] = measure_lesion(model, x, y, label=r.label, draws=cfg.draws, seed=cfg.draw_seed,
-                                         quiet=bool(cfg.quiet))
-    return finish(folder, cfg, records, lambda f, c, _r: lesion_report(f, c, lesions, classes))
+    with from_degradation(cfg) as (folder, records):
+        lesions: dict[str, Lesion] = {}
+        classes = 10
+        for r in sorted(records, key=lambda r: (r.label.startswith("resnet"), int(re.sub(r"\D", "", r.label) or 0))):
+            if r.label in lesions:
+                continue  # one seed per net: a lesion curve is not averaged over differently trained nets
+            model, meta = load_weights(r.run_dir, device=check_device(cfg.device or "auto"))
+            x, y = dataset_tensors(meta, "test", cfg.images, data_dir=cfg.data_dir)
+            classes = len(meta["classes"])
+            lesions[r.label] = measure_lesion(model, x, y, label=r.label, draws=cfg.draws, seed=cfg.draw_seed,
+                                             quiet=bool(cfg.quiet))
+        return finish(folder, cfg, records, lambda f, c, _r: lesion_report(f, c, lesions, classes))
 
 
 def lesion_report(folder: Path, cfg: LesionConfig, lesions: dict[str, Lesion], num_classes: int) -> Report:

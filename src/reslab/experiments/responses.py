@@ -27,8 +27,8 @@ from reslab.experiments.records import RunRecord
 from reslab.experiments.runs import (
     ExperimentResult,
     display_name,
+    experiment_folder,
     finish,
-    open_folder,
     read_manifest,
     run_jobs,
     write_manifest,
@@ -134,19 +134,19 @@ def run_responses(cfg: ExperimentConfig) -> ExperimentResult:
     if not cfg.from_dir:
         depths = resolve_depths(cfg, DEFAULT_DEPTHS, plain=True)
         return run_jobs(cfg, degradation_jobs(depths), responses_report)
-    folder = open_folder(cfg)
-    src, records = read_manifest(Path(cfg.from_dir))
-    records = [r for r in records if r.model.startswith(("plain", "resnet"))]
-    if not records:
-        raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
-    for key in ("data", "iterations", "seeds", "batch_size"):  # the summary describes the nets' training
-        setattr(cfg, key, getattr(src, key))
-    cfg.data_dir = cfg.data_dir or src.data_dir
-    check_data_dir(cfg)
-    cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
-                               if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
-    write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))
-    return finish(folder, cfg, records, responses_report)
+    with experiment_folder(cfg) as folder:
+        src, records = read_manifest(Path(cfg.from_dir))
+        records = [r for r in records if r.model.startswith(("plain", "resnet"))]
+        if not records:
+            raise ReslabError(f"{cfg.from_dir} holds no trained plain or residual nets")
+        for key in ("data", "iterations", "seeds", "batch_size"):  # the summary describes the nets' training
+            setattr(cfg, key, getattr(src, key))
+        cfg.data_dir = cfg.data_dir or src.data_dir
+        check_data_dir(cfg)
+        cfg.depths = tuple(sorted({int(r.label.removeprefix("plain").removeprefix("resnet")) for r in records
+                                   if r.label.removeprefix("plain").removeprefix("resnet").isdigit()}))
+        write_manifest(folder, cfg, records, source=str(Path(cfg.from_dir).resolve()))
+        return finish(folder, cfg, records, responses_report)
 
 
 def measure_responses(records: Sequence[RunRecord], *, images: int, data_dir: str | None) -> list[list[float]]:

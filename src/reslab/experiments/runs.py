@@ -18,7 +18,8 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from reslab.experiments.records import RunRecord
 from reslab.experiments.summary import Report, write_summary
 from reslab.fileio import atomic_write_text
 from reslab.models.analysis import count_params
+from reslab.outputs import LOCK_FILE, MARKER, claim_output
 from reslab.train import resolve_config, train
 from reslab.train.rundir import RunDir, test_error
 from reslab.weights import load_weights
@@ -143,20 +145,60 @@ def train_run(cfg: ExperimentConfig, folder: Path, model: str, *, label: str, se
     return read_record(run_dir, label=label, seed=seed)
 
 
-def open_folder(cfg: ExperimentConfig) -> Path:
-    """Check `cfg`, create its experiment folder and record the folder in `cfg.out`."""
+def output_kind(name: str) -> str:
+    """The kind an experiment folder's marker names (reslab.outputs): one per experiment, so that another
+    experiment's folder is not continued as if it were this one's."""
+    return f"experiment {name}"
+
+
+def _earlier_experiment(name: str) -> Callable[[Path], list[str] | None]:
+    """Recognises an experiment folder without the marker: one written before the marker existed (its
+    experiment.json names the experiment `name`), or one holding only runs/ (and logs/), finished runs
+    copied in to be reused (scripts/gpu_visit.py's reuse_runs); each run there is train's to judge."""
+
+    def recognise(folder: Path) -> list[str] | None:
+        manifest = folder / "experiment.json"
+        if manifest.is_file():
+            try:
+                doc = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                return None
+            if isinstance(doc, dict) and doc.get("experiment") == name:
+                return ["experiment.json"]
+            if isinstance(doc, dict) and isinstance(doc.get("experiment"), str):
+                raise ReslabError(f"--out {folder} holds reslab's {doc['experiment']} experiment, not {name}; "
+                                  f"choose another folder")
+            return None
+        entries = {p.name for p in folder.iterdir()} - {MARKER, LOCK_FILE}
+        return [] if (folder / "runs").is_dir() and entries <= {"runs", "logs"} else None
+
+    return recognise
+
+
+@contextmanager
+def experiment_folder(cfg: ExperimentConfig) -> Iterator[Path]:
+    """Check `cfg`, claim its experiment folder and record the folder in `cfg.out`; held until the block ends.
+
+    The folder rule of reslab.outputs (docs/files.md): a new or empty folder, or this experiment's earlier
+    folder, which is continued (its finished runs are kept, `train_all`); a folder of other files, or
+    another command's or experiment's output, is refused. While held, a second writer is refused (the
+    lock) and every file written into the folder is listed in its marker.
+    """
     validate_experiment(cfg)
     folder = experiment_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
+    out = claim_output(folder, output_kind(cfg.name), resume=True, legacy=_earlier_experiment(cfg.name))
     cfg.out = str(folder)
-    return folder
+    try:
+        yield folder
+    finally:
+        out.close()
 
 
 def run_jobs(cfg: ExperimentConfig, jobs: Sequence[Job], report: ReportFn) -> ExperimentResult:
     """Train every job for every seed in the experiment folder, then measure and judge (`report`)."""
-    folder = open_folder(cfg)
-    warn_budget(cfg)
-    return finish(folder, cfg, train_all(cfg, folder, jobs), report)
+    with experiment_folder(cfg) as folder:
+        warn_budget(cfg)
+        return finish(folder, cfg, train_all(cfg, folder, jobs), report)
 
 
 def train_all(cfg: ExperimentConfig, folder: Path, jobs: Sequence[Job]) -> list[RunRecord]:

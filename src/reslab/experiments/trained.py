@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,13 +18,15 @@ from reslab.errors import ReslabError
 from reslab.experiments.config import ExperimentConfig, experiment_dir
 from reslab.experiments.records import RunRecord
 from reslab.experiments.responses import response_images
-from reslab.experiments.runs import open_folder, read_manifest, write_manifest
+from reslab.experiments.runs import experiment_folder, read_manifest, write_manifest
 from reslab.metadata import WeightsMeta
 from reslab.modes import eval_mode
 
 
-def from_degradation(cfg: ExperimentConfig) -> tuple[Path, list[RunRecord]]:
-    """The output folder and the plain / residual runs of `cfg.from_dir`, which is never written to.
+@contextmanager
+def from_degradation(cfg: ExperimentConfig) -> Iterator[tuple[Path, list[RunRecord]]]:
+    """The output folder (claimed while the block runs: `runs.experiment_folder`) and the plain / residual
+    runs of `cfg.from_dir`, which is never written to.
 
     The config takes the source's data, budget, seeds and batch size: summary.md describes how the
     measured nets were trained.
@@ -38,12 +42,12 @@ def from_degradation(cfg: ExperimentConfig) -> tuple[Path, list[RunRecord]]:
     out = experiment_dir(cfg).resolve()
     if out == source.resolve() or source.resolve() in out.parents:
         raise ReslabError(f"--out must lie outside the source folder, which is only read. Received: --out {out}")
-    folder = open_folder(cfg)
-    for key in ("data", "iterations", "seeds", "batch_size"):
-        setattr(cfg, key, getattr(src, key))
-    cfg.data_dir = cfg.data_dir or src.data_dir
-    write_manifest(folder, cfg, records, source=str(source.resolve()))
-    return folder, records
+    with experiment_folder(cfg) as folder:
+        for key in ("data", "iterations", "seeds", "batch_size"):
+            setattr(cfg, key, getattr(src, key))
+        cfg.data_dir = cfg.data_dir or src.data_dir
+        write_manifest(folder, cfg, records, source=str(source.resolve()))
+        yield folder, records
 
 
 def dataset_tensors(meta: WeightsMeta, split: str, n: int, *, data_dir: str | None,
