@@ -40,7 +40,7 @@ def test_evaluate_on_folders_uses_the_models_preprocessing(weights, tmp_path):
     assert classes == list(CLASSES) and res.n == len(files)
     assert res.top1_err == pytest.approx(wrong / len(files))
     ten, _, _ = evaluate_weights(weights, data="folder", data_dir=str(root), split="val", out=tmp_path / "o",
-                                 ten_crop=True)
+                                 ten_crop=True, overwrite=True)  # its confusion-val.png replaces the first's
     assert ten.n == len(files)
 
 
