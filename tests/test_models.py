@@ -144,8 +144,10 @@ def test_every_model_forward_backward(name):
 
 
 def test_resnet1202_forward_backward():
+    # 8x8 (not CIFAR's 32x32): every one of the 1202 layers still runs and gets a gradient (the stages
+    # leave 8 -> 4 -> 2 pixels), at a sixteenth of the activations; 32x32 took minutes on a busy 2-core machine.
     model = create_model("resnet1202")
-    out = model(torch.randn(2, 3, 32, 32))
+    out = model(torch.randn(2, 3, 8, 8))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
