@@ -77,7 +77,9 @@ def test_no_agreeing_answer_has_no_probability_difference_and_a_cut_run_says_so(
 
 @pytest.mark.parametrize("name, path", [("bf16-compiled", "bf16-compiled"), ("int8-torchao", "int8-torchao"),
                                         ("onnxruntime", "onnxruntime"), ("bf16 (compile failed)", "bf16"),
-                                        ("channels-last (compile failed)", "channels-last"), ("mystery", None)])
+                                        ("channels-last (compile failed)", "channels-last"),
+                                        ("openvino (bf16)", "openvino"), ("openvino (fp32)", "openvino"),
+                                        ("mystery", None)])
 def test_served_path_names_the_path_that_builds_the_offline_engine_again(name, path):
     assert served_path(name) == path
 

@@ -301,8 +301,12 @@ def _offline(config: ServeConfig, photo_bytes: list[bytes], folder: Path) -> dic
 
 def served_path(engine_name: str) -> str | None:
     """The --path that builds the engine named `engine_name` again: its own name, or when its compile failed here
-    the eager path that ran instead ("bf16 (compile failed)" -> bf16); None for a name that is no --path."""
+    the eager path that ran instead ("bf16 (compile failed)" -> bf16), or for OpenVINO, whose name carries the
+    precision it chose by the CPU ("openvino (bf16)"), the openvino path (which chooses it again on this CPU);
+    None for a name that is no --path."""
     name = engine_name.removesuffix(" (compile failed)")
+    if name.startswith("openvino ("):
+        name = "openvino"
     return name if name in PATHS else None
 
 
