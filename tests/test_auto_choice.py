@@ -5,6 +5,7 @@ both kinds of machine is tested on either."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -66,22 +67,39 @@ PRE32 = {"mode": "channel", "mean": [0.5] * 3, "std": [0.25] * 3, "size": 32, "c
 def test_path_auto_times_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, flags, allowed):
     pytest.importorskip("onnxruntime")
     from reslab.deploy import auto
-    from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine
+    from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, resnet50_images
+    from reslab.models.analysis import count_macs
     from reslab.weights import load_weights
 
     model, meta = load_weights(tiny_weights(tmp_path / "w", PRE32))
+    macs = count_macs(model, (3, 32, 32))
+    middling = math.ceil(AUTO_ORT_MIN / resnet50_images(1, macs))  # images of this tiny net as much work as 1,000 R50
     files = _images(tmp_path / "imgs", 12)
     monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, flags)
     monkeypatch.setitem(sys.modules, "openvino", None)  # OpenVINO (bf16 on AMX whatever the flags) absent
     built = []
     real = auto.build_engine
     monkeypatch.setattr(auto, "build_engine", lambda net, path, *a, **k: built.append(path) or real(net, path, *a, **k))
-    engine = build_predict_engine(model, meta, files, "auto", batch_size=8, n_images=AUTO_ORT_MIN)
+    engine = build_predict_engine(model, meta, files, "auto", batch_size=8, n_images=middling)
     assert engine.name in allowed
     assert ("bf16" in built) == ("bf16" in allowed)  # no bf16 is even timed where it would be emulated
     assert "bf16-compiled" not in built  # a middling job repays no compile
     small = build_predict_engine(model, meta, [], "auto", batch_size=8, n_images=2)
     assert small.name == "channels-last"  # a few images: nothing worth an export
+    many = build_predict_engine(model, meta, files, "auto", batch_size=8, n_images=middling - 1)
+    assert many.name == "channels-last"  # many images of a small net: still less work than measuring costs
+
+
+def test_auto_counts_the_job_in_resnet50_images():
+    """The measured choice starts at AUTO_ORT_MIN ResNet-50 images of work: 10,000 ResNet-20 images (0.041 G
+    multiply-adds at 32x32) are about 99 of them, so a predict job of that size stays on the cheap path."""
+    from reslab.deploy.predict import AUTO_ORT_MIN, RESNET50_MACS, resnet50_images
+    from reslab.models.analysis import count_macs
+    from reslab.models.registry import create_model
+
+    assert count_macs(create_model("resnet50").eval(), (3, 224, 224)) == RESNET50_MACS
+    assert resnet50_images(AUTO_ORT_MIN, RESNET50_MACS) == AUTO_ORT_MIN
+    assert 98 < resnet50_images(10_000, count_macs(create_model("resnet20").eval(), (3, 32, 32))) < 100
 
 
 def _images(folder, n):

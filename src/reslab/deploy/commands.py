@@ -24,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParser
     p.add_argument("--classes", metavar="FILE", help="class names to print instead of model.json's: one per line, "
                                                      "or a JSON list")
     p.add_argument("--calib", metavar="DIR", help="calibration images for --path int8 (required there; --path auto "
-                   "considers int8 for 2,000+ images only with them)")
+                   "considers int8 for jobs of 2,000+ ResNet-50 images of work only with them)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("convert", help="torchvision/timm/.pth checkpoint -> reslab weights")

@@ -1,14 +1,16 @@
 """Classify image files with reslab weights: `predict(weights, ["cat.jpg", "photos/"])`.
 
-Inference path rule for `path="auto"`: folded BatchNorm + channels-last eager, which costs
-nothing to build (about a second for ResNet-50), for fewer than AUTO_ORT_MIN images; from
-AUTO_ORT_MIN images on, onnxruntime when it is installed, whose export (5-10 s for
-ResNet-50) is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
+Inference path rule for `path="auto"`, by the job's work counted in ResNet-50 images (224x224,
+4.09 G multiply-adds each: a job of 10,000 ResNet-20 images at 0.041 G is about 100 of them), as
+the cost of measuring is about the same for every model (an ONNX export of 5-10 s, a few timed
+batches per candidate): folded BatchNorm + channels-last eager, which costs nothing to build
+(about a second for ResNet-50), below AUTO_ORT_MIN; from AUTO_ORT_MIN on, onnxruntime when it is
+installed, whose export is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
 instructions and beside OpenVINO where it is installed (on the same export: its compile adds a
-second); from AUTO_BUILD_MIN images on, and always for a server, beside bf16-compiled and
-int8 too (deploy/auto.py): builds of 10 s to a minute for ResNet-50 that pay for themselves within
-a few thousand images (bf16-compiled 202 vs onnxruntime's 41 images/s at batch 16 on a Xeon with
-AMX, docs/benchmarks.md). Every reduced-precision candidate must agree with fp32 on the top-1 of
+second); from AUTO_BUILD_MIN on, and always for a server, beside bf16-compiled and int8 too
+(deploy/auto.py): builds of 10 s to a minute for ResNet-50 that pay for themselves within a few
+thousand images (bf16-compiled 202 vs onnxruntime's 41 images/s at batch 16 on a Xeon with AMX,
+docs/benchmarks.md). Every reduced-precision candidate must agree with fp32 on the top-1 of
 at least 99% of a held-out sample (a few dozen of the images being predicted; for a server, the
 --calib images int8 did not calibrate on), and the fastest accepted path serves, said on stderr
 with one line per candidate. `path="fastest"` times the fp32 paths and keeps the fastest that
@@ -18,6 +20,7 @@ agrees with eager.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,9 +34,15 @@ from reslab.deploy.fast import PATHS, InferenceEngine, build_engine, select_fast
 from reslab.deploy.images import IMAGE_EXTENSIONS, image_mode, load_view, view_size
 from reslab.errors import ReslabError
 from reslab.metadata import Preprocess, WeightsMeta
+from reslab.models.analysis import count_macs
 from reslab.weights import load_weights
 
-AUTO_ORT_MIN = 64
+# The unit of AUTO_ORT_MIN and AUTO_BUILD_MIN: one 224x224 ResNet-50 image (count_macs; the sizes were set on it).
+RESNET50_MACS = 4_089_184_256
+# Measuring costs about 20 s for ResNet-50 on 2 cores (export, timed batches, agreement; 2026-12-05, docs/
+# benchmarks.md): 64 images took 38-66 s under --path auto against 18-22 s in channels-last, so the measured
+# choice starts where the fastest paths (5-7x channels-last) save more than that.
+AUTO_ORT_MIN = 1000
 # From here on, and for a server, `auto` also builds bf16-compiled and int8: bf16-compiled saves about 20 ms an
 # image over onnxruntime fp32 on ResNet-50 (AMX, above) and builds in about 10 s (500 images); int8-torchao's build
 # takes about a minute.
@@ -61,21 +70,28 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def auto_path(n_images: int) -> str:
-    """What `path="auto"` does for `n_images`: "measured" (deploy/auto.py's choice) from AUTO_ORT_MIN on
-    where onnxruntime or OpenVINO is installed, else the cheap "channels-last" (see the module docstring)."""
-    if n_images >= AUTO_ORT_MIN and any(importlib.util.find_spec(p) is not None for p in ("onnxruntime", "openvino")):
+def resnet50_images(n_images: int, macs: int) -> float:
+    """`n_images` images of a model of `macs` multiply-adds each, as ResNet-50 images of the same work: the unit
+    of AUTO_ORT_MIN and AUTO_BUILD_MIN."""
+    return n_images * macs / RESNET50_MACS
+
+
+def auto_path(work: float) -> str:
+    """What `path="auto"` does for a job of `work` ResNet-50 images (`resnet50_images`): "measured"
+    (deploy/auto.py's choice) from AUTO_ORT_MIN on where onnxruntime or OpenVINO is installed, else the cheap
+    "channels-last" (see the module docstring)."""
+    if work >= AUTO_ORT_MIN and any(importlib.util.find_spec(p) is not None for p in ("onnxruntime", "openvino")):
         return "measured"
     return "channels-last"
 
 
-def auto_engine(net: nn.Module, example: Tensor, *, n_images: int, check: Tensor | None,
+def auto_engine(net: nn.Module, example: Tensor, *, work: float, check: Tensor | None,
                 calib: Tensor | None) -> InferenceEngine:
-    """`path="auto"` from AUTO_ORT_MIN images on: deploy/auto.py's measured choice, whose reduced-precision
-    candidates depend on how many images the build is to be repaid by."""
+    """`path="auto"` from AUTO_ORT_MIN on: deploy/auto.py's measured choice, whose reduced-precision
+    candidates depend on how much work (in ResNet-50 images) the build is to be repaid by."""
     from reslab.deploy.auto import REDUCED_LONG, REDUCED_SHORT, choose_auto
 
-    return choose_auto(net, example, candidates=REDUCED_LONG if n_images >= AUTO_BUILD_MIN else REDUCED_SHORT,
+    return choose_auto(net, example, candidates=REDUCED_LONG if work >= AUTO_BUILD_MIN else REDUCED_SHORT,
                        check=check, calib=calib)
 
 
@@ -146,11 +162,12 @@ def calibration_batch(files: list[Path], preprocess: Preprocess, *, raw: bool = 
 
 def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path], path: str, *, batch_size: int,
                          features: bool = False, n_images: int | None = None,
-                         calib: list[Path] | None = None) -> InferenceEngine:
+                         calib: list[Path] | None = None, server: bool = False) -> InferenceEngine:
     """The engine `predict` would use for `files`; example input is one preprocessed batch.
 
-    `n_images` is how many images the engine will see (default `len(files)`; a server passes
-    its expected volume), which decides `path="auto"` and the example's batch size. int8 paths
+    `n_images` is how many images the engine will see (default `len(files)`), which with the
+    model's multiply-adds decides `path="auto"` (a `server` always gets the measured choice with
+    every candidate), and the example's batch size. int8 paths
     calibrate on `calib` (typical images, never the ones being predicted: ranges fitted to them,
     or to one image, would be a silent wrong answer) and refuse without it.
     """
@@ -162,17 +179,18 @@ def build_predict_engine(model: nn.Module, meta: WeightsMeta, files: list[Path],
     example = torch.zeros(n, chans, crop, crop)
     net: nn.Module = _Features(model).eval() if features else model
     if path == "auto":
-        path = auto_path(n_images)
+        work = math.inf if server else resnet50_images(n_images, count_macs(net, (chans, crop, crop)))
+        path = auto_path(work)
         if path == "measured":
             # held out: the images being predicted; a server has none, so half of its calibration images
             check_files, calib_files = (files, calib) if files else ((calib or [])[1::2], (calib or [])[0::2])
             int8_calib = None
-            if calib_files and n_images >= AUTO_BUILD_MIN:
+            if calib_files and work >= AUTO_BUILD_MIN:
                 try:
                     int8_calib = calibration_batch(calib_files[:INT8_CALIB_MAX], pre)
                 except ReslabError as e:
                     print(f"reslab: path auto: int8 not considered: {e}", file=sys.stderr)
-            return auto_engine(net, example, n_images=n_images, check=_check_images(check_files, pre),
+            return auto_engine(net, example, work=work, check=_check_images(check_files, pre),
                                calib=int8_calib)
     if path == "fastest":
         return select_fastest(net, example)

@@ -168,7 +168,7 @@ def build_server_engine(model: nn.Module, meta: WeightsMeta, config: ServeConfig
     # A server sees many images: `auto` resolves as predict does for a large job (deploy/auto.py's measured
     # choice, bf16-compiled and int8 included, checked against fp32 on the --calib images).
     return build_predict_engine(model, meta, [], config.path, calib=calib, batch_size=config.max_batch,
-                                n_images=max(AUTO_BUILD_MIN, config.max_batch))
+                                n_images=max(AUTO_BUILD_MIN, config.max_batch), server=True)
 
 
 # ---------------------------------------------------------------------------- predict
