@@ -102,6 +102,27 @@ def test_auto_counts_the_job_in_resnet50_images():
     assert 98 < resnet50_images(10_000, count_macs(create_model("resnet20").eval(), (3, 32, 32))) < 100
 
 
+def test_path_auto_measures_bf16_without_onnxruntime_or_openvino(tmp_path, monkeypatch):
+    """A large job on a bf16 CPU with neither onnxruntime nor OpenVINO installed (`pip install reslab` alone)
+    still measures: channels-last is the fp32 reference, bf16 is timed beside it."""
+    from reslab.deploy import auto
+    from reslab.deploy.predict import AUTO_ORT_MIN, build_predict_engine, resnet50_images
+    from reslab.models.analysis import count_macs
+    from reslab.weights import load_weights
+
+    model, meta = load_weights(tiny_weights(tmp_path / "w", PRE32))
+    files = _images(tmp_path / "imgs", 12)
+    monkeypatch.setenv(hardware.SIMULATED_FLAGS_ENV, BF16)
+    for package in ("onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)
+    built = []
+    real = auto.build_engine
+    monkeypatch.setattr(auto, "build_engine", lambda net, path, *a, **k: built.append(path) or real(net, path, *a, **k))
+    n = math.ceil(AUTO_ORT_MIN / resnet50_images(1, count_macs(model, (3, 32, 32))))
+    engine = build_predict_engine(model, meta, files, "auto", batch_size=8, n_images=n)
+    assert built == ["channels-last", "bf16"] and engine.name in {"channels-last", "bf16"}
+
+
 def _images(folder, n):
     from PIL import Image
 

@@ -5,7 +5,7 @@ Inference path rule for `path="auto"`, by the job's work counted in ResNet-50 im
 the cost of measuring is about the same for every model (an ONNX export of 5-10 s, a few timed
 batches per candidate): folded BatchNorm + channels-last eager, which costs nothing to build
 (about a second for ResNet-50), below AUTO_ORT_MIN; from AUTO_ORT_MIN on, onnxruntime when it is
-installed, whose export is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
+installed (else channels-last), whose export is repaid by its faster batches, timed beside plain bf16 on a CPU with bf16
 instructions and beside OpenVINO where it is installed (on the same export: its compile adds a
 second); from AUTO_BUILD_MIN on, and always for a server, beside bf16-compiled and int8 too
 (deploy/auto.py): builds of 10 s to a minute for ResNet-50 that pay for themselves within a few
@@ -19,7 +19,6 @@ agrees with eager.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -78,11 +77,9 @@ def resnet50_images(n_images: int, macs: int) -> float:
 
 def auto_path(work: float) -> str:
     """What `path="auto"` does for a job of `work` ResNet-50 images (`resnet50_images`): "measured"
-    (deploy/auto.py's choice) from AUTO_ORT_MIN on where onnxruntime or OpenVINO is installed, else the cheap
-    "channels-last" (see the module docstring)."""
-    if work >= AUTO_ORT_MIN and any(importlib.util.find_spec(p) is not None for p in ("onnxruntime", "openvino")):
-        return "measured"
-    return "channels-last"
+    (deploy/auto.py's choice) from AUTO_ORT_MIN on, else the cheap "channels-last" (see the module docstring).
+    Without onnxruntime the measured choice's fp32 path is channels-last, beside bf16 where the CPU has it."""
+    return "measured" if work >= AUTO_ORT_MIN else "channels-last"
 
 
 def auto_engine(net: nn.Module, example: Tensor, *, work: float, check: Tensor | None,
