@@ -44,7 +44,8 @@ class Batcher:
     """
 
     def __init__(self, build: Callable[[], InferenceEngine], example: Tensor, *, max_batch: int,
-                 max_wait_s: float, prepare: Callable[[Tensor], Tensor] = lambda x: x, warmup_delay_s: float = 0.0, batch_delay_s: float = 0.0,
+                 max_wait_s: float, prepare: Callable[[Tensor], Tensor] = lambda x: x,
+                 warmup_delay_s: float = 0.0, batch_delay_s: float = 0.0,
                  on_batch: Callable[[int], None] = lambda n: None, on_skip: Callable[[], None] = lambda: None,
                  on_fatal: Callable[[BaseException], None] = lambda e: None,
                  on_ready: Callable[[InferenceEngine], None] = lambda engine: None) -> None:
