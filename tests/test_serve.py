@@ -20,6 +20,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed (pip i
 from starlette.exceptions import HTTPException  # noqa: E402
 
 from reslab.deploy.fast import InferenceEngine  # noqa: E402
+from reslab.deploy.images import image_mode, load_image, normalize_view, preprocess_image, raw_view  # noqa: E402
 from reslab.deploy.predict import predict  # noqa: E402
 from reslab.serve.app import ServeConfig, _Body  # noqa: E402
 from reslab.serve.batcher import Batcher  # noqa: E402
@@ -67,6 +68,35 @@ def test_batcher_groups_waiting_images_and_skips_cancelled_ones():
     assert [futures[i].result(10).tolist() for i in range(5)] == [[16.0 * i] * 2 for i in range(5)]
     batcher.stop(10)
     assert sizes == [4, 1] and skipped == [1]
+
+
+def test_batcher_prepares_each_batch_once_before_the_engine():
+    seen = []
+    engine = InferenceEngine("sum", lambda x: x.sum(dim=(2, 3)))
+
+    def prepare(x):
+        seen.append((tuple(x.shape), x.dtype))
+        return x.float() / 2
+
+    batcher = Batcher(lambda: engine, torch.zeros(2, 4, 4, dtype=torch.uint8), max_batch=3, max_wait_s=0.5,
+                      prepare=prepare)
+    batcher.start()
+    assert batcher.ready.wait(10)
+    futures = [batcher.submit(torch.full((2, 4, 4), i, dtype=torch.uint8)) for i in range(3)]
+    assert [f.result(10).tolist() for f in futures] == [[8.0 * i] * 2 for i in range(3)]
+    batcher.stop(10)
+    # warm-up at batch 1 and max_batch, then the three images as one stacked uint8 batch
+    assert seen == [((1, 2, 4, 4), torch.uint8), ((3, 2, 4, 4), torch.uint8), ((3, 2, 4, 4), torch.uint8)]
+
+
+@pytest.mark.parametrize("pre", [PRE, {**PRE, "in_chans": 1, "mode": "pixel-mean", "std": [0.5],
+                                       "mean_image": torch.rand(1, 40, 40).tolist()}], ids=["channel", "pixel-mean"])
+def test_server_normalising_per_batch_equals_preprocessing_each_image(pre):
+    mode = image_mode(pre)
+    imgs = [load_image(io.BytesIO(b), mode=mode) for b in photos(3, size=(80, 60))]
+    per_batch = normalize_view(torch.stack([raw_view(img, pre) for img in imgs]), pre)
+    assert per_batch.dtype == torch.float32
+    assert torch.equal(per_batch, torch.stack([preprocess_image(img, pre) for img in imgs]))
 
 
 def test_uploads_held_at_once_are_bounded():

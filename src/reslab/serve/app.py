@@ -6,17 +6,18 @@ GET /healthz (the process answers), GET /readyz (engine built and warmed up), GE
 (Prometheus text), GET / (a page to drop an image on, see the top-k and the CAM of any of them),
 GET /favicon.ico.
 
-Where the work happens: the event loop only reads bodies and writes JSON. Decoding and
-preprocessing run in a thread pool (`workers` threads); the forward pass runs in the
-batcher's one worker thread. Admission: at most `queue` predict requests are in the server
-at once (decoding, waiting or in a forward pass); one more gets 503 with Retry-After before
-its body is read, and so does one whose body would take the uploads held at once past
-16 x `max_body_mb`: a flood costs no memory. A request counts against `queue` only once its
-body has arrived, and a body not complete within `body_timeout_s` gets 408, so clients that
-never finish their bodies cannot keep others out. A body over `max_body_mb` gets 413; an
-image that does not decode, is not in an accepted format, or is a decompression bomb (more
-than `max_pixels`), gets 400 with the reason, and never reaches a batch; so does a query
-value that is not plain ASCII digits where a number is asked for.
+Where the work happens: the event loop only reads bodies and writes JSON. Decoding and the
+geometry of preprocessing (resize, crop: uint8) run in a thread pool (`workers` threads); the
+batcher's one worker thread normalises each batch and runs the forward pass. Admission: at most
+`queue` predict requests are in the server at once (decoding, waiting or in a forward pass);
+one more gets 503 with Retry-After before its body is read, and so does one whose body would
+take the uploads held at once past 16 x `max_body_mb`: a flood costs no memory. A request
+counts against `queue` only once its body has arrived, and a body not complete within
+`body_timeout_s` gets 408, so clients that never finish their bodies cannot keep others out. A
+body over `max_body_mb` gets 413; an image that does not decode, is not in an accepted format,
+or is a decompression bomb (more than `max_pixels`), gets 400 with the reason, and never
+reaches a batch; so does a query value that is not plain ASCII digits where a number is asked
+for.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from starlette.routing import Route
 from torch import Tensor, nn
 
 from reslab.deploy.fast import InferenceEngine
-from reslab.deploy.images import image_mode, load_image, preprocess_image
+from reslab.deploy.images import image_mode, load_image, normalize_view, raw_view
 from reslab.deploy.predict import AUTO_BUILD_MIN, build_predict_engine, expand_inputs
 from reslab.errors import ReslabError
 from reslab.hardware import tune_malloc
@@ -96,12 +97,13 @@ class _State:
         self.max_buffered, self.buffered = BUFFERED_BODIES * self.max_body, 0
         self.in_flight = 0
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
-        example = preprocess_image(Image.new(self.mode, (64, 64)), self.pre)  # (C, H, W) as a request's
+        example = raw_view(Image.new(self.mode, (64, 64)), self.pre)  # uint8 (C, H, W) as a request's
         self.metrics = ServeMetrics(max_batch=config.max_batch, queue_depth=lambda: self.batcher.depth(),
                                     in_flight=lambda: self.in_flight)
         warmup_s, batch_s = (float(os.environ.get(k, "0")) for k in _TEST_HOOKS)
         self.batcher = Batcher(lambda: build_server_engine(model, meta, config), example, max_batch=config.max_batch,
-                               max_wait_s=config.max_wait_ms / 1000, warmup_delay_s=warmup_s, batch_delay_s=batch_s,
+                               max_wait_s=config.max_wait_ms / 1000, prepare=self.normalize,
+                               warmup_delay_s=warmup_s, batch_delay_s=batch_s,
                                on_batch=self.metrics.batch_size.observe, on_skip=self.metrics.skipped.inc,
                                on_fatal=lambda e: self.on_fatal(e), on_ready=_say_ready)
         # One intra-op thread per decoder: the engine's threads own the cores, and more OpenMP teams
@@ -115,12 +117,18 @@ class _State:
         return load_image(io.BytesIO(data), mode=self.mode, name=name or "request body")
 
     def decode(self, name: str | None, data: bytes) -> Tensor:
-        """Image bytes -> preprocessed (C, H, W)."""
+        """Image bytes -> uint8 (C, H, W), resized and cropped; `normalize` makes it the network's input."""
         img = self.load(name, data)
         try:
-            return preprocess_image(img, self.pre)
+            return raw_view(img, self.pre)
         finally:
             _release(img)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """uint8 (N, C, H, W) -> the float32 batch the engine takes. Per batch, in the inference thread: the
+        decode threads hand over a quarter of the bytes, and one stack of uint8 views and one normalisation of
+        the batch cost less than N normalisations and a stack of float32 (docs/benchmarks.md)."""
+        return normalize_view(x, self.pre)
 
     def explain(self, name: str | None, data: bytes, class_text: str | None
                 ) -> tuple[bytes, str, float, tuple[float, ...]]:

@@ -27,26 +27,29 @@ log = logging.getLogger("reslab.serve")
 
 @dataclass
 class _Item:
-    x: Tensor  # (C, H, W), preprocessed
+    x: Tensor  # (C, H, W), as `prepare` takes it
     future: Future
 
 
 class Batcher:
-    """`submit(x)` a preprocessed image (C, H, W); its future resolves to the engine's output row (K,).
+    """`submit(x)` an image (C, H, W); its future resolves to the engine's output row (K,).
 
-    `build()` makes the engine inside the worker thread; `example` (C, H, W) shapes the
-    warm-up passes (batch 1 and `max_batch`). `on_batch(n)` is called with each batch's size,
+    `build()` makes the engine inside the worker thread; each batch of submitted images,
+    stacked (N, C, H, W), goes through `prepare` before the engine (the server normalises
+    there: once per batch, not once per image); `example` (C, H, W) shapes the warm-up passes
+    (batch 1 and `max_batch`). `on_batch(n)` is called with each batch's size,
     `on_skip()` for each image dropped because its caller left, `on_ready(engine)` once the
     engine is warm (then `ready` is set), `on_fatal(error)` if building or warming it fails
     (then `error` holds it).
     """
 
     def __init__(self, build: Callable[[], InferenceEngine], example: Tensor, *, max_batch: int,
-                 max_wait_s: float, warmup_delay_s: float = 0.0, batch_delay_s: float = 0.0,
+                 max_wait_s: float, prepare: Callable[[Tensor], Tensor] = lambda x: x,
+                 warmup_delay_s: float = 0.0, batch_delay_s: float = 0.0,
                  on_batch: Callable[[int], None] = lambda n: None, on_skip: Callable[[], None] = lambda: None,
                  on_fatal: Callable[[BaseException], None] = lambda e: None,
                  on_ready: Callable[[InferenceEngine], None] = lambda engine: None) -> None:
-        self._build, self._example = build, example
+        self._build, self._example, self._prepare = build, example, prepare
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         # Test hooks: a slow warm-up (readiness) and slow batches (queues that fill).
         self._warmup_delay_s, self._batch_delay_s = warmup_delay_s, batch_delay_s
@@ -92,7 +95,7 @@ class Batcher:
     def _warm_up(self, engine: InferenceEngine) -> None:
         # The first call at each batch size picks and packs its kernels (oneDNN); pay that now.
         for n in sorted({1, self.max_batch}):
-            engine(self._example.expand(n, *self._example.shape).contiguous())
+            engine(self._prepare(self._example.expand(n, *self._example.shape).contiguous()))
         time.sleep(self._warmup_delay_s)
 
     def _next_batch(self) -> list[_Item] | None:
@@ -123,7 +126,7 @@ class Batcher:
         assert self.engine is not None
         try:
             time.sleep(self._batch_delay_s)
-            out = self.engine(torch.stack([it.x for it in items]))
+            out = self.engine(self._prepare(torch.stack([it.x for it in items])))
         except Exception as e:  # a bug in an engine: every caller of this batch sees it, the worker goes on
             log.exception("inference failed on a batch of %d", len(items))
             for it in items:
