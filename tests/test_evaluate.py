@@ -110,3 +110,16 @@ def test_evaluate_out_follows_the_file_rule(mnist_weights, tmp_path, capsys, mon
     assert (tmp_path / "a-file").read_text() == "x"
     assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0  # beside the weights: replaced each time
     assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0
+
+
+def test_a_folder_of_other_classes_is_one_line_naming_both_class_lists(folder_weights, tmp_path, capsys):
+    w, data = folder_weights
+    other = tmp_path / "other"
+    for split in ("train", "val"):
+        for c in ("ant", "bee"):
+            (other / split / c).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(other / split / c / "0.png")
+    assert main(["evaluate", str(w), "--data", "folder", "--data-dir", str(other)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{other} has 2 classes [ant, bee] but {w} was trained on 2 classes [cat, dog]" in line
+    assert "has classes" not in line and "reslab predict" in line
