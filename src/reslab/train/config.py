@@ -342,6 +342,12 @@ def resolve_config(recipe: str | None = None, *, file: str | Path | None = None,
         return _layered(recipe or "cifar-paper", flags)
     saved = read_config_file(file, TrainConfig)
     given = {k: v for k, v in flags.items() if v is not None and k != "model_kwargs"}
+    if str(saved.get("device", "")).startswith("cuda") and "device" not in given:
+        import torch  # only here: a file that names a GPU, replayed on a machine that may lack one
+
+        if not torch.cuda.is_available():
+            raise ReslabError(f"--config {file} says device {saved['device']!r} (where that run trained), and this "
+                              f"machine has no CUDA; pass --device cpu (or auto) to replay it here")
     values = {**saved, **given}
     if "iterations" in given:  # a new length: the file's milestones keep their fractions, its epochs go
         if "milestones" not in given and "milestones" in saved and "iterations" in saved:
