@@ -113,7 +113,7 @@ def test_evaluate_out_follows_the_file_rule(mnist_weights, tmp_path, capsys, mon
 
 
 def test_a_folder_of_other_classes_is_one_line_naming_both_class_lists(folder_weights, tmp_path, capsys):
-    w, data = folder_weights
+    w, _ = folder_weights
     other = tmp_path / "other"
     for split in ("train", "val"):
         for c in ("ant", "bee"):
