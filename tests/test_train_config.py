@@ -128,8 +128,11 @@ def test_a_gpu_runs_config_on_a_machine_without_cuda_names_the_file(tmp_path, ca
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"model": "resnet20", "device": "cuda", "iterations": 30}))
+    path.write_text(json.dumps({"model": "resnet20", "device": "cuda", "iterations": 30, "milestones": [15, 22]}))
     assert main(["train", "--config", str(path)]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert f"--config {path} says device 'cuda'" in line and "--device cpu" in line
     assert _config("--config", str(path), "--device", "cpu").device == "cpu"
+    assert main(["train", "--resume", str(tmp_path)]) == 2  # the same run resumed: the same one line
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"--resume {tmp_path}: its config.json says device 'cuda'" in line and "--device cpu" in line
