@@ -436,6 +436,14 @@ def test_cli_export(tmp_path, weights, capsys):
     assert "onnx only" in capsys.readouterr().err
 
 
+
+def test_export_program_to_a_name_without_pt2_checks_parity_without_a_torch_warning(tmp_path, weights, capfd):
+    out = tmp_path / "model-ep"  # --out is any file name; torch.export.load(path) warns unless it ends in .pt2
+    assert main(["export", str(weights), "--format", "exported-program", "--out", str(out)]) == 0
+    captured = capfd.readouterr()
+    assert out.is_file() and "top-1 agreement 100.0%" in captured.out
+    assert "Unable to load package" not in captured.err
+
 def test_bench_infer_small(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["bench", "infer", "--model", "resnet20", "--image-size", "16", "--batch-size", "2", "--repeats", "1",

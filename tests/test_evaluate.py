@@ -110,3 +110,43 @@ def test_evaluate_out_follows_the_file_rule(mnist_weights, tmp_path, capsys, mon
     assert (tmp_path / "a-file").read_text() == "x"
     assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0  # beside the weights: replaced each time
     assert main(["evaluate", str(w), "--data-dir", str(folder)]) == 0
+
+
+def test_a_folder_of_other_classes_is_one_line_naming_both_class_lists(folder_weights, tmp_path, capsys):
+    w, _ = folder_weights
+    other = tmp_path / "other"
+    for split in ("train", "val"):
+        for c in ("ant", "bee"):
+            (other / split / c).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(other / split / c / "0.png")
+    assert main(["evaluate", str(w), "--data", "folder", "--data-dir", str(other)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{other} has 2 classes [ant, bee] but {w} was trained on 2 classes [cat, dog]" in line
+    assert "has classes" not in line and "reslab predict" in line
+
+
+def test_a_bare_folder_of_class_folders_is_tested_whole(folder_weights, tmp_path, capsys):
+    """A newcomer's labelled photos are one folder of class folders, with no train/ or val/: evaluate tests on
+    every image of it (it used to say 'missing folder .../train' and suggest --val-fraction, a train flag)."""
+    w, _ = folder_weights
+    photos = tmp_path / "photos"
+    for c, n in (("cat", 3), ("dog", 2)):
+        (photos / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 32), (60 * i, 0, 0)).save(photos / c / f"{i}.png")
+    res, classes, _ = evaluate_weights(w, data="folder", data_dir=str(photos), out=tmp_path / "ev")
+    assert classes == ["cat", "dog"] and res.n == 5
+    assert main(["evaluate", str(w), "--data", "folder", "--data-dir", str(photos), "--out", str(tmp_path / "ev2"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 5
+
+
+def test_the_val_split_of_a_bare_folder_says_to_use_test(folder_weights, tmp_path, capsys):
+    w, _ = folder_weights
+    photos = tmp_path / "photos"
+    for c in ("cat", "dog"):
+        (photos / c).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(photos / c / "0.png")
+    assert main(["evaluate", str(w), "--data", "folder", "--data-dir", str(photos), "--split", "val"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(photos) in line and "--split test" in line and "--val-fraction" not in line

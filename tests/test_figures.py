@@ -266,3 +266,17 @@ def test_confusion_matrix_has_a_colour_bar_from_0_to_1_and_class_names_on_both_a
     assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "ship"]
     assert bar.get_ylim() == (0, 1) and bar.get_ylabel().startswith("fraction of the true class")
     assert {t.get_text() for t in ax.texts} == {"8", "2", "1", "9", "10"}  # counts, zeros left blank
+
+
+def test_compare_labels_of_runs_of_one_net_do_not_overlap(drawn, tmp_path):
+    from reslab.experiments.compare import CompareRow, plot_compare
+
+    # two runs of ResNet-20: the same parameters and MACs, so the same point
+    rows = [CompareRow(f"resnet20 ({name})", "resnet20", "cifar", 20, 20, 269_434, 30_800_000, (1, 28, 28), err)
+            for name, err in (("run-a", 0.06), ("run-b", 0.35))]
+    plot_compare(rows, tmp_path / "compare.png")
+    [fig] = drawn
+    [ax] = fig.axes
+    fig.canvas.draw()
+    a, b = (t.get_window_extent() for t in ax.texts)
+    assert not a.overlaps(b)

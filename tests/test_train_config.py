@@ -119,3 +119,20 @@ def test_resume_from_python_is_resume_from_the_cli(fmnist_dir, tmp_path):
         reslab.resolve_config(resume=run, lr=0.1)
     with pytest.raises(ReslabError, match=r"--lr 0\.1 differs"):
         _config("--resume", str(run), "--lr", "0.1")
+
+
+def test_a_gpu_runs_config_on_a_machine_without_cuda_names_the_file(tmp_path, capsys, monkeypatch):
+    """docs/results/gpu-part1's runs trained with device cuda: replaying one on a CPU machine must say the
+    device came from the file (the person typed no --device), and --device cpu replays it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": "resnet20", "device": "cuda", "iterations": 30, "milestones": [15, 22]}))
+    assert main(["train", "--config", str(path)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"--config {path} says device 'cuda'" in line and "--device cpu" in line
+    assert _config("--config", str(path), "--device", "cpu").device == "cpu"
+    assert main(["train", "--resume", str(tmp_path)]) == 2  # the same run resumed: the same one line
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"--resume {tmp_path}: its config.json says device 'cuda'" in line and "--device cpu" in line

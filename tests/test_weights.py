@@ -232,3 +232,11 @@ def test_cli_convert(tmp_path, tv_resnet18, capsys):
     assert len(err.splitlines()) == 1 and "r18.pth" in err and "--finetune" in err
     assert main([*argv, "--finetune"]) == 0
     assert load_weights(tmp_path / "w10")[1]["classes"][9] == "n9"
+
+
+def test_convert_of_junk_bytes_names_the_file_and_what_to_do(tmp_path, capsys):
+    junk = tmp_path / "bad.pth"
+    junk.write_text("junk\n")  # torch's unpickler fails on it with a bare KeyError(174812789)
+    assert main(["convert", str(junk), "--model", "resnet20", "--out", str(tmp_path / "w")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{junk}: not a readable PyTorch checkpoint (KeyError" in line and "download it again" in line

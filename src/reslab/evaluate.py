@@ -243,8 +243,10 @@ def evaluate_weights(weights: str | Path, *, data: str | None = None, data_dir: 
         classes, batches = _tensor_split(name, split, data_dir, pre, subset, batch_size=batch_size,
                                          ten_crop=ten_crop, held_out=_held_out(weights) if split == "val" else {})
     if list(classes) != list(meta["classes"]):
-        raise ReslabError(f"{name} has classes {_short(classes)} but {weights} was trained on "
-                          f"{_short(meta['classes'])}; evaluate on the dataset the model was trained on")
+        raise ReslabError(f"{data_dir or name} has {_short(classes)} but {weights} was trained on "
+                          f"{_short(meta['classes'])}; evaluate on data with the model's classes (for a folder: "
+                          f"one sub-folder per class, named as in its model.json), or classify any images with "
+                          f"`reslab predict`")
     if multiscale:
         probs, labels = multiscale_probs(model, batches, multiscale, device=dev)
     else:

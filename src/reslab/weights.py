@@ -254,8 +254,10 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Tensor]:
             raise ReslabError(f"{p} is not a plain weights file: it would run code when unpickled; "
                               f"save model.state_dict() (or a .safetensors file) where you trust the source") from e
         except Exception as e:  # junk bytes fail in many ways inside the unpickler
-            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ReslabError(f"{p}: not a readable PyTorch checkpoint ({detail})") from e
+            detail = (str(e).strip().splitlines() or [""])[0]
+            raise ReslabError(f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}"
+                              f"{': ' + detail if detail else ''}); the file is damaged or was not written by "
+                              f"torch.save: download it again, or pass the model's .safetensors") from e
     return _flatten_state(obj, p)
 
 

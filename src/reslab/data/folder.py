@@ -280,10 +280,32 @@ def held_out_samples(root: str | Path, fraction: float, seed: int, *,
     return out
 
 
+def _bare(root: Path) -> bool:
+    """One folder of class folders, with no train/, val/ or test/ split in it."""
+    return root.is_dir() and not any((root / s).is_dir() for s in SPLITS)
+
+
+def _whole_folder(root: Path, skip_bad: bool) -> list[tuple[str, int]]:
+    """Every checked (file, class) sample of a bare folder of class folders: what `reslab evaluate` tests
+    on when it is given one (a folder of labelled photos is a test set)."""
+    classes = _classes(root)
+    if len(classes) < 2:
+        raise ReslabError(f"{root} has one class folder ({classes[0]}); a classifier needs at least 2")
+    samples = VisibleImageFolder(root).samples
+    bad = _scan(root, [f for f, _ in samples], skip_bad)
+    return [s for s in samples if s[0] not in bad]
+
+
 def split_samples(root: str | Path, split: str, *, val_fraction: float | None = None, seed: int = 0,
                   skip_bad: bool = False) -> tuple[Path, list[tuple[str, int]]]:
     """(the folder ImageFolder reads, the checked (file, class) samples) of one split: train/, val/, test/ (val/
-    without one), or with `val_fraction` the seeded share of one folder of class folders (`held_out_samples`)."""
+    without one), or with `val_fraction` the seeded share of one folder of class folders (`held_out_samples`).
+    Without `val_fraction`, "test" of one folder of class folders (no train/, val/, test/) is all of it."""
+    if not val_fraction and split == "test" and _bare(Path(root)):
+        return Path(root), _whole_folder(Path(root), skip_bad)
+    if not val_fraction and split == "val" and _bare(Path(root)):
+        raise ReslabError(f"{root} is one folder of class folders, with no val/ split; evaluate every image of it "
+                          f"with --split test")
     if not val_fraction:
         folder = split_dir(root, split)
         return folder, check_folder(root, skip_bad=skip_bad)[folder.name]

@@ -220,6 +220,7 @@ def _export_program(net: nn.Module, x: Tensor, out: Path) -> Tensor:
     xs = x if x.shape[0] > 1 else x.expand(2, *x.shape[1:]).contiguous()  # batch 1 would be specialised
     program = torch.export.export(net, (xs,), dynamic_shapes=({0: batch},))
     atomic_write_serialized(out, lambda f: torch.export.save(program, f))
-    loaded = torch.export.load(str(out)).module()
+    with out.open("rb") as f:  # by name, torch.export.load warns about any file not named *.pt2
+        loaded = torch.export.load(f).module()
     with torch.inference_mode():
         return loaded(x)

@@ -154,9 +154,13 @@ def plot_compare(rows: Sequence[CompareRow], path: Path) -> Path:
         rs = [r for r in rows if r.family == fam]
         ax.scatter([r.macs for r in rs], [r.params for r in rs], s=[30 + 8 * r.depth for r in rs], alpha=0.55,
                    color=colors.get(fam, "tab:gray"), edgecolors="black", linewidths=0.6, label=fam)
+    # Runs of one net share a point (same parameters and MACs): their labels stack downwards instead of
+    # printing over each other.
+    seen: dict[tuple[int, int], int] = {}
     for r in rows:
         text = r.label + (f"\naccuracy {100 * r.accuracy:.2f}%" if r.accuracy is not None else "")
-        ax.annotate(text, (r.macs, r.params), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        k = seen[(r.macs, r.params)] = seen.get((r.macs, r.params), -1) + 1
+        ax.annotate(text, (r.macs, r.params), textcoords="offset points", xytext=(6, 6 - 22 * k), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("multiply-adds per image")

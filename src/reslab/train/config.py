@@ -122,6 +122,8 @@ class TrainConfig:
                               "`reslab train` created")
         cfg = _read_run_config(cls, path)
         given = {k: v for k, v in flags.items() if v is not None}
+        if "device" not in given:
+            _check_saved_device(cfg.device, f"--resume {run_dir}: its config.json")
         saved = cfg.to_dict()
         model_kwargs = given.pop("model_kwargs", None) or {}
         changed = [k for k, v in given.items() if k not in RESUMABLE and saved.get(k) != _saved_form(v)]
@@ -325,6 +327,18 @@ def check_model_size(cfg: TrainConfig) -> None:
                           f"the {MAX_PARAMS:,} reslab trains; use smaller widths or fewer layers")
 
 
+def _check_saved_device(device: Any, source: str) -> None:
+    """A saved config that names a GPU (where its run trained), replayed on a machine without CUDA: an error that
+    says the device came from the file, not from the person's flags."""
+    if not str(device or "").startswith("cuda"):
+        return
+    import torch  # only here: a file that names a GPU, replayed on a machine that may lack one
+
+    if not torch.cuda.is_available():
+        raise ReslabError(f"{source} says device {device!r} (where that run trained), and this machine has no CUDA; "
+                          f"pass --device cpu (or auto) to run it here")
+
+
 def resolve_config(recipe: str | None = None, *, file: str | Path | None = None, resume: str | Path | None = None,
                    **flags: Any) -> TrainConfig:
     """A run's config, in layers: dataclass defaults, then `recipe` (default cifar-paper), then `file` (a
@@ -342,6 +356,8 @@ def resolve_config(recipe: str | None = None, *, file: str | Path | None = None,
         return _layered(recipe or "cifar-paper", flags)
     saved = read_config_file(file, TrainConfig)
     given = {k: v for k, v in flags.items() if v is not None and k != "model_kwargs"}
+    if "device" not in given:
+        _check_saved_device(saved.get("device"), f"--config {file}")
     values = {**saved, **given}
     if "iterations" in given:  # a new length: the file's milestones keep their fractions, its epochs go
         if "milestones" not in given and "milestones" in saved and "iterations" in saved:
