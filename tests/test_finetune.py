@@ -202,9 +202,12 @@ def test_class_names_from_a_file_in_train_and_predict(fmnist_dir, tmp_path, pret
     assert "--classes gives 2 names" in err and "10 outputs" in err and len(err.splitlines()) == 1
 
 
-def test_the_init_notice_is_printed_once_by_train_lr_find_and_by_lr_find(fmnist_dir, tmp_path, pretrained, capsys):
+def test_the_init_notice_is_printed_once_by_train_lr_find_and_by_lr_find(fmnist_dir, tmp_path, pretrained, capsys,
+                                                                         monkeypatch):
     # 5 of the weights' 10 classes: --init replaces the classifier and says so. `train --lr find` loads the
-    # weights twice (its sweep, then the run): the notice is the run's, once.
+    # weights twice (its sweep, then the run): the notice is the run's, once. The sweep's length is not what is
+    # tested: its shortest (80 s of the suite with the default 100 iterations, next to another worker).
+    monkeypatch.setattr("reslab.train.lrfind.AUTO_ITERATIONS", 10)
     replaced = "classifier fc (10 outputs for other classes) replaced by a new one for the data's 5 classes"
     assert main(_train_args(fmnist_dir, tmp_path / "run", "--init", str(pretrained), "--iterations", "2",
                             "--subset-classes", "0-4", "--lr", "find")) == 0
